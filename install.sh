@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The quick start. As root on Debian 12:
+#   ./install.sh demo   install what is missing, build, start the all-in-one stack and the demo guests
+#   ./install.sh test   install what is missing, build, run the whole test suite
+#   ./install.sh stop   stop the all-in-one stack and remove everything it made
+set -euo pipefail
+cd "$(dirname "$0")"
+mode=${1:-}
+case "$mode" in demo|test|stop) ;; *) echo "usage: $0 demo|test|stop" >&2; exit 2 ;; esac
+
+if [ "$(id -u)" != 0 ]; then echo "$0: run as root (the stack builds network namespaces)" >&2; exit 1; fi
+
+pkgs=(iproute2 iptables dnsmasq-base isc-dhcp-client curl procps kmod)
+[ "$mode" = test ] && pkgs+=(mariadb-server haproxy wrk cloud-init python3)
+[ "$mode" = demo ] && pkgs+=(cloud-init python3)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+  echo "$0: Node.js 20 or newer is required (found: $(node --version 2>/dev/null || echo none))" >&2
+  exit 1
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+npm run build --silent
+
+case "$mode" in
+  test)
+    # The MariaDB half of the storage tests uses the local server (root, no password).
+    if ! mysqladmin ping -h 127.0.0.1 --silent 2>/dev/null; then
+      mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+      start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+      for _ in $(seq 1 60); do mysqladmin ping -h 127.0.0.1 --silent 2>/dev/null && break; sleep 0.5; done
+    fi
+    npm test
+    ;;
+  demo)
+    exec node dist/src/aio/main.js start
+    ;;
+  stop)
+    exec node dist/src/aio/main.js stop
+    ;;
+esac
