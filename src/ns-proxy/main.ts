@@ -1,0 +1,101 @@
+// quantum-ns-metadata-proxy: one per router (in qrouter-<id>) or isolated network (in qdhcp-<id>).
+// Deliberately light: flags only (no yargs/ini), a tiny pino-format logger, node:http, so each of the
+// hundreds of copies on a network node costs little memory (see README "metadata-path").
+import { isAbsolute, join } from 'node:path';
+import { daemonize, dropPrivileges, notifyParent, removePidFile, runningDaemon, writePidFile } from '../common/daemon.js';
+import { ConfigError, errorMessage } from '../common/errors.js';
+import { parseFlags } from '../common/flags.js';
+import { createLiteLogger, type LiteLogger } from '../common/lite-log.js';
+import { PROG, proxyAliases, proxyOpts } from './opts.js';
+import { MetadataProxy } from './proxy.js';
+
+let log: LiteLogger | undefined;
+
+async function fatal(msg: string): Promise<never> {
+  process.stderr.write(`${PROG}: ${msg}\n`);
+  log?.error(msg);
+  await notifyParent({ qmDaemon: 'error', message: msg });
+  await log?.close();
+  process.exit(1);
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  const parsed = parseFlags(proxyOpts, argv, { prog: PROG, description: 'Metadata proxy for one router or network namespace.', aliases: proxyAliases });
+  if ('help' in parsed) {
+    process.stdout.write(parsed.help);
+    return;
+  }
+  const c = parsed.conf.DEFAULT;
+  if (!c.router_id === !c.network_id) throw new ConfigError('Either one of parameter network_id or router_id must be passed in.');
+  const uuid = (c.router_id ?? c.network_id)!;
+  const socketPath = c.metadata_proxy_socket ?? join(c.state_path, 'metadata_proxy');
+  if (c.pid_file) {
+    const other = runningDaemon(c.pid_file, uuid);
+    if (other !== undefined) throw new ConfigError(`Pidfile ${c.pid_file} already exist. Daemon already running? (pid ${other})`);
+  }
+  if (c.daemonize) {
+    await daemonize([...argv, '--nodaemonize'], PROG);
+    return;
+  }
+
+  let path: string | undefined;
+  if (c.log_file) path = c.log_dir && !isAbsolute(c.log_file) ? join(c.log_dir, c.log_file) : c.log_file;
+  else if (c.log_dir) path = join(c.log_dir, `${PROG}-${uuid}.log`);
+  log = createLiteLogger({ name: PROG, debug: c.debug, path });
+
+  const proxy = new MetadataProxy(
+    {
+      routerId: c.router_id,
+      networkId: c.network_id,
+      socketPath,
+      bindAddress: c.bind_address,
+      port: c.metadata_port,
+      timeoutHttpRequest: c.timeout_http_request * 1000,
+      timeoutClient: c.timeout_client * 1000,
+      timeoutServer: c.timeout_server * 1000,
+      timeoutKeepAlive: c.timeout_http_keep_alive * 1000,
+      maxconn: c.maxconn,
+      maxHeaderSize: c.max_header_size,
+      maxBodySize: c.max_body_size,
+      upstreamConnections: c.upstream_connections,
+      retries: c.retries,
+    },
+    log,
+  );
+  let port: number;
+  try {
+    port = await proxy.listen();
+  } catch (e) {
+    return fatal(`cannot listen on ${c.bind_address}:${c.metadata_port}: ${errorMessage(e)}`);
+  }
+  // The pid file is written while still privileged (its directory is usually root's), then privileges go.
+  if (c.pid_file) writePidFile(c.pid_file);
+  dropPrivileges(c.metadata_proxy_user, c.metadata_proxy_group);
+
+  let stopping = false;
+  const stop = async (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    log!.info({ signal: sig, inflight: proxy.pending }, 'stopping: finishing in-flight requests');
+    await proxy.close();
+    if (c.pid_file && !removePidFile(c.pid_file)) log!.warn({ pid_file: c.pid_file }, 'could not remove the pid file');
+    log!.info('stopped');
+    await log!.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+  // A daemon with stdio closed must not die on EPIPE writing to stderr.
+  process.stderr.on('error', () => {});
+  log.info({ bind: c.bind_address, port, socket: socketPath, router_id: c.router_id, network_id: c.network_id, uid: process.getuid?.(), gid: process.getgid?.() }, 'metadata proxy listening');
+  await notifyParent({ qmDaemon: 'ready' });
+}
+
+process.on('uncaughtException', (e) => {
+  // One bad request must not take the proxy down; say so loudly.
+  if (log) log.error({ err: e }, 'uncaught exception');
+  else process.stderr.write(`${PROG}: uncaught exception: ${e.stack ?? String(e)}\n`);
+});
+
+main().catch((e: unknown) => fatal(e instanceof ConfigError ? e.message : `failed to start: ${errorMessage(e)}`));

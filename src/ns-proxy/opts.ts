@@ -1,0 +1,44 @@
+// quantum-ns-metadata-proxy's flags. Like the original it reads no config file: the agent that spawns it
+// passes everything on the command line. The timeout/maxconn knobs are the haproxy template's values.
+// Type-only import: config.ts loads yargs and ini, which this small process never needs at run time.
+import type { Opt, Spec } from '../common/config.js';
+
+type Extra = Partial<Pick<Opt<unknown>, 'min' | 'max' | 'choices'>>;
+const str = (def: string, help: string): Opt<string> => ({ kind: 'str', default: def, help });
+const optStr = (help: string): Opt<string | undefined> => ({ kind: 'str', default: undefined, help });
+const int = (def: number, help: string, extra: Extra = {}): Opt<number> => ({ kind: 'int', default: def, help, ...extra });
+const bool = (def: boolean, help: string): Opt<boolean> => ({ kind: 'bool', default: def, help });
+
+export const PROG = 'quantum-ns-metadata-proxy';
+
+export const proxyOpts = {
+  DEFAULT: {
+    router_id: optStr('Router id this proxy serves (sent as X-Quantum-Router-ID / X-Neutron-Router-ID). Exactly one of router_id, network_id.'),
+    network_id: optStr('Network id this proxy serves (sent as X-Quantum-Network-ID / X-Neutron-Network-ID). Exactly one of router_id, network_id.'),
+    pid_file: optStr('Pid file of this process.'),
+    daemonize: bool(true, 'Run as a detached daemon (--nodaemonize to stay in the foreground, e.g. under systemd).'),
+    state_path: str('/var/lib/quantum', 'Top-level directory for maintaining the agents\' state.'),
+    metadata_port: int(9697, 'TCP port the proxy listens on.', { min: 0, max: 65535 }),
+    bind_address: str('0.0.0.0', 'Address the proxy listens on (the DHCP agent passes 169.254.169.254).'),
+    metadata_proxy_socket: optStr('Location of the metadata agent\'s Unix domain socket (default: $state_path/metadata_proxy).'),
+    metadata_proxy_user: optStr('User (uid or name) to run as after binding the port (default: do not change).'),
+    metadata_proxy_group: optStr('Group (gid or name) to run as after binding the port (default: do not change).'),
+    metadata_proxy_watch_log: bool(true, 'Accepted for compatibility with Neutron\'s proxy; the log file is opened once.'),
+    timeout_http_request: int(30, 'Seconds a guest has to send a complete request (haproxy timeout http-request).', { min: 1 }),
+    timeout_client: int(32, 'Seconds of guest inactivity before its connection is closed (haproxy timeout client).', { min: 1 }),
+    timeout_server: int(32, 'Seconds to wait for the metadata agent\'s answer (haproxy timeout server).', { min: 1 }),
+    timeout_http_keep_alive: int(30, 'Seconds an idle keep-alive guest connection is kept (haproxy timeout http-keep-alive).', { min: 1 }),
+    maxconn: int(1024, 'Maximum concurrent guest connections (haproxy maxconn); more are refused.', { min: 1 }),
+    max_header_size: int(16384, 'Maximum size in bytes of a guest request\'s header block (haproxy tune.bufsize).', { min: 1024 }),
+    max_body_size: int(65536, 'Maximum size in bytes of a guest request body (metadata POSTs are tiny: the password).', { min: 0 }),
+    upstream_connections: int(64, 'Keep-alive connections kept open to the metadata agent.', { min: 1 }),
+    retries: int(3, 'Times a failed connection to the metadata agent is retried (haproxy retries).', { min: 0 }),
+    debug: bool(false, 'Print debugging output (set logging level to DEBUG instead of default INFO level).'),
+    verbose: bool(false, 'Print more verbose output (accepted; the level is INFO unless --debug).'),
+    log_file: optStr('(Optional) Name of log file to send logging output to (relative to --log-dir). Default with --log-dir: quantum-ns-metadata-proxy-<uuid>.log.'),
+    log_dir: optStr('(Optional) The base directory used for relative log_file paths.'),
+  },
+} satisfies Spec;
+
+/** oslo.log's dashed spellings, which the agents pass. */
+export const proxyAliases = { 'log-file': 'log_file', 'log-dir': 'log_dir', 'pid-file': 'pid_file' };
