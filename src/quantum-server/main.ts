@@ -1,0 +1,59 @@
+// quantum-server: the Neutron v2.0 API subset (networks, subnets, ports, routers, agents) on bind_port 9696.
+import cluster from 'node:cluster';
+import { loadConfig } from '../common/config.js';
+import { createLogger } from '../common/log.js';
+import { runService } from '../common/service.js';
+import { startQuantumServer, openQuantumDb } from './app.js';
+import { quantumServerSpec, resolveConnection, validateServerConf } from './opts.js';
+
+runService('quantum-server', async (svc) => {
+  const { conf, warnings, configFiles } = loadConfig(quantumServerSpec, process.argv.slice(2), {
+    prog: 'quantum-server',
+    description: 'The Quantum (Neutron v2.0) API server.',
+    aliases: { 'log-file': 'log_file', 'log-dir': 'log_dir' },
+  });
+  validateServerConf(conf);
+  const d = conf.DEFAULT;
+  const log = createLogger({ name: 'quantum-server', debug: d.debug, verbose: d.verbose, log_file: d.log_file, log_dir: d.log_dir, defaultFile: 'server.log' });
+  svc.setLogger(log);
+  for (const w of warnings) log.warn(w);
+  const connection = resolveConnection(conf);
+  const workers = d.api_workers ?? 1;
+
+  if (workers > 1 && cluster.isPrimary) {
+    // Migrate once, then fork the API workers; they share the listening socket.
+    const h = await openQuantumDb(connection);
+    await h.close();
+    let stopping = false;
+    const fork = () => cluster.fork();
+    cluster.on('exit', (w, code, signal) => {
+      if (stopping) return;
+      log.error({ pid: w.process.pid, code, signal }, 'API worker died, starting a new one');
+      setTimeout(fork, 500);
+    });
+    for (let i = 0; i < workers; i++) fork();
+    log.info({ config_files: configFiles, workers, bind_host: d.bind_host, bind_port: d.bind_port }, 'quantum-server started API workers');
+    svc.onShutdown(async () => {
+      stopping = true;
+      const all = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined);
+      await Promise.all(all.map((w) => new Promise<void>((r) => {
+        w.once('exit', () => r());
+        w.kill('SIGTERM');
+      })));
+    });
+    return;
+  }
+
+  const running = await startQuantumServer({
+    connection,
+    host: d.bind_host,
+    port: d.bind_port,
+    baseMac: d.base_mac,
+    agentDownTime: d.agent_down_time,
+    authStrategy: d.auth_strategy,
+    log,
+    skipMigrations: cluster.isWorker,
+  });
+  log.info({ config_files: configFiles, bind_host: d.bind_host, bind_port: running.port, database: connection.replace(/\/\/[^@/]*@/, '//***@') }, `quantum-server listening on ${d.bind_host}:${running.port}`);
+  svc.onShutdown(() => running.close());
+});
