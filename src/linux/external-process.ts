@@ -1,0 +1,238 @@
+// Long-running helpers (metadata proxies, dnsmasq) started inside namespaces and tracked by pid file, as
+// neutron/agent/linux/external_process.py does: a process counts as ours and alive only when its pid is
+// alive AND its /proc/<pid>/cmdline names our uuid, so a recycled pid is never mistaken for it.
+import { spawn } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { errorMessage } from '../common/errors.js';
+import { silentLogger, type Logger } from '../common/log.js';
+import { wrapNetns } from './exec.js';
+
+export const externalPidsDir = (statePath: string) => join(statePath, 'external', 'pids');
+
+export interface ProcessManagerOptions {
+  uuid: string;
+  /** $state_path; pid files go to $state_path/external/pids/<uuid>.pid[.<service>] unless pidFile is given. */
+  statePath: string;
+  namespace?: string | undefined;
+  service?: string;
+  /** Explicit pid file (dnsmasq's is $state_path/dhcp/<net>/pid). */
+  pidFile?: string;
+  /** argv for the process, given its pid file. */
+  cmd: (pidFile: string) => string[];
+  /**
+   * How the pid file gets written: 'manager' — the command stays in the foreground and we write its pid;
+   * 'process' — the command writes the pid file itself (dnsmasq, a daemonizing proxy) and we wait for it.
+   */
+  pidFileWriter?: 'manager' | 'process';
+  /** stdout/stderr of the process (append); default $state_path/external/logs/<uuid>[.<service>].log. */
+  outputFile?: string;
+  log?: Logger;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Is `pid` alive (and not a zombie)? */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+/** The process's argv joined by spaces, or undefined if it is gone. */
+export function readCmdline(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+export class ProcessManager {
+  readonly uuid: string;
+  readonly service: string | undefined;
+  readonly pidFile: string;
+  private readonly log: Logger;
+  constructor(readonly o: ProcessManagerOptions) {
+    this.uuid = o.uuid;
+    this.service = o.service;
+    this.pidFile = o.pidFile ?? join(externalPidsDir(o.statePath), `${o.uuid}.pid${o.service ? `.${o.service}` : ''}`);
+    this.log = o.log ?? silentLogger;
+  }
+
+  get namespace(): string | undefined {
+    return this.o.namespace;
+  }
+
+  /** The pid in the pid file, or undefined when the file is missing or does not parse. */
+  get pid(): number | undefined {
+    try {
+      const n = Number.parseInt(readFileSync(this.pidFile, 'utf8').trim(), 10);
+      return Number.isInteger(n) && n > 0 ? n : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  get active(): boolean {
+    const pid = this.pid;
+    if (pid === undefined || !pidAlive(pid)) return false;
+    const cmd = readCmdline(pid);
+    return cmd !== undefined && cmd.includes(this.uuid);
+  }
+
+  /** Start the process unless it is already active. Resolves once the pid file names a live process. */
+  async enable(opts: { timeoutMs?: number; reloadCfg?: boolean } = {}): Promise<void> {
+    if (this.active) {
+      if (opts.reloadCfg) this.reload();
+      return;
+    }
+    mkdirSync(dirname(this.pidFile), { recursive: true });
+    rmSync(this.pidFile, { force: true });
+    const argv = wrapNetns(this.o.cmd(this.pidFile), this.o.namespace);
+    const outFile = this.o.outputFile ?? join(this.o.statePath, 'external', 'logs', `${this.uuid}${this.service ? `.${this.service}` : ''}.log`);
+    mkdirSync(dirname(outFile), { recursive: true });
+    const fd = openSync(outFile, 'a');
+    this.log.info({ uuid: this.uuid, service: this.service, argv }, 'starting external process');
+    let child;
+    try {
+      // `ip netns exec` execs the command in place, so the child's pid is the process's pid.
+      child = spawn(argv[0]!, argv.slice(1), { detached: true, stdio: ['ignore', fd, fd] });
+    } finally {
+      closeSync(fd);
+    }
+    const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+    child.unref();
+    if ((this.o.pidFileWriter ?? 'manager') === 'manager') {
+      if (child.pid === undefined) throw await spawnError;
+      writeFileSync(this.pidFile, `${child.pid}\n`);
+      return;
+    }
+    const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
+    while (Date.now() < deadline) {
+      if (this.active) return;
+      await sleep(20);
+    }
+    throw new Error(`${argv.join(' ')}: no live process in ${this.pidFile} after ${opts.timeoutMs ?? 10_000} ms (see ${outFile})`);
+  }
+
+  /** SIGHUP the process (dnsmasq re-reads its hosts and opts files). */
+  reload(): void {
+    const pid = this.pid;
+    if (pid !== undefined && this.active) process.kill(pid, 'SIGHUP');
+  }
+
+  /** SIGTERM, wait up to `graceMs` (5 s), then SIGKILL; the pid file is removed. */
+  async disable(graceMs = 5000): Promise<void> {
+    const pid = this.pid;
+    if (pid !== undefined && this.active) {
+      this.log.info({ uuid: this.uuid, service: this.service, pid }, 'stopping external process');
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch (e) {
+        this.log.debug({ err: errorMessage(e), pid }, 'SIGTERM failed');
+      }
+      const deadline = Date.now() + graceMs;
+      while (Date.now() < deadline && pidAlive(pid)) await sleep(25);
+      if (pidAlive(pid)) {
+        this.log.warn({ uuid: this.uuid, pid }, 'process ignored SIGTERM; sending SIGKILL');
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone meanwhile */
+        }
+        const d2 = Date.now() + 2000;
+        while (Date.now() < d2 && pidAlive(pid)) await sleep(25);
+      }
+    } else if (pid !== undefined) {
+      this.log.debug({ uuid: this.uuid, pid }, 'no active process for pid file; removing it');
+    }
+    rmSync(this.pidFile, { force: true });
+  }
+}
+
+export type MonitorAction = 'respawn' | 'exit';
+
+export interface ProcessMonitorOptions {
+  /** Seconds between checks; 0 disables checking (Neutron's [AGENT] check_child_processes_interval). */
+  intervalSec: number;
+  action: MonitorAction;
+  log?: Logger;
+  /** Called for action=exit (default: process.exit(1), as Neutron raises SystemExit(1)). */
+  onExit?: () => void;
+}
+
+/** Watches registered ProcessManagers and respawns (or exits) when one dies. */
+export class ProcessMonitor {
+  private readonly entries = new Map<string, ProcessManager>();
+  private timer: NodeJS.Timeout | undefined;
+  private checking = false;
+  private readonly log: Logger;
+  /** Respawns done, for state reports and tests. */
+  respawns = 0;
+  constructor(private readonly o: ProcessMonitorOptions) {
+    this.log = o.log ?? silentLogger;
+    if (o.intervalSec > 0) {
+      this.timer = setInterval(() => void this.check(), o.intervalSec * 1000);
+      this.timer.unref();
+    }
+  }
+
+  private key(uuid: string, service?: string): string {
+    return `${uuid}|${service ?? ''}`;
+  }
+
+  register(pm: ProcessManager): void {
+    this.entries.set(this.key(pm.uuid, pm.service), pm);
+  }
+
+  unregister(uuid: string, service?: string): void {
+    this.entries.delete(this.key(uuid, service));
+  }
+
+  isRegistered(uuid: string, service?: string): boolean {
+    return this.entries.has(this.key(uuid, service));
+  }
+
+  /** One pass over every registered process; exported so agents can run one at start. */
+  async check(): Promise<void> {
+    if (this.checking) return;
+    this.checking = true;
+    try {
+      for (const [key, pm] of [...this.entries]) {
+        if (pm.active) continue;
+        if (this.entries.get(key) !== pm) continue;
+        this.log.error({ uuid: pm.uuid, service: pm.service, pid: pm.pid }, `${pm.service ?? 'process'} for ${pm.uuid} with pid ${pm.pid ?? '?'} died`);
+        if (this.o.action === 'exit') {
+          this.log.error('Exiting agent as programmed in check_child_processes_actions');
+          (this.o.onExit ?? (() => process.exit(1)))();
+          return;
+        }
+        this.log.error({ uuid: pm.uuid, service: pm.service }, `respawning ${pm.service ?? 'process'} for uuid ${pm.uuid}`);
+        try {
+          await pm.enable();
+          this.respawns++;
+        } catch (e) {
+          this.log.error({ uuid: pm.uuid, err: errorMessage(e) }, 'respawn failed; will retry at the next check');
+        }
+      }
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    this.entries.clear();
+  }
+}
