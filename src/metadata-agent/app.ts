@@ -1,0 +1,89 @@
+// Wiring: config → QuantumClient + NovaClient + lookup → handler → node:http on the Unix socket.
+import { createServer, type Server } from 'node:http';
+import type { Logger } from '../common/log.js';
+import { QuantumClient } from '../common/quantum-client.js';
+import { MetadataProxyHandler } from './handler.js';
+import { InstanceLookup } from './lookup.js';
+import { NovaClient } from './nova.js';
+import { resolveAgentConf, type AgentConf } from './opts.js';
+import { StateReporter } from './report.js';
+import { listenUnix, prepareSocketPath, socketMode } from './socket.js';
+
+export interface AgentParts {
+  socketPath: string;
+  mode: number;
+  cacheTtlMs: number;
+  quantum: QuantumClient;
+  nova: NovaClient;
+  lookup: InstanceLookup;
+  handler: MetadataProxyHandler;
+}
+
+export function buildAgent(conf: AgentConf, log: Logger): AgentParts {
+  const d = conf.DEFAULT;
+  const { socketPath, cacheTtlMs } = resolveAgentConf(conf);
+  const mode = socketMode(d.metadata_proxy_socket_mode, d.metadata_proxy_user, d.metadata_proxy_group);
+  const quantum = new QuantumClient({ url: d.quantum_url, timeoutMs: d.quantum_timeout * 1000 });
+  const nova = new NovaClient({
+    host: d.nova_metadata_host,
+    port: d.nova_metadata_port,
+    protocol: d.nova_metadata_protocol as 'http' | 'https',
+    insecure: d.nova_metadata_insecure,
+    caCert: d.auth_ca_cert,
+    clientCert: d.nova_client_cert || undefined,
+    clientKey: d.nova_client_priv_key || undefined,
+    sharedSecret: d.metadata_proxy_shared_secret,
+  });
+  const lookup = new InstanceLookup(quantum, cacheTtlMs);
+  const handler = new MetadataProxyHandler({ lookup, nova, log });
+  return { socketPath, mode, cacheTtlMs, quantum, nova, lookup, handler };
+}
+
+export function createAgentServer(handler: MetadataProxyHandler): Server {
+  // Proxies keep connections open to us: idle ones live longer than theirs so they close first.
+  return createServer({ keepAliveTimeout: 65_000, requestTimeout: 120_000, headersTimeout: 60_000 }, handler.listener);
+}
+
+export function createReporter(conf: AgentConf, quantum: QuantumClient, socketPath: string, log: Logger): StateReporter {
+  const d = conf.DEFAULT;
+  return new StateReporter({
+    client: quantum,
+    host: d.host,
+    socketPath,
+    novaHost: d.nova_metadata_host,
+    novaPort: d.nova_metadata_port,
+    intervalMs: conf.AGENT.report_interval * 1000,
+    logHeartbeats: conf.AGENT.log_agent_heartbeats,
+    log,
+  });
+}
+
+export interface RunningAgent {
+  parts: AgentParts;
+  server: Server;
+  reporter: StateReporter;
+  close(): Promise<void>;
+}
+
+/** The whole agent in this process (metadata_workers 0 or 1): socket, server, state reports. */
+export async function startMetadataAgent(conf: AgentConf, log: Logger): Promise<RunningAgent> {
+  const parts = buildAgent(conf, log);
+  prepareSocketPath(parts.socketPath);
+  const server = createAgentServer(parts.handler);
+  await listenUnix(server, parts.socketPath, conf.DEFAULT.metadata_backlog, parts.mode);
+  const reporter = createReporter(conf, parts.quantum, parts.socketPath, log);
+  reporter.start();
+  return {
+    parts,
+    server,
+    reporter,
+    async close() {
+      await reporter.stop();
+      await new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeIdleConnections();
+      });
+      await Promise.allSettled([parts.quantum.close(), parts.nova.close()]);
+    },
+  };
+}
