@@ -1,0 +1,18 @@
+// quantum-l3-agent: thin main over L3Agent.
+import { loadConfig } from '../common/config.js';
+import { createLogger } from '../common/log.js';
+import { runService } from '../common/service.js';
+import { L3Agent, BINARY } from './agent.js';
+import { l3AgentSpec, validateL3Conf } from './opts.js';
+
+runService(BINARY, async (svc) => {
+  const { conf, warnings, configFiles } = loadConfig(l3AgentSpec, process.argv.slice(2), { prog: BINARY, description: 'Quantum L3 agent: router namespaces, metadata rules and proxies.', aliases: { 'log-file': 'log_file', 'log-dir': 'log_dir' } });
+  const log = createLogger({ name: BINARY, ...conf.DEFAULT });
+  svc.setLogger(log);
+  for (const w of warnings) log.warn(w);
+  validateL3Conf(conf);
+  log.info({ config_files: configFiles }, 'starting');
+  const agent = new L3Agent(conf, log);
+  agent.start();
+  svc.onShutdown(() => agent.stop());
+});
