@@ -1,0 +1,118 @@
+// Building nova-api from resolved options: database, quantum client, compute API and metadata API.
+import { createServer, type Server } from 'node:http';
+import { join } from 'node:path';
+import { ConfigError } from '../common/errors.js';
+import { closeServer, listen } from '../common/http.js';
+import type { Logger } from '../common/log.js';
+import { QuantumClient } from '../common/quantum-client.js';
+import { migrate, openDatabase, type Db } from '../db/connection.js';
+import { novaMigrations, type NovaDatabase } from '../db/nova-schema.js';
+import { checkProxySecret, MetadataHandler } from '../nova-metadata/handler.js';
+import { DbMetadataStore } from '../nova-metadata/store.js';
+import { DynamicVendorData } from '../nova-metadata/vendordata.js';
+import { ComputeApi } from './compute.js';
+import type { NovaSpec } from './opts.js';
+import type { Resolved } from '../common/config.js';
+
+export type NovaConf = Resolved<NovaSpec>;
+
+export interface NovaApp {
+  db: Db<NovaDatabase>;
+  quantum: QuantumClient;
+  compute?: { server: Server; port: number; api: ComputeApi };
+  metadata?: { server: Server; port: number; handler: MetadataHandler };
+  close(): Promise<void>;
+}
+
+export function databaseUrl(conf: NovaConf): string {
+  return conf.database.connection ?? `sqlite:///${join(conf.DEFAULT.state_path, 'nova.sqlite')}`;
+}
+
+/** Validate what loadConfig cannot: provider names and the proxy secret. */
+export function validateNovaConf(conf: NovaConf): void {
+  for (const p of conf.api.vendordata_providers) {
+    if (p !== 'StaticJSON' && p !== 'DynamicJSON') throw new ConfigError(`[api] vendordata_providers: unknown provider ${JSON.stringify(p)} (use StaticJSON, DynamicJSON)`);
+  }
+  const msg = checkProxySecret(conf.neutron.service_metadata_proxy, conf.neutron.metadata_proxy_shared_secret);
+  if (msg) throw new ConfigError(msg);
+  for (const a of conf.DEFAULT.enabled_apis) {
+    if (a !== 'osapi_compute' && a !== 'metadata') throw new ConfigError(`[DEFAULT] enabled_apis: unknown API ${JSON.stringify(a)} (use osapi_compute, metadata)`);
+  }
+}
+
+export function metadataHandlerFor(conf: NovaConf, db: Db<NovaDatabase>, quantum: QuantumClient, log: Logger): MetadataHandler {
+  const dynamic = conf.api.vendordata_providers.includes('DynamicJSON')
+    ? new DynamicVendorData(
+        {
+          targets: conf.api.vendordata_dynamic_targets,
+          connectTimeoutS: conf.api.vendordata_dynamic_connect_timeout,
+          readTimeoutS: conf.api.vendordata_dynamic_read_timeout,
+          failureFatal: conf.api.vendordata_dynamic_failure_fatal,
+          sslCertfile: conf.api.vendordata_dynamic_ssl_certfile || undefined,
+        },
+        log,
+      )
+    : undefined;
+  return new MetadataHandler(
+    {
+      serviceMetadataProxy: conf.neutron.service_metadata_proxy,
+      sharedSecret: conf.neutron.metadata_proxy_shared_secret,
+      useForwardedFor: conf.api.use_forwarded_for,
+      cacheExpiration: conf.api.metadata_cache_expiration,
+      dhcpDomain: conf.api.dhcp_domain,
+      vendordataProviders: conf.api.vendordata_providers,
+      vendordataJsonfilePath: conf.api.vendordata_jsonfile_path,
+    },
+    new DbMetadataStore(db.db),
+    quantum,
+    log,
+    dynamic,
+  );
+}
+
+/** Start the enabled APIs. `apis` overrides enabled_apis (nova-api-metadata passes ['metadata']). */
+export async function startNova(conf: NovaConf, log: Logger, apis: string[] = conf.DEFAULT.enabled_apis): Promise<NovaApp> {
+  validateNovaConf(conf);
+  const db = openDatabase<NovaDatabase>(databaseUrl(conf));
+  try {
+    await migrate(db, 'nova', novaMigrations);
+  } catch (e) {
+    await db.close();
+    throw e;
+  }
+  const quantum = new QuantumClient({ url: conf.neutron.url, timeoutMs: conf.neutron.timeout * 1000 });
+  const app: NovaApp = {
+    db,
+    quantum,
+    async close() {
+      if (app.compute) await closeServer(app.compute.server);
+      if (app.metadata) {
+        await closeServer(app.metadata.server);
+        app.metadata.handler.close();
+      }
+      await quantum.close();
+      await db.close();
+    },
+  };
+  try {
+    if (apis.includes('metadata')) {
+      const handler = metadataHandlerFor(conf, db, quantum, log);
+      const server = createServer({ keepAlive: true, maxHeaderSize: 16384 }, handler.handle);
+      server.keepAliveTimeout = 900_000;
+      const port = await listen(server, conf.DEFAULT.metadata_listen, conf.DEFAULT.metadata_listen_port, 4096);
+      app.metadata = { server, port, handler };
+      log.info(`metadata API listening on ${conf.DEFAULT.metadata_listen}:${port}`);
+    }
+    if (apis.includes('osapi_compute')) {
+      const api = new ComputeApi(db.db, quantum, log);
+      const server = createServer(api.handle);
+      const port = await listen(server, conf.DEFAULT.osapi_compute_listen, conf.DEFAULT.osapi_compute_listen_port);
+      app.compute = { server, port, api };
+      log.info(`compute API listening on ${conf.DEFAULT.osapi_compute_listen}:${port}`);
+    }
+  } catch (e) {
+    await app.close();
+    throw e;
+  }
+  return app;
+}

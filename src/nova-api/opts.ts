@@ -1,0 +1,40 @@
+// nova.conf options for nova-api / nova-api-metadata, named as Nova (Zed) names them.
+import { bool, int, list, loggingOpts, mergeSpecs, optStr, str, type Spec } from '../common/config.js';
+
+export const novaOpts = {
+  DEFAULT: {
+    state_path: str('/var/lib/nova', "Top-level directory for maintaining nova's state."),
+    enabled_apis: list(['osapi_compute', 'metadata'], 'List of APIs to be enabled by default.'),
+    osapi_compute_listen: str('0.0.0.0', 'IP address on which the OpenStack API will listen.'),
+    osapi_compute_listen_port: int(8774, 'Port on which the OpenStack API will listen.', { min: 0, max: 65535 }),
+    metadata_listen: str('0.0.0.0', 'IP address on which the metadata API will listen.'),
+    metadata_listen_port: int(8775, 'Port on which the metadata API will listen.', { min: 0, max: 65535 }),
+    metadata_workers: int(1, 'Number of workers for the metadata service (processes sharing the port; each keeps its own cache, as in Nova).', { min: 1 }),
+  },
+  database: {
+    connection: optStr('The SQLAlchemy-style connection string used to connect to the database (default sqlite:///$state_path/nova.sqlite).', { secret: true }),
+  },
+  neutron: {
+    url: str('http://127.0.0.1:9696', 'URL of the Neutron (quantum-server) endpoint.', { cli: true, deprecated: [['DEFAULT', 'quantum_url']] }),
+    service_metadata_proxy: bool(false, 'When True, the metadata API trusts X-Instance-ID/X-Tenant-ID headers signed by the Neutron metadata proxy.', { cli: true }),
+    metadata_proxy_shared_secret: str('', 'Shared secret to validate proxy requests to the metadata API.', { secret: true, cli: true }),
+    timeout: int(30, 'Timeout in seconds for requests to Neutron.', { min: 1 }),
+  },
+  api: {
+    metadata_cache_expiration: int(15, 'Seconds to cache instance metadata in the metadata API; 0 disables the cache.', { min: 0, cli: true }),
+    local_metadata_per_cell: bool(false, 'Accepted for compatibility; this deployment has a single cell.'),
+    dhcp_domain: str('novalocal', 'Domain appended to the instance hostname in metadata; empty for none.', { cli: true }),
+    use_forwarded_for: bool(false, 'Treat X-Forwarded-For as the canonical remote address (only with a trusted proxy in front). Deprecated in Nova 26.', { cli: true }),
+    vendordata_providers: list(['StaticJSON'], 'Vendordata providers: StaticJSON, DynamicJSON.'),
+    vendordata_jsonfile_path: optStr('File to load JSON formatted vendor data from.', { cli: true }),
+    vendordata_dynamic_targets: list([], 'name@url targets for DynamicJSON vendordata.'),
+    vendordata_dynamic_ssl_certfile: str('', 'CA bundle to verify https dynamic vendordata targets.'),
+    vendordata_dynamic_connect_timeout: int(5, 'Connect timeout (s) for dynamic vendordata requests.', { min: 3 }),
+    vendordata_dynamic_read_timeout: int(5, 'Read timeout (s) for dynamic vendordata requests.', { min: 0 }),
+    vendordata_dynamic_failure_fatal: bool(false, 'Fail the vendor_data2.json request (500) when a dynamic target fails.'),
+    config_drive_skip_versions: str('1.0 2007-01-19 2007-03-01 2007-08-29 2007-10-10 2007-12-15 2008-02-01 2008-09-01', 'Accepted for compatibility (there is no config drive here).'),
+  },
+} satisfies Spec;
+
+export const novaSpec = mergeSpecs(loggingOpts, novaOpts);
+export type NovaSpec = typeof novaSpec;

@@ -1,0 +1,378 @@
+// nova/api/metadata/handler.py over node:http: identification (remote address, signed proxy headers,
+// metadata providers), the cache, the password handler, and webob-shaped errors.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Filters, Port, Subnet } from '../common/quantum-client.js';
+import { constantTimeEqual, signInstanceId } from '../common/hmac.js';
+import type { Logger } from '../common/log.js';
+import { unmapIPv4 } from '../common/http.js';
+import {
+  InstanceMetadata,
+  InvalidMetadataPath,
+  MIME_JSON,
+  PASSWORD_HANDLER,
+  PASSWORD_MAX_SIZE,
+  VERSIONS,
+  ec2MdPrint,
+  pyNormpath,
+  type MetadataConfig,
+  type VendorDataSources,
+} from './base.js';
+import { TtlCache } from './cache.js';
+import type { MetadataStore } from './store.js';
+import { DEFAULT_EXPLANATIONS, HttpError, webobErrorBody } from './webob.js';
+import { loadStaticVendorData, type DynamicVendorData } from './vendordata.js';
+
+export const MAX_QUERY_NETWORKS = 160;
+const UNKNOWN_ERROR = 'An unknown error has occurred. Please try your request again.';
+
+/** The two Neutron calls the metadata API makes (QuantumClient satisfies it). */
+export interface NeutronLookup {
+  listPorts(f: Filters): Promise<Port[]>;
+  listSubnets(f: Filters): Promise<Subnet[]>;
+}
+
+export interface HandlerOptions {
+  serviceMetadataProxy: boolean;
+  sharedSecret: string;
+  useForwardedFor: boolean;
+  cacheExpiration: number;
+  dhcpDomain: string;
+  vendordataProviders: string[];
+  vendordataJsonfilePath?: string | undefined;
+}
+
+class NotFound extends Error {}
+
+type ProviderEntry = { instanceId: string; tenantId: string };
+
+export class MetadataHandler {
+  readonly cache: TtlCache<InstanceMetadata>;
+  readonly providerCache: TtlCache<ProviderEntry>;
+  private readonly mdConf: MetadataConfig;
+  /** Backend lookups, counted as Nova's tests count get_metadata_by_* calls. */
+  backendLookups = 0;
+
+  constructor(
+    private readonly opts: HandlerOptions,
+    private readonly store: MetadataStore,
+    private readonly neutron: NeutronLookup,
+    private readonly log: Logger,
+    private readonly dynamic?: DynamicVendorData,
+  ) {
+    this.cache = new TtlCache(opts.cacheExpiration);
+    this.providerCache = new TtlCache(opts.cacheExpiration);
+    this.mdConf = { dhcpDomain: opts.dhcpDomain, vendordataProviders: opts.vendordataProviders };
+  }
+
+  close(): void {
+    this.cache.close();
+    this.providerCache.close();
+  }
+
+  /** base.get_metadata_by_instance_id: builds InstanceMetadata (reads the static vendordata file). */
+  private async buildMetadata(instanceId: string, address: string | null): Promise<InstanceMetadata | null> {
+    this.backendLookups++;
+    const inst = await this.store.getInstance(instanceId);
+    if (!inst) return null;
+    const vendor: VendorDataSources = {
+      staticData: loadStaticVendorData(this.opts.vendordataJsonfilePath, this.log),
+      ...(this.dynamic ? { dynamic: this.dynamic } : {}),
+    };
+    return new InstanceMetadata(inst, address, this.mdConf, vendor);
+  }
+
+  /** neutron.API().get_fixed_ip_by_address → instance uuid. */
+  private async instanceByAddress(address: string): Promise<string> {
+    const ports = await this.neutron.listPorts({ fixed_ips: `ip_address=${address}` });
+    const uuids = ports.filter((p) => p.device_id).map((p) => p.device_id);
+    if (uuids.length === 0) throw new NotFound(`Fixed IP not found for address ${address}.`);
+    if (uuids.length > 1) throw new Error(`Fixed IP address ${address} is associated with multiple instances.`);
+    return uuids[0]!;
+  }
+
+  async getMetadataByRemoteAddress(address: string): Promise<InstanceMetadata | null> {
+    if (!address) throw new Error('Fixed IP not found for address .');
+    const key = `metadata-${address}`;
+    const cached = this.cache.get(key);
+    if (cached) return cached;
+    let data: InstanceMetadata | null;
+    try {
+      const uuid = await this.instanceByAddress(address);
+      data = await this.buildMetadata(uuid, address);
+    } catch (e) {
+      if (e instanceof NotFound) {
+        this.log.error(`Failed to get metadata for IP ${address}: ${e.message}`);
+        return null;
+      }
+      throw e;
+    }
+    if (data) this.cache.set(key, data);
+    return data;
+  }
+
+  async getMetadataByInstanceId(instanceId: string, address: string | null): Promise<InstanceMetadata | null> {
+    const key = `metadata-${instanceId}`;
+    const cached = this.cache.get(key);
+    if (cached) return cached;
+    const data = await this.buildMetadata(instanceId, address);
+    if (data) this.cache.set(key, data);
+    return data;
+  }
+
+  private async handleRemoteIp(req: IncomingMessage): Promise<InstanceMetadata | null> {
+    let remote = unmapIPv4(req.socket.remoteAddress ?? '');
+    if (this.opts.useForwardedFor) {
+      const xff = req.headers['x-forwarded-for'];
+      if (xff !== undefined) remote = Array.isArray(xff) ? xff.join(', ') : xff;
+    }
+    let md: InstanceMetadata | null;
+    try {
+      md = await this.getMetadataByRemoteAddress(remote);
+    } catch (e) {
+      this.log.error({ err: e }, `Failed to get metadata for IP ${remote}`);
+      throw new HttpError(500, UNKNOWN_ERROR);
+    }
+    if (!md) this.log.error(`Failed to get metadata for IP ${remote}: no metadata`);
+    return md;
+  }
+
+  private validateSharedSecret(requestorId: string, signature: string | undefined, requestorAddress: string | undefined, header: string): void {
+    const expected = signInstanceId(this.opts.sharedSecret, requestorId);
+    if (!signature || !constantTimeEqual(expected, signature)) {
+      // Never log the expected value: it is a valid signature for this id (bug 2150094).
+      if (requestorId) this.log.warn(`${header}: ${signature ?? 'None'} does not match the expected value for id: ${requestorId}. Request From: ${requestorAddress ?? 'None'}`);
+      throw new HttpError(403, 'Invalid proxy request signature.');
+    }
+  }
+
+  private async metaByInstanceId(instanceId: string, tenantId: string, address: string | null): Promise<InstanceMetadata | null> {
+    let md: InstanceMetadata | null;
+    try {
+      md = await this.getMetadataByInstanceId(instanceId, address);
+    } catch (e) {
+      this.log.error({ err: e }, `Failed to get metadata for instance id: ${instanceId}`);
+      throw new HttpError(500, UNKNOWN_ERROR);
+    }
+    if (!md) {
+      this.log.error(`Failed to get metadata for instance id: ${instanceId}`);
+      return null;
+    }
+    if (md.projectId !== tenantId) {
+      this.log.warn(`Tenant_id ${tenantId} does not match tenant_id of instance ${instanceId}.`);
+      return null;
+    }
+    return md;
+  }
+
+  private async handleInstanceIdRequest(req: IncomingMessage): Promise<InstanceMetadata | null> {
+    const h = req.headersDistinct;
+    const instanceIds = h['x-instance-id'];
+    const tenantIds = h['x-tenant-id'];
+    const signature = header(req, 'x-instance-id-signature');
+    const xff = header(req, 'x-forwarded-for');
+    let msg: string | undefined;
+    if (instanceIds === undefined) msg = 'X-Instance-ID header is missing from request.';
+    else if (signature === undefined) msg = 'X-Instance-ID-Signature header is missing from request.';
+    else if (tenantIds === undefined) msg = 'X-Tenant-ID header is missing from request.';
+    else if (instanceIds.length > 1) msg = 'Multiple X-Instance-ID headers found within request.';
+    else if (tenantIds.length > 1) msg = 'Multiple X-Tenant-ID headers found within request.';
+    if (msg) {
+      this.log.warn({ remote: req.socket.remoteAddress }, msg);
+      throw new HttpError(400, msg);
+    }
+    const instanceId = instanceIds![0]!;
+    this.validateSharedSecret(instanceId, signature, xff, 'X-Instance-ID-Signature');
+    return this.metaByInstanceId(instanceId, tenantIds![0]!, xff ?? null);
+  }
+
+  private async instanceIdFromProvider(providerId: string, address: string): Promise<ProviderEntry> {
+    const subnets = await this.neutron.listSubnets({ advanced_service_providers: [providerId], fields: ['network_id'] });
+    if (!subnets || subnets.length === 0) {
+      const msg = `Could not find any subnets for provider ${providerId}`;
+      this.log.error(msg);
+      throw new HttpError(400, msg);
+    }
+    let networks = subnets.map((s) => s.network_id);
+    const ports: Port[] = [];
+    try {
+      while (networks.length) {
+        ports.push(...(await this.neutron.listPorts({ fixed_ips: `ip_address=${address}`, network_id: networks.slice(0, MAX_QUERY_NETWORKS), fields: ['device_id', 'tenant_id'] })));
+        networks = networks.slice(MAX_QUERY_NETWORKS);
+      }
+    } catch (e) {
+      this.log.error(`Failed to get instance id for metadata request, provider ${providerId} networks ${networks.join(',')} requester ${address}. Error: ${(e as Error).message}`);
+      throw new HttpError(400, UNKNOWN_ERROR);
+    }
+    if (ports.length !== 1) {
+      const msg = `Expected a single port matching provider ${providerId} and IP ${address}. Found ${ports.length}.`;
+      this.log.error(msg);
+      throw new HttpError(400, msg);
+    }
+    return { instanceId: ports[0]!.device_id, tenantId: ports[0]!.tenant_id };
+  }
+
+  private async handleProviderRequest(req: IncomingMessage): Promise<InstanceMetadata | null> {
+    const xff = header(req, 'x-forwarded-for');
+    if (xff === undefined) throw new HttpError(400, 'X-Forwarded-For is missing from request.');
+    const providerId = String(req.headers['x-metadata-provider']);
+    const address = xff.split(',')[0]!;
+    if (this.opts.sharedSecret) {
+      const sig = req.headers['x-metadata-provider-signature'];
+      this.validateSharedSecret(providerId, Array.isArray(sig) ? sig[0] : sig, address, 'X-Metadata-Provider-Signature');
+    }
+    const key = `provider-${providerId}-${address}`;
+    let entry = this.providerCache.get(key);
+    if (!entry) {
+      this.backendLookups++;
+      entry = await this.instanceIdFromProvider(providerId, address);
+      this.providerCache.set(key, entry);
+    }
+    return this.metaByInstanceId(entry.instanceId, entry.tenantId, address);
+  }
+
+  /** Identify the instance (the three modes of Nova's handler). */
+  async identify(req: IncomingMessage): Promise<InstanceMetadata | null> {
+    if (this.opts.serviceMetadataProxy) {
+      if (req.headers['x-metadata-provider']) return this.handleProviderRequest(req);
+      return this.handleInstanceIdRequest(req);
+    }
+    if (req.headers['x-instance-id']) {
+      this.log.warn("X-Instance-ID present in request headers. The 'service_metadata_proxy' option must be enabled to process this header.");
+    }
+    return this.handleRemoteIp(req);
+  }
+
+  private sendError(req: IncomingMessage, res: ServerResponse, e: HttpError): void {
+    if (req.method === 'HEAD') {
+      res.writeHead(e.status, { 'Content-Type': 'text/html; charset=UTF-8', 'Content-Length': 0 });
+      res.end();
+      return;
+    }
+    const accept = req.headers.accept;
+    const { contentType, body } = webobErrorBody(e.status, e.explanation, accept);
+    res.writeHead(e.status, { 'Content-Length': body.length, 'Content-Type': contentType });
+    res.end(body);
+  }
+
+  private send(req: IncomingMessage, res: ServerResponse, status: number, contentType: string, body: Buffer | string): void {
+    const buf = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
+    res.writeHead(status, { 'Content-Length': buf.length, 'Content-Type': contentType });
+    res.end(req.method === 'HEAD' ? undefined : buf);
+  }
+
+  private async handlePassword(req: IncomingMessage, res: ServerResponse, md: InstanceMetadata): Promise<void> {
+    const html = 'text/html; charset=UTF-8';
+    if (req.method === 'GET') {
+      this.send(req, res, 200, html, md.password ?? '');
+      return;
+    }
+    if (req.method !== 'POST') throw new HttpError(400, 'GET and POST only are supported.');
+    if (md.password) throw new HttpError(409);
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > PASSWORD_MAX_SIZE) {
+      this.log.warn(`password POST for ${md.uuid} too large (${declared} bytes)`);
+      throw new HttpError(400, 'Request is too large.');
+    }
+    const body = await readLimited(req, PASSWORD_MAX_SIZE);
+    if (body === undefined) {
+      this.log.warn(`password POST for ${md.uuid} too large`);
+      throw new HttpError(400, 'Request is too large.');
+    }
+    const pw = body.toString('utf8');
+    const ok = await this.store.setPassword(md.uuid, pw);
+    if (!ok) throw new HttpError(400, `Instance ${md.uuid} could not be found.`);
+    // Nova leaves the cached copy stale, so a second POST inside the cache window succeeds; refuse it instead.
+    (md as { password: string | null }).password = pw || null;
+    this.send(req, res, 200, html, '');
+  }
+
+  /** The request entry point (wired straight to http.createServer). */
+  handle = (req: IncomingMessage, res: ServerResponse): void => {
+    this.handleAsync(req, res).catch((e: unknown) => {
+      this.log.error({ err: e }, 'unexpected error serving metadata');
+      if (!res.headersSent) this.sendError(req, res, new HttpError(500, DEFAULT_EXPLANATIONS[500]));
+      else res.destroy();
+    });
+  };
+
+  private async handleAsync(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    let pathInfo = q >= 0 ? url.slice(0, q) : url;
+    if (pathInfo.includes('%')) {
+      try {
+        pathInfo = decodeURIComponent(pathInfo);
+      } catch {
+        /* keep the raw path: it simply will not match */
+      }
+    }
+    try {
+      if (pyNormpath(pathInfo) === '/') {
+        this.send(req, res, 200, 'text/plain; charset=UTF-8', [...VERSIONS, 'latest'].join('\n'));
+        return;
+      }
+      const md = await this.identify(req);
+      if (!md) throw new HttpError(404);
+      let found;
+      try {
+        found = md.lookup(pathInfo);
+      } catch (e) {
+        if (e instanceof InvalidMetadataPath) throw new HttpError(404);
+        this.log.error({ err: e }, `error rendering ${pathInfo} for ${md.uuid}`);
+        throw new HttpError(500, UNKNOWN_ERROR);
+      }
+      const { data, mime } = found;
+      if (data === PASSWORD_HANDLER) {
+        await this.handlePassword(req, res, md);
+        return;
+      }
+      let out: string | Buffer;
+      if (data !== null && typeof data === 'object' && 'vendorData2' in data) {
+        try {
+          out = await md.vendorData2((m) => this.log.warn({ instance: md.uuid }, m));
+        } catch (e) {
+          // vendordata_dynamic_failure_fatal: Nova lets the exception escape (500).
+          this.log.error({ err: e }, `dynamic vendordata failed for ${md.uuid}`);
+          throw new HttpError(500, DEFAULT_EXPLANATIONS[500]);
+        }
+      } else out = ec2MdPrint(data as Exclude<typeof data, { vendorData2: true }>);
+      this.send(req, res, 200, mime === MIME_JSON ? MIME_JSON : 'text/plain; charset=UTF-8', out);
+    } catch (e) {
+      if (e instanceof HttpError) {
+        this.sendError(req, res, e);
+        return;
+      }
+      throw e;
+    }
+  }
+}
+
+/** One header as webob's req.headers.get sees it (repeats joined with ', '). */
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v.join(', ') : v;
+}
+
+/** Read at most `limit` bytes; undefined if the body is larger. */
+function readLimited(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) over = true;
+      else chunks.push(c);
+    });
+    req.on('end', () => resolve(over ? undefined : Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}
+
+/** service_metadata_proxy with an empty secret accepts signatures anyone can compute: refuse to start. */
+export function checkProxySecret(serviceMetadataProxy: boolean, secret: string): string | undefined {
+  if (serviceMetadataProxy && !secret) {
+    return '[neutron] service_metadata_proxy = True needs a non-empty [neutron] metadata_proxy_shared_secret: an HMAC keyed with "" can be computed by anyone, so every guest could read any instance\'s metadata';
+  }
+  return undefined;
+}

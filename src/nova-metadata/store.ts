@@ -1,0 +1,118 @@
+// Loading an instance with everything the metadata API renders (Nova's expected_attrs), and saving
+// the guest's password into system metadata.
+import type { Kysely } from 'kysely';
+import type { InstanceRow, NovaDatabase } from '../db/nova-schema.js';
+import { convertPassword } from './base.js';
+import type { InstanceRecord, KeyPairCopy, NetworkInfo } from './model.js';
+
+export interface MetadataStore {
+  getInstance(uuid: string): Promise<InstanceRecord | undefined>;
+  /** Store password_0..3; false when the instance does not exist. */
+  setPassword(uuid: string, password: string): Promise<boolean>;
+}
+
+const ec2 = (prefix: string, id: number | null | undefined) => (id === null || id === undefined ? null : `${prefix}-${id.toString(16).padStart(8, '0')}`);
+
+export function rowToRecord(
+  row: InstanceRow,
+  meta: { key: string; value: string }[],
+  sysmeta: { key: string; value: string }[],
+  networkInfo: NetworkInfo,
+  bdms: InstanceRecord['bdms'],
+  ids: { instance: number; ami: number | null; kernel: number | null; ramdisk: number | null },
+): InstanceRecord {
+  const flavor = JSON.parse(row.flavor) as { name: string };
+  return {
+    uuid: row.uuid,
+    display_name: row.display_name,
+    hostname: row.hostname,
+    project_id: row.project_id,
+    user_id: row.user_id,
+    image_ref: row.image_ref,
+    flavor_name: flavor.name,
+    key_name: row.key_name,
+    key_data: row.key_data,
+    keypairs: JSON.parse(row.keypairs) as KeyPairCopy[],
+    user_data: row.user_data,
+    launch_index: Number(row.launch_index),
+    reservation_id: row.reservation_id,
+    availability_zone: row.availability_zone,
+    root_device_name: row.root_device_name,
+    default_ephemeral_device: row.default_ephemeral_device,
+    default_swap_device: row.default_swap_device,
+    security_groups: JSON.parse(row.security_groups) as string[],
+    metadata: new Map(meta.map((m) => [m.key, m.value])),
+    system_metadata: new Map(sysmeta.map((m) => [m.key, m.value])),
+    network_info: networkInfo,
+    bdms,
+    device_metadata: row.device_metadata ? (JSON.parse(row.device_metadata) as InstanceRecord['device_metadata']) : null,
+    numa_topology: row.numa_topology ? (JSON.parse(row.numa_topology) as InstanceRecord['numa_topology']) : null,
+    ec2_ids: { instance_id: ec2('i', ids.instance)!, ami_id: ec2('ami', ids.ami), kernel_id: ec2('aki', ids.kernel), ramdisk_id: ec2('ari', ids.ramdisk) },
+  };
+}
+
+/** Get-or-create an integer id for a uuid (EC2InstanceMapping / S3ImageMapping). */
+export async function uuidToIntId(db: Kysely<NovaDatabase>, table: 'ec2_instances' | 's3_images', uuid: string): Promise<number> {
+  const found = await db.selectFrom(table).select('id').where('uuid', '=', uuid).executeTakeFirst();
+  if (found) return Number(found.id);
+  try {
+    const r = await db.insertInto(table).values({ uuid } as never).executeTakeFirst();
+    return Number(r.insertId);
+  } catch {
+    // Lost a race with another writer: read theirs.
+    const again = await db.selectFrom(table).select('id').where('uuid', '=', uuid).executeTakeFirstOrThrow();
+    return Number(again.id);
+  }
+}
+
+export class DbMetadataStore implements MetadataStore {
+  constructor(private readonly db: Kysely<NovaDatabase>) {}
+
+  async getInstance(uuid: string): Promise<InstanceRecord | undefined> {
+    const db = this.db;
+    const row = await db.selectFrom('instances').selectAll().where('uuid', '=', uuid).executeTakeFirst();
+    if (!row) return undefined;
+    const [meta, sysmeta, cache, bdms, inst] = await Promise.all([
+      db.selectFrom('instance_metadata').select(['key', 'value']).where('instance_uuid', '=', uuid).orderBy('id').execute(),
+      db.selectFrom('instance_system_metadata').select(['key', 'value']).where('instance_uuid', '=', uuid).orderBy('id').execute(),
+      db.selectFrom('instance_info_caches').select('network_info').where('instance_uuid', '=', uuid).executeTakeFirst(),
+      db.selectFrom('block_device_mapping').select(['source_type', 'destination_type', 'device_name', 'guest_format']).where('instance_uuid', '=', uuid).orderBy('id').execute(),
+      db.selectFrom('ec2_instances').select('id').where('uuid', '=', uuid).executeTakeFirst(),
+    ]);
+    const imageUuids = [row.image_ref, row.kernel_id, row.ramdisk_id].filter((x): x is string => !!x);
+    const images = imageUuids.length ? await db.selectFrom('s3_images').select(['id', 'uuid']).where('uuid', 'in', imageUuids).execute() : [];
+    const imageId = async (u: string | null): Promise<number | null> => {
+      if (!u) return null;
+      const f = images.find((i) => i.uuid === u);
+      return f ? Number(f.id) : uuidToIntId(db, 's3_images', u);
+    };
+    const ids = {
+      instance: inst ? Number(inst.id) : await uuidToIntId(db, 'ec2_instances', uuid),
+      ami: await imageId(row.image_ref),
+      kernel: await imageId(row.kernel_id),
+      ramdisk: await imageId(row.ramdisk_id),
+    };
+    return rowToRecord(row, meta, sysmeta, cache ? (JSON.parse(cache.network_info) as NetworkInfo) : [], bdms, ids);
+  }
+
+  async setPassword(uuid: string, password: string): Promise<boolean> {
+    return setSystemPassword(this.db, uuid, password);
+  }
+}
+
+/** Write password_0..3 (also used by os-server-password DELETE with ''). */
+export async function setSystemPassword(db: Kysely<NovaDatabase>, uuid: string, password: string): Promise<boolean> {
+  return db.transaction().execute(async (tx) => {
+    const row = await tx.selectFrom('instances').select('id').where('uuid', '=', uuid).executeTakeFirst();
+    if (!row) return false;
+    const chunks = convertPassword(password);
+    const existing = new Set(
+      (await tx.selectFrom('instance_system_metadata').select('key').where('instance_uuid', '=', uuid).where('key', 'in', Object.keys(chunks)).execute()).map((r) => r.key),
+    );
+    for (const [key, value] of Object.entries(chunks)) {
+      if (existing.has(key)) await tx.updateTable('instance_system_metadata').set({ value }).where('instance_uuid', '=', uuid).where('key', '=', key).execute();
+      else await tx.insertInto('instance_system_metadata').values({ instance_uuid: uuid, key, value } as never).execute();
+    }
+    return true;
+  });
+}
