@@ -68,7 +68,7 @@ function chunks<T>(xs: readonly T[], n = CHUNK): T[][] {
 /** Retryable database conflicts besides duplicate keys: MariaDB deadlock / lock wait, SQLite busy. */
 function isTransient(e: unknown): boolean {
   const err = e as { code?: string; errno?: number };
-  return err?.errno === 1213 || err?.errno === 1205 || err?.code === 'SQLITE_BUSY' || err?.code === 'ER_LOCK_DEADLOCK';
+  return err?.errno === 1213 || err?.errno === 1205 || (typeof err?.code === 'string' && err.code.startsWith('SQLITE_BUSY')) || err?.code === 'ER_LOCK_DEADLOCK';
 }
 
 /** Thrown inside a transaction to roll back and try again (a lost race on an automatically chosen value). */
@@ -481,6 +481,10 @@ export class QuantumStore {
    */
   portsQuery(filters: Filters) {
     const { fixed_ips: fixed, ...plain } = filters;
+    const nets = plain.network_id && plain.network_id.length ? plain.network_id : undefined;
+    // With a fixed_ips filter the network filter moves into the subquery (ipallocations carries network_id):
+    // left on ports, SQLite would walk every port of those networks instead of seeking the address.
+    if (fixed && fixed.length) delete plain.network_id;
     let qb = applyFilters(this.db.selectFrom('ports').selectAll('ports'), 'ports', plain, 'ports.');
     if (fixed && fixed.length) {
       const ips: string[] = [];
@@ -491,7 +495,6 @@ export class QuantumStore {
         if (m[1] === 'ip_address') ips.push(canonicalIp(m[2]!) ?? m[2]!);
         else subnets.push(m[2]!);
       }
-      const nets = plain.network_id && plain.network_id.length ? plain.network_id : undefined;
       qb = qb.where('ports.id', 'in', (eb) => {
         let sub = eb.selectFrom('ipallocations').select('ipallocations.port_id');
         if (ips.length) sub = sub.where('ipallocations.ip_address', 'in', ips);
