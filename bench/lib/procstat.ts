@@ -1,0 +1,63 @@
+// CPU time and memory of a process tree, straight from /proc.
+import { readFileSync, readdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+
+export const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+
+function statFields(pid: number): string[] | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command name, which may contain spaces: field 3 (state) is index 0 here.
+    return s.slice(s.lastIndexOf(')') + 2).split(' ');
+  } catch {
+    return undefined;
+  }
+}
+
+/** pid and all its live descendants. */
+export function processTree(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    const f = statFields(Number(d));
+    if (f) parent.set(Number(d), Number(f[1]));
+  }
+  const out = [pid];
+  for (let i = 0; i < out.length; i++) for (const [c, p] of parent) if (p === out[i]) out.push(c);
+  return out.filter((p) => parent.has(p));
+}
+
+/** utime+stime in seconds of the whole tree (all threads, including finished ones of live processes). */
+export function cpuSeconds(pid: number): number {
+  let ticks = 0;
+  for (const p of processTree(pid)) {
+    const f = statFields(p);
+    if (f) ticks += Number(f[11]) + Number(f[12]);
+  }
+  return ticks / CLK_TCK;
+}
+
+export interface Mem {
+  /** VmRSS, KiB, summed over the tree. */
+  rssKb: number;
+  /** VmHWM (peak RSS), KiB, summed over the tree. */
+  hwmKb: number;
+  /** Private_Clean + Private_Dirty (smaps_rollup), KiB: what the process costs beyond shared pages. */
+  privateKb: number;
+}
+
+export function memory(pid: number): Mem {
+  const m: Mem = { rssKb: 0, hwmKb: 0, privateKb: 0 };
+  for (const p of processTree(pid)) {
+    try {
+      const st = readFileSync(`/proc/${p}/status`, 'utf8');
+      m.rssKb += Number(/VmRSS:\s+(\d+)/.exec(st)?.[1] ?? 0);
+      m.hwmKb += Number(/VmHWM:\s+(\d+)/.exec(st)?.[1] ?? 0);
+      const sm = readFileSync(`/proc/${p}/smaps_rollup`, 'utf8');
+      m.privateKb += Number(/Private_Clean:\s+(\d+)/.exec(sm)?.[1] ?? 0) + Number(/Private_Dirty:\s+(\d+)/.exec(sm)?.[1] ?? 0);
+    } catch {
+      /* exited between listing and reading */
+    }
+  }
+  return m;
+}

@@ -1,0 +1,67 @@
+// Reads a V8 .cpuprofile (node --cpu-prof) and ranks functions and modules by self time.
+import { readFileSync } from 'node:fs';
+
+interface CpuNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+}
+interface CpuProfile {
+  nodes: CpuNode[];
+  startTime: number;
+  endTime: number;
+  samples?: number[];
+}
+
+export interface Frame {
+  name: string;
+  where: string;
+  selfPct: number;
+}
+
+export interface ProfileSummary {
+  samples: number;
+  topFrames: Frame[];
+  /** Self time grouped by where the code lives (our src/, node internals, a dependency, GC, idle...). */
+  byArea: { area: string; selfPct: number }[];
+}
+
+function area(url: string, name: string): string {
+  if (!url) return name.startsWith('(') ? name : '(native/V8)';
+  if (url.startsWith('node:')) return `node:${url.slice(5).split('/')[0]}`;
+  const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
+  if (nm) return nm[1]!;
+  const src = /\/(src\/[^/]+)\//.exec(url);
+  if (src) return src[1]!;
+  return url.replace(/^file:\/\//, '');
+}
+
+export function summarizeProfile(path: string, top = 15): ProfileSummary {
+  const prof = JSON.parse(readFileSync(path, 'utf8')) as CpuProfile;
+  let total = 0;
+  const byFrame = new Map<string, Frame & { hits: number }>();
+  const byArea = new Map<string, number>();
+  for (const n of prof.nodes) {
+    const hits = n.hitCount ?? 0;
+    if (!hits) continue;
+    total += hits;
+    const cf = n.callFrame;
+    const name = cf.functionName || '(anonymous)';
+    const where = cf.url ? `${cf.url.replace(/^file:\/\/.*?\/(dist[^/]*\/|node_modules\/)/, '$1')}:${cf.lineNumber + 1}` : '';
+    const key = `${name}@${where}`;
+    const f = byFrame.get(key) ?? { name, where, selfPct: 0, hits: 0 };
+    f.hits += hits;
+    byFrame.set(key, f);
+    const a = area(cf.url, name);
+    byArea.set(a, (byArea.get(a) ?? 0) + hits);
+  }
+  const pct = (h: number) => (total ? (100 * h) / total : 0);
+  return {
+    samples: total,
+    topFrames: [...byFrame.values()]
+      .sort((a, b) => b.hits - a.hits)
+      .slice(0, top)
+      .map((f) => ({ name: f.name, where: f.where, selfPct: pct(f.hits) })),
+    byArea: [...byArea.entries()].sort((a, b) => b[1] - a[1]).slice(0, 12).map(([a, h]) => ({ area: a, selfPct: pct(h) })),
+  };
+}

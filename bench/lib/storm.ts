@@ -1,0 +1,74 @@
+// Boot storm: every guest namespace runs cloud-init's crawl at the same moment. One curl per guest fetches
+// the whole list, one TCP connection per request (cloud-init opens a new requests.Session per URL).
+import { nsArgv, track } from './exec.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { METADATA_IP } from './netns.js';
+
+export interface StormResult {
+  guests: number;
+  requests: number;
+  /** From the moment all guests are released until the last one has finished. */
+  totalMs: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+  /** Transfers that failed (no HTTP answer) or answered with anything but 200, plus missing transfers. */
+  errors: number;
+  statuses: Record<string, number>;
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i]!;
+}
+
+export async function bootStorm(guestNs: string[], paths: string[], timeoutMs = 120_000): Promise<StormResult> {
+  const curl = ['curl', '-s', '-H', 'Connection: close', '--max-time', '30', '-w', '%{http_code} %{time_total}\\n'];
+  for (const p of paths) curl.push('-o', '/dev/null', `http://${METADATA_IP}${p}`);
+  const script = `echo R; read _; exec ${curl.map((a) => `'${a}'`).join(' ')}`;
+  const procs: { p: ChildProcess; out: string; ready: boolean; done: Promise<void> }[] = [];
+  for (const ns of guestNs) {
+    const argv = nsArgv(ns, ['sh', '-c', script]);
+    const p = track(spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'ignore'] }));
+    const rec = { p, out: '', ready: false, done: new Promise<void>((r) => p.once('close', () => r())) };
+    p.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      rec.out += d;
+      if (!rec.ready && rec.out.startsWith('R\n')) rec.ready = true;
+    });
+    p.stdin!.on('error', () => undefined);
+    procs.push(rec);
+  }
+  const readyBy = Date.now() + 60_000;
+  while (procs.some((r) => !r.ready) && Date.now() < readyBy) await new Promise((r) => setTimeout(r, 20));
+  const t0 = process.hrtime.bigint();
+  for (const r of procs) r.p.stdin!.end('\n');
+  const killer = setTimeout(() => procs.forEach((r) => r.p.kill('SIGKILL')), timeoutMs);
+  await Promise.all(procs.map((r) => r.done));
+  clearTimeout(killer);
+  const totalMs = Number(process.hrtime.bigint() - t0) / 1e6;
+  const lat: number[] = [];
+  const statuses: Record<string, number> = {};
+  let errors = 0;
+  for (const r of procs) {
+    const lines = r.out.split('\n').slice(1).filter((l) => l.trim());
+    errors += Math.max(0, paths.length - lines.length);
+    for (const l of lines) {
+      const [code, t] = l.split(' ');
+      statuses[code!] = (statuses[code!] ?? 0) + 1;
+      if (code !== '200') errors++;
+      lat.push(Number(t) * 1000);
+    }
+  }
+  lat.sort((a, b) => a - b);
+  return {
+    guests: guestNs.length,
+    requests: lat.length,
+    totalMs,
+    p50Ms: percentile(lat, 50),
+    p99Ms: percentile(lat, 99),
+    maxMs: lat[lat.length - 1] ?? NaN,
+    errors,
+    statuses,
+  };
+}

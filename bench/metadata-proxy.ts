@@ -1,0 +1,558 @@
+// Benchmark: quantum-ns-metadata-proxy vs haproxy (configured as Neutron configures it) vs the upstream
+// directly, in real namespaces with Neutron's iptables rules; plus the whole chain and a boot storm.
+//   npm run build && node dist/bench/metadata-proxy.js [--quick] [--storm 50,200] [--no-chain] [--no-profile]
+// See bench/README.md. Not part of the test suite.
+import { mkdtempSync, mkdirSync, readdirSync, rmSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
+import { tmpdir, loadavg, cpus } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { randomUUID } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { killChildren, run } from './lib/exec.js';
+import { addGuests, createTopology, destroyTopology, GUEST_IP, METADATA_IP, redirectTo, ROUTER_IP, runPrefix, tcpActiveOpens, type Topology } from './lib/netns.js';
+import { cpuSeconds, memory, type Mem } from './lib/procstat.js';
+import { wrk } from './lib/wrk.js';
+import { BOOT_CRAWL } from './lib/bodies.js';
+import { bootStorm, type StormResult } from './lib/storm.js';
+import { startHaproxy, startOurProxy, startUpstream, upstreamStats, logTail, type Proc, type UpstreamHandle } from './lib/procs.js';
+import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
+import { median, fmt, table } from './lib/stats.js';
+import { buildChain, chainReady, type Chain } from './lib/chain.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const buildRoot = resolve(here, '..');
+const repoRoot = resolve(buildRoot, '..');
+const PROXY_MAIN = resolve(buildRoot, 'src/ns-proxy/main.js');
+const UPSTREAM_MAIN = resolve(here, 'lib/upstream.js');
+
+const PORTS = { ours: 9697, haproxy: 9698, chainOurs: 9699, chainHaproxy: 9700, profile: 9701 };
+const UPSTREAM_TCP_PORT = 8080;
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    storm: { type: 'string' },
+    repeats: { type: 'string' },
+    duration: { type: 'string' },
+    conns: { type: 'string' },
+    chain: { type: 'boolean', default: true },
+    'no-chain': { type: 'boolean', default: false },
+    profile: { type: 'boolean', default: true },
+    'no-profile': { type: 'boolean', default: false },
+    out: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+if (flags.help) {
+  process.stdout.write(
+    'usage: node dist/bench/metadata-proxy.js [--quick] [--storm 50,200|0] [--repeats N] [--duration S] [--conns 1,16,64] [--no-chain] [--no-profile] [--out NAME]\n',
+  );
+  process.exit(0);
+}
+const quick = flags.quick!;
+const cfg = {
+  quick,
+  repeats: Math.max(1, Number(flags.repeats ?? 3)),
+  duration: Number(flags.duration ?? (quick ? 1 : 3)),
+  warmup: quick ? 1 : 2,
+  conns: (flags.conns ?? (quick ? '16,64' : '1,16,64')).split(',').map(Number),
+  paths: quick ? ['/latest/meta-data/instance-id'] : ['/latest/meta-data/instance-id', '/openstack/latest/meta_data.json'],
+  storm: (flags.storm ?? (quick ? '50' : '50,200')).split(',').map(Number).filter((n) => n > 0),
+  chain: flags.chain! && !flags['no-chain'],
+  profile: flags.profile! && !flags['no-profile'] && !quick,
+  out: flags.out ?? (quick ? 'quick' : 'latest'),
+};
+
+function say(msg: string): void {
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+}
+
+interface Target {
+  name: string;
+  label: string;
+  /** Namespace wrk runs in ('' = root). */
+  ns: string;
+  url: (path: string) => string;
+  /** Redirect port when reached through 169.254.169.254. */
+  port?: number;
+  proc?: Proc;
+  headers?: Record<string, string>;
+  /** Upstream whose connection count we read (proxy → backend connections per request). */
+  upstream?: UpstreamHandle;
+}
+
+interface RunRecord {
+  target: string;
+  path: string;
+  conns: number;
+  rep: number;
+  rps: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  requests: number;
+  errors: number;
+  cpuUsPerReq: number;
+  upstreamCpuUsPerReq: number;
+  /** TCP connections the guest namespace opened during the run (ActiveOpens delta). */
+  guestConnsOpened: number;
+  /** Connections opened beyond wrk's initial `conns`, per request: 0 when the proxy keeps guests alive. */
+  guestConnsPerReq: number;
+  backendConnsPerReq: number;
+}
+
+interface MemRecord {
+  idle: Mem;
+  afterWarmup?: Mem;
+  afterLoad?: Mem;
+}
+
+const result = {
+  meta: {} as Record<string, unknown>,
+  config: cfg,
+  notes: [] as string[],
+  sanity: [] as { target: string; ok: boolean; detail: string }[],
+  runs: [] as RunRecord[],
+  memory: {} as Record<string, MemRecord>,
+  storm: [] as (StormResult & { target: string; rep: number })[],
+  profile: undefined as ProfileSummary | undefined,
+};
+
+let topo: Topology | undefined;
+let prefix = '';
+let tmp = '';
+let cleaning: Promise<void> | undefined;
+
+async function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    killChildren('SIGTERM');
+    await new Promise((r) => setTimeout(r, 300));
+    killChildren('SIGKILL');
+    if (prefix) await destroyTopology(prefix);
+  })();
+  return cleaning;
+}
+
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    say(`${sig}: stopping, removing namespaces ${prefix}-*`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+async function measure(t: Target, path: string, conns: number, seconds: number, rep: number, upPid?: number): Promise<RunRecord> {
+  if (t.port !== undefined) await redirectTo(topo!, t.port);
+  const guestNs = t.ns && t.ns !== '' ? t.ns : undefined;
+  const cpu0 = t.proc ? cpuSeconds(t.proc.pid) : NaN;
+  const upCpu0 = upPid ? cpuSeconds(upPid) : NaN;
+  const up0 = t.upstream ? await upstreamStats(t.upstream.ctl) : undefined;
+  const open0 = guestNs ? await tcpActiveOpens(guestNs) : NaN;
+  const r = await wrk(guestNs, t.url(path), conns, seconds, t.headers);
+  const open1 = guestNs ? await tcpActiveOpens(guestNs) : NaN;
+  const up1 = t.upstream ? await upstreamStats(t.upstream.ctl) : undefined;
+  const cpu1 = t.proc ? cpuSeconds(t.proc.pid) : NaN;
+  const upCpu1 = upPid ? cpuSeconds(upPid) : NaN;
+  // wrk's count covers completed responses; requests cut off at the deadline are not counted by wrk either.
+  const n = r.requests || 1;
+  return {
+    target: t.name,
+    path,
+    conns,
+    rep,
+    rps: r.rps,
+    p50Ms: r.p50Ms,
+    p90Ms: r.p90Ms,
+    p99Ms: r.p99Ms,
+    requests: r.requests,
+    errors: r.non2xx + r.socketErrors,
+    cpuUsPerReq: ((cpu1 - cpu0) * 1e6) / n,
+    upstreamCpuUsPerReq: ((upCpu1 - upCpu0) * 1e6) / n,
+    // wrk opens `conns` connections up front; what matters is every connection opened beyond those.
+    guestConnsOpened: open1 - open0,
+    guestConnsPerReq: Math.max(0, open1 - open0 - conns) / n,
+    backendConnsPerReq: up0 && up1 ? (up1.unixConns - up0.unixConns) / Math.max(1, up1.requests - up0.requests) : NaN,
+  };
+}
+
+async function curlOnce(ns: string, url: string, headers: string[] = []): Promise<{ code: string; body: string }> {
+  const { stdout } = await run(['curl', '-s', '--max-time', '10', ...headers.flatMap((h) => ['-H', h]), '-w', '\n%{http_code}', url], { ns, allowFail: true });
+  const i = stdout.lastIndexOf('\n');
+  return { body: stdout.slice(0, i), code: stdout.slice(i + 1) };
+}
+
+/** One request through a proxy with a spoofed identity; the upstream must see the real guest and router. */
+async function sanity(t: Target, routerId: string): Promise<void> {
+  if (t.port === undefined || !t.upstream) return;
+  await redirectTo(topo!, t.port);
+  const r = await curlOnce(topo!.guest, `http://${METADATA_IP}/latest/meta-data/instance-id`, ['X-Neutron-Router-ID: spoofed', 'X-Neutron-Network-ID: spoofed']);
+  const s = await upstreamStats(t.upstream.ctl);
+  const xffOk = s.last.xff.split(',').map((x) => x.trim()).pop() === GUEST_IP;
+  const ok = r.code === '200' && r.body === 'i-0000000a' && xffOk && s.last.routerId === routerId && s.last.networkId === '';
+  result.sanity.push({ target: t.name, ok, detail: `status ${r.code}, upstream saw X-Forwarded-For "${s.last.xff}", X-Neutron-Router-ID "${s.last.routerId}", X-Neutron-Network-ID "${s.last.networkId}"` });
+  if (!ok) throw new Error(`sanity check through ${t.name} failed: ${JSON.stringify(result.sanity.at(-1))}`);
+}
+
+function rotate<T>(xs: T[], k: number): T[] {
+  const i = k % xs.length;
+  return [...xs.slice(i), ...xs.slice(0, i)];
+}
+
+async function loadPhase(targets: Target[], upPid: number | undefined, phase: string): Promise<void> {
+  for (const t of targets) await wrk(t.ns || undefined, t.url(cfg.paths[cfg.paths.length - 1]!), 16, cfg.warmup, t.headers).catch(() => undefined);
+  for (const t of targets) if (t.proc) result.memory[t.name]!.afterWarmup = memory(t.proc.pid);
+  const total = cfg.repeats * cfg.paths.length * cfg.conns.length * targets.length;
+  let i = 0;
+  for (let rep = 0; rep < cfg.repeats; rep++) {
+    for (const path of cfg.paths) {
+      for (const c of cfg.conns) {
+        // Rotate the order every repeat so drift in machine load does not favour one target.
+        for (const t of rotate(targets, rep)) {
+          i++;
+          const r = await measure(t, path, c, cfg.duration, rep, upPid);
+          result.runs.push(r);
+          say(`${phase} ${i}/${total} ${t.name} ${path} c${c}: ${fmt(r.rps, 0)} req/s p99 ${fmt(r.p99Ms, 2)} ms cpu ${fmt(r.cpuUsPerReq)} µs/req${r.errors ? ` ERRORS ${r.errors}` : ''}`);
+        }
+      }
+    }
+  }
+  await new Promise((r) => setTimeout(r, 2000));
+  for (const t of targets) if (t.proc) result.memory[t.name]!.afterLoad = memory(t.proc.pid);
+}
+
+async function stormPhase(targets: Target[], guestIps: (i: number) => string): Promise<void> {
+  const maxN = Math.max(...cfg.storm);
+  say(`creating ${maxN} guest namespaces`);
+  const t0 = Date.now();
+  await addGuests(topo!, Array.from({ length: maxN }, (_, i) => guestIps(i)));
+  say(`guests ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  for (let rep = 0; rep < cfg.repeats; rep++) {
+    for (const n of cfg.storm) {
+      for (const t of rotate(targets, rep)) {
+        await redirectTo(topo!, t.port!);
+        const r = await bootStorm(topo!.guests.slice(0, n).map((g) => g.ns), BOOT_CRAWL);
+        result.storm.push({ ...r, target: t.name, rep });
+        say(`storm ${t.name} N=${n}: ${r.requests} requests in ${fmt(r.totalMs, 0)} ms, p99 ${fmt(r.p99Ms, 1)} ms, errors ${r.errors}`);
+      }
+    }
+  }
+}
+
+async function profilePhase(upstream: UpstreamHandle, routerId: string): Promise<void> {
+  const dir = join(tmp, 'cpuprof');
+  mkdirSync(dir, { recursive: true });
+  const p = await startOurProxy('ours-profile', PROXY_MAIN, topo!.router, tmp, {
+    routerId,
+    port: PORTS.profile,
+    socket: upstream.socket,
+    nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`],
+  });
+  await redirectTo(topo!, PORTS.profile);
+  for (const path of cfg.paths) await wrk(topo!.guest, `http://${METADATA_IP}${path}`, 16, quick ? 2 : 4);
+  await p.stop();
+  const f = readdirSync(dir).find((x) => x.endsWith('.cpuprofile'));
+  if (!f) {
+    result.notes.push('profile: no .cpuprofile was written (the proxy did not exit through process.exit?)');
+    return;
+  }
+  result.profile = summarizeProfile(join(dir, f));
+  const keep = join(repoRoot, 'bench/results/tmp');
+  mkdirSync(keep, { recursive: true });
+  writeFileSync(join(keep, 'ns-proxy.cpuprofile'), readFileSync(join(dir, f)));
+}
+
+function meta(): Record<string, unknown> {
+  const v = (cmd: string, args: string[]) => {
+    try {
+      return execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString().split('\n')[0]!.trim();
+    } catch (e) {
+      const x = e as { stdout?: Buffer; stderr?: Buffer };
+      return `${x.stdout ?? ''}${x.stderr ?? ''}`.split('\n')[0]!.trim();
+    }
+  };
+  return {
+    date: new Date().toISOString(),
+    host: { cpus: cpus().length, model: cpus()[0]?.model, kernel: v('uname', ['-r']), loadavgStart: loadavg() },
+    node: process.version,
+    haproxy: v('haproxy', ['-v']),
+    wrk: v('wrk', ['-v']),
+    commit: v('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']),
+  };
+}
+
+async function main(): Promise<void> {
+  result.meta = meta();
+  if (process.getuid?.() !== 0) throw new Error('the benchmark builds namespaces and iptables rules: run it as root');
+  prefix = runPrefix();
+  tmp = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  say(`run ${prefix}, tmp ${tmp}, ${JSON.stringify(cfg)}`);
+  topo = await createTopology(prefix, PORTS.ours);
+  const routerId = randomUUID();
+  const upstream = await startUpstream(UPSTREAM_MAIN, topo.router, tmp, `0.0.0.0:${UPSTREAM_TCP_PORT}`);
+  const targets: Target[] = [];
+  const haveOurs = existsSync(PROXY_MAIN);
+  if (haveOurs) {
+    const p = await startOurProxy('ours', PROXY_MAIN, topo.router, tmp, { routerId, port: PORTS.ours, socket: upstream.socket });
+    targets.push({ name: 'ours', label: 'quantum-ns-metadata-proxy', ns: topo.guest, url: (p2) => `http://${METADATA_IP}${p2}`, port: PORTS.ours, proc: p, upstream });
+  } else result.notes.push(`our proxy is not built (${PROXY_MAIN} missing): measured haproxy and direct only`);
+  const h = await startHaproxy('haproxy', topo.router, tmp, { routerId, port: PORTS.haproxy, socket: upstream.socket });
+  targets.push({ name: 'haproxy', label: 'haproxy (Neutron config)', ns: topo.guest, url: (p2) => `http://${METADATA_IP}${p2}`, port: PORTS.haproxy, proc: h, upstream });
+  targets.push({ name: 'direct', label: 'upstream directly (TCP)', ns: topo.guest, url: (p2) => `http://${ROUTER_IP}:${UPSTREAM_TCP_PORT}${p2}` });
+  await new Promise((r) => setTimeout(r, 1000));
+  for (const t of targets) if (t.proc) result.memory[t.name] = { idle: memory(t.proc.pid) };
+  for (const t of targets) await sanity(t, routerId);
+  say(`sanity: ${result.sanity.map((s) => `${s.target} ${s.ok ? 'ok' : 'FAILED'}`).join(', ')}`);
+
+  await loadPhase(targets, upstream.pid, 'load');
+
+  if (cfg.storm.length) {
+    const stormTargets = targets.filter((t) => t.port !== undefined);
+    // The minimal upstream answers any guest: 10.1.1.10 onwards, then 10.1.2.x ... for large N.
+    await stormPhase(stormTargets, (i) => (i < 240 ? `10.1.1.${10 + i}` : `10.1.${2 + Math.floor((i - 240) / 250)}.${1 + ((i - 240) % 250)}`));
+    for (const t of stormTargets) if (t.proc) result.memory[t.name]!.afterLoad = memory(t.proc.pid);
+  }
+
+  if (cfg.profile && haveOurs) {
+    say('profiling our proxy under load (--cpu-prof)');
+    await profilePhase(upstream, routerId);
+  }
+
+  if (cfg.chain) {
+    const ready = chainReady(buildRoot);
+    if (ready !== true) result.notes.push(`whole chain not measured: ${ready}`);
+    else {
+      say('building the whole chain (quantum-server, nova-api, metadata agent)');
+      let chain: Chain | undefined;
+      try {
+        chain = await buildChain({ buildRoot, tmp, topo, proxyMain: PROXY_MAIN, ports: { ours: PORTS.chainOurs, haproxy: PORTS.chainHaproxy }, log: say });
+        const chainTargets: Target[] = [
+          { name: 'chain-ours', label: 'ours → agent → nova', ns: topo.guest, url: (p2) => `http://${METADATA_IP}${p2}`, port: PORTS.chainOurs, proc: chain.ours },
+          { name: 'chain-haproxy', label: 'haproxy → agent → nova', ns: topo.guest, url: (p2) => `http://${METADATA_IP}${p2}`, port: PORTS.chainHaproxy, proc: chain.haproxy },
+          { name: 'nova-direct', label: 'nova-api metadata directly (signed headers)', ns: chain.novaNs ?? '', url: (p2) => `${chain!.novaUrl}${p2}`, headers: chain.novaHeaders },
+        ];
+        for (const t of chainTargets) if (t.proc) result.memory[t.name] = { idle: memory(t.proc.pid) };
+        for (const t of chainTargets.slice(0, 2)) {
+          await redirectTo(topo, t.port!);
+          const r = await curlOnce(topo.guest, `http://${METADATA_IP}/latest/meta-data/instance-id`);
+          result.sanity.push({ target: t.name, ok: r.code === '200' && r.body === chain.ec2InstanceId, detail: `status ${r.code}, body "${r.body}" (expected "${chain.ec2InstanceId}")` });
+        }
+        say(`chain sanity: ${result.sanity.slice(-2).map((s) => `${s.target} ${s.ok ? 'ok' : 'FAILED ' + s.detail}`).join(', ')}`);
+        if (result.sanity.slice(-2).some((s) => !s.ok)) throw new Error('chain sanity failed');
+        await loadPhase(chainTargets, undefined, 'chain');
+      } catch (e) {
+        result.notes.push(`whole chain failed: ${(e as Error).message}`);
+        say(`chain failed: ${(e as Error).message}`);
+        if (chain) for (const p of chain.procs) say(`${p.name} log:\n${logTail(p)}`);
+      } finally {
+        await chain?.stop();
+      }
+    }
+  }
+  (result.meta as { loadavgEnd?: number[] }).loadavgEnd = loadavg();
+}
+
+// ---------- report ----------
+
+function summaryRows() {
+  const keys = new Map<string, RunRecord[]>();
+  for (const r of result.runs) {
+    const k = `${r.target}|${r.path}|${r.conns}`;
+    keys.set(k, [...(keys.get(k) ?? []), r]);
+  }
+  return [...keys.values()].map((rs) => ({
+    target: rs[0]!.target,
+    path: rs[0]!.path,
+    conns: rs[0]!.conns,
+    repeats: rs.length,
+    rps: median(rs.map((r) => r.rps)),
+    p50Ms: median(rs.map((r) => r.p50Ms)),
+    p99Ms: median(rs.map((r) => r.p99Ms)),
+    cpuUsPerReq: median(rs.map((r) => r.cpuUsPerReq)),
+    upstreamCpuUsPerReq: median(rs.map((r) => r.upstreamCpuUsPerReq)),
+    guestConnsPerReq: median(rs.map((r) => r.guestConnsPerReq)),
+    backendConnsPerReq: median(rs.map((r) => r.backendConnsPerReq)),
+    errors: rs.reduce((a, r) => a + r.errors, 0),
+  }));
+}
+
+/** Median over repeats of the per-repeat ratio a/b (both measured seconds apart in the same repeat). */
+function pairedRatio(a: string, b: string, path: string, conns: number, field: 'rps' | 'cpuUsPerReq' | 'p99Ms'): number {
+  const ra = result.runs.filter((r) => r.target === a && r.path === path && r.conns === conns);
+  const rb = result.runs.filter((r) => r.target === b && r.path === path && r.conns === conns);
+  return median(ra.map((x) => {
+    const y = rb.find((z) => z.rep === x.rep);
+    return y ? x[field] / y[field] : NaN;
+  }));
+}
+
+function ratios() {
+  const out = [];
+  for (const path of cfg.paths)
+    for (const c of cfg.conns)
+      out.push({
+        path,
+        conns: c,
+        rpsOursOverHaproxy: pairedRatio('ours', 'haproxy', path, c, 'rps'),
+        rpsOursOverDirect: pairedRatio('ours', 'direct', path, c, 'rps'),
+        rpsHaproxyOverDirect: pairedRatio('haproxy', 'direct', path, c, 'rps'),
+        cpuOursOverHaproxy: pairedRatio('ours', 'haproxy', path, c, 'cpuUsPerReq'),
+        p99OursOverHaproxy: pairedRatio('ours', 'haproxy', path, c, 'p99Ms'),
+        chainRpsOursOverHaproxy: pairedRatio('chain-ours', 'chain-haproxy', path, c, 'rps'),
+        chainP99OursOverNova: pairedRatio('chain-ours', 'nova-direct', path, c, 'p99Ms'),
+        chainP99HaproxyOverNova: pairedRatio('chain-haproxy', 'nova-direct', path, c, 'p99Ms'),
+        chainCpuOursOverHaproxy: pairedRatio('chain-ours', 'chain-haproxy', path, c, 'cpuUsPerReq'),
+      });
+  return out;
+}
+
+function stormSummary() {
+  const keys = new Map<string, (StormResult & { target: string })[]>();
+  for (const s of result.storm) keys.set(`${s.target}|${s.guests}`, [...(keys.get(`${s.target}|${s.guests}`) ?? []), s]);
+  return [...keys.values()].map((ss) => ({
+    target: ss[0]!.target,
+    guests: ss[0]!.guests,
+    repeats: ss.length,
+    requests: ss[0]!.requests,
+    totalMs: median(ss.map((s) => s.totalMs)),
+    p50Ms: median(ss.map((s) => s.p50Ms)),
+    p99Ms: median(ss.map((s) => s.p99Ms)),
+    maxMs: median(ss.map((s) => s.maxMs)),
+    errors: ss.reduce((a, s) => a + s.errors, 0),
+  }));
+}
+
+function checks(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeof ratios>, storm: ReturnType<typeof stormSummary>) {
+  const out: { goal: string; measured: string; pass: boolean | null }[] = [];
+  const mb = (kb: number | undefined) => (kb === undefined ? NaN : kb / 1024);
+  for (const r of rat) {
+    if (r.conns === 16 || r.conns === 64) {
+      out.push({ goal: `req/s ours ≥ 1.0× haproxy (${r.path}, c${r.conns})`, measured: `${fmt(r.rpsOursOverHaproxy, 2)}×`, pass: Number.isFinite(r.rpsOursOverHaproxy) ? r.rpsOursOverHaproxy >= 1 : null });
+    }
+    out.push({ goal: `CPU/request ours ≤ haproxy (${r.path}, c${r.conns})`, measured: `${fmt(r.cpuOursOverHaproxy, 2)}×`, pass: Number.isFinite(r.cpuOursOverHaproxy) ? r.cpuOursOverHaproxy <= 1 : null });
+  }
+  const g = summary.filter((s) => s.target === 'ours').map((s) => s.guestConnsPerReq);
+  if (g.length) out.push({ goal: 'guest TCP connections per request ≈ 0 (ours; beyond wrk\'s initial ones)', measured: `max ${fmt(Math.max(...g), 4)}`, pass: Math.max(...g) < 0.001 });
+  const m = result.memory.ours;
+  if (m) {
+    out.push({ goal: 'idle RSS ≤ 30 MB (ours)', measured: `${fmt(mb(m.idle.rssKb))} MB`, pass: mb(m.idle.rssKb) <= 30 });
+    if (m.afterLoad && m.afterWarmup) {
+      const grow = mb(m.afterLoad.rssKb) - mb(m.afterWarmup.rssKb);
+      out.push({ goal: 'no RSS growth after load (ours; after-load vs after-warm-up, ≤ +10%)', measured: `${grow >= 0 ? '+' : ''}${fmt(grow)} MB (${fmt(mb(m.idle.rssKb))} idle → ${fmt(mb(m.afterWarmup.rssKb))} warm → ${fmt(mb(m.afterLoad.rssKb))} after)`, pass: m.afterLoad.rssKb <= m.afterWarmup.rssKb * 1.1 });
+    }
+  }
+  for (const r of rat) {
+    if ((r.conns === 16 || r.conns === 64) && Number.isFinite(r.chainRpsOursOverHaproxy))
+      out.push({ goal: `whole chain req/s ours ≥ 1.0× haproxy (${r.path}, c${r.conns})`, measured: `${fmt(r.chainRpsOursOverHaproxy, 2)}×`, pass: r.chainRpsOursOverHaproxy >= 1 });
+    if (r.conns === 64 && Number.isFinite(r.chainP99OursOverNova))
+      out.push({ goal: `whole chain p99 (ours) ≤ 2× direct-to-nova p99 (${r.path}, c64)`, measured: `${fmt(r.chainP99OursOverNova, 2)}× (haproxy chain: ${fmt(r.chainP99HaproxyOverNova, 2)}×)`, pass: r.chainP99OursOverNova <= 2 });
+  }
+  for (const s of storm.filter((x) => x.target === 'ours'))
+    out.push({ goal: `boot storm ${s.guests} guests: 0 errors (ours)`, measured: `${s.errors} errors in ${s.repeats}×${s.requests} requests`, pass: s.errors === 0 });
+  return out;
+}
+
+function markdown(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeof ratios>, storm: ReturnType<typeof stormSummary>, chk: ReturnType<typeof checks>): string {
+  const m = result.meta as { date: string; host: { cpus: number; model?: string; kernel: string; loadavgStart: number[] }; loadavgEnd?: number[]; node: string; haproxy: string; wrk: string; commit: string };
+  const L: string[] = [];
+  L.push(`# Metadata proxy benchmark (${m.date})`, '');
+  L.push(
+    `Machine: ${m.host.cpus} CPUs (${m.host.model ?? '?'}), kernel ${m.host.kernel}, node ${m.node}, ${m.haproxy.replace(/ - https.*/, '')}, ${m.wrk.replace(/ Copyright.*/, '')}; commit ${m.commit}. ` +
+      `Load average at start ${m.host.loadavgStart.map((x) => x.toFixed(2)).join(' ')}, at end ${(m.loadavgEnd ?? []).map((x) => x.toFixed(2)).join(' ')} (shared machine: other builds/tests were running).`,
+  );
+  L.push(
+    '',
+    `${cfg.repeats} repeats × ${cfg.duration} s per figure (wrk -t1, --latency, from the guest namespace through Neutron's iptables REDIRECT), medians shown; ratios are medians of per-repeat ratios (targets interleaved within each repeat). ${cfg.quick ? '**Quick run.**' : ''}`,
+  );
+  if (result.notes.length) L.push('', ...result.notes.map((n) => `- Note: ${n}`));
+  L.push('', '## Targets', '', table(['goal', 'measured', 'pass'], chk.map((c) => [c.goal, c.measured, c.pass === null ? '–' : c.pass ? 'yes' : '**NO**'])));
+  const tbl = (names: string[]) =>
+    table(
+      ['target', 'path', 'conns', 'req/s', 'p50 ms', 'p99 ms', 'proxy CPU µs/req', 'upstream CPU µs/req', 'new guest conns/req', 'backend conns/req', 'errors'],
+      summary
+        .filter((s) => names.includes(s.target))
+        .sort((a, b) => a.path.localeCompare(b.path) || a.conns - b.conns || names.indexOf(a.target) - names.indexOf(b.target))
+        .map((s) => [s.target, `\`${s.path}\``, s.conns, fmt(s.rps, 0), fmt(s.p50Ms, 2), fmt(s.p99Ms, 2), fmt(s.cpuUsPerReq), fmt(s.upstreamCpuUsPerReq), fmt(s.guestConnsPerReq, 3), fmt(s.backendConnsPerReq, 3), s.errors]),
+    );
+  L.push('', '## Proxy in front of the minimal upstream', '', tbl(['ours', 'haproxy', 'direct']));
+  L.push(
+    '',
+    table(
+      ['path', 'conns', 'req/s ours÷haproxy', 'req/s ours÷direct', 'req/s haproxy÷direct', 'CPU/req ours÷haproxy', 'p99 ours÷haproxy'],
+      rat.map((r) => [`\`${r.path}\``, r.conns, fmt(r.rpsOursOverHaproxy, 2), fmt(r.rpsOursOverDirect, 2), fmt(r.rpsHaproxyOverDirect, 2), fmt(r.cpuOursOverHaproxy, 2), fmt(r.p99OursOverHaproxy, 2)]),
+    ),
+  );
+  const mrow = (name: string) => {
+    const x = result.memory[name];
+    if (!x) return undefined;
+    const mb = (k?: number) => (k === undefined ? '–' : fmt(k / 1024));
+    return [name, mb(x.idle.rssKb), mb(x.afterWarmup?.rssKb), mb(x.afterLoad?.rssKb), mb((x.afterLoad ?? x.afterWarmup ?? x.idle).hwmKb), mb(x.idle.privateKb), mb(x.afterLoad?.privateKb)];
+  };
+  L.push(
+    '',
+    '## Memory (MB; haproxy summed over its processes)',
+    '',
+    table(
+      ['process', 'RSS idle', 'RSS after warm-up', 'RSS after load', 'peak RSS (VmHWM)', 'private idle', 'private after load'],
+      ['ours', 'haproxy', 'chain-ours', 'chain-haproxy'].map(mrow).filter((r): r is string[] => !!r),
+    ),
+  );
+  if (storm.length)
+    L.push(
+      '',
+      `## Boot storm (each guest: ${BOOT_CRAWL.length} requests of cloud-init's crawl, one connection each, all guests at once)`,
+      '',
+      table(
+        ['target', 'guests', 'requests', 'total ms', 'p50 ms', 'p99 ms', 'max ms', 'errors (all repeats)'],
+        storm.map((s) => [s.target, s.guests, s.requests, fmt(s.totalMs, 0), fmt(s.p50Ms, 1), fmt(s.p99Ms, 1), fmt(s.maxMs, 1), s.errors]),
+      ),
+    );
+  if (summary.some((s) => s.target.startsWith('chain-'))) {
+    L.push('', '## Whole chain: proxy → metadata agent → quantum-server lookup → nova-api metadata', '', tbl(['chain-ours', 'chain-haproxy', 'nova-direct']));
+    L.push(
+      '',
+      table(
+        ['path', 'conns', 'req/s ours÷haproxy', 'CPU/req ours÷haproxy', 'p99 ours÷nova-direct', 'p99 haproxy÷nova-direct'],
+        rat.map((r) => [`\`${r.path}\``, r.conns, fmt(r.chainRpsOursOverHaproxy, 2), fmt(r.chainCpuOursOverHaproxy, 2), fmt(r.chainP99OursOverNova, 2), fmt(r.chainP99HaproxyOverNova, 2)]),
+      ),
+    );
+  }
+  if (result.profile) {
+    L.push('', `## Where our proxy spends its CPU (--cpu-prof, ${result.profile.samples} samples, self time)`, '');
+    L.push(table(['area', 'self %'], result.profile.byArea.map((a) => [a.area, fmt(a.selfPct)])));
+    L.push('', table(['function', 'where', 'self %'], result.profile.topFrames.map((f) => [`\`${f.name}\``, f.where, fmt(f.selfPct)])));
+  }
+  L.push('', '## Sanity (one request with spoofed X-Neutron-*-ID headers through each proxy)', '', ...result.sanity.map((s) => `- ${s.target}: ${s.ok ? 'ok' : 'FAILED'}: ${s.detail}`));
+  return L.join('\n') + '\n';
+}
+
+function writeReport(): void {
+  const summary = summaryRows();
+  const rat = ratios();
+  const storm = stormSummary();
+  const chk = checks(summary, rat, storm);
+  const dir = join(repoRoot, 'bench/results');
+  mkdirSync(dirname(join(dir, cfg.out)), { recursive: true });
+  writeFileSync(join(dir, `${cfg.out}.json`), JSON.stringify({ ...result, summary, ratios: rat, stormSummary: storm, checks: chk }, null, 2) + '\n');
+  const md = markdown(summary, rat, storm, chk);
+  writeFileSync(join(dir, `${cfg.out}.md`), md);
+  process.stdout.write(md);
+  say(`wrote ${join(dir, cfg.out)}.{json,md}`);
+}
+
+const started = Date.now();
+let failed = false;
+try {
+  await main();
+} catch (e) {
+  failed = true;
+  result.notes.push(`run aborted: ${(e as Error).message}`);
+  say(`FAILED: ${(e as Error).stack ?? String(e)}`);
+} finally {
+  await cleanup();
+  // Logs of the processes stay for a failed run.
+  if (tmp && !failed) rmSync(tmp, { recursive: true, force: true });
+  else if (tmp) say(`logs kept in ${tmp}`);
+}
+say(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
+writeReport();
+process.exit(failed ? 1 : 0);
