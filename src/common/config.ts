@@ -155,7 +155,9 @@ export function loadConfig<S extends Spec>(spec: S, argv: string[], lo: LoadOpti
       }
     }
   }
-  for (const [alias, target] of Object.entries(lo.aliases ?? {})) {
+  // oslo.log spells these with dashes on the command line (--log-file, --log-dir); accept both everywhere.
+  const aliases = { 'log-file': 'log_file', 'log-dir': 'log_dir', ...(lo.aliases ?? {}) };
+  for (const [alias, target] of Object.entries(aliases)) {
     const t = flagToOpt.get(target);
     if (!t) continue;
     flagToOpt.set(alias, t);
