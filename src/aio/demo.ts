@@ -24,6 +24,8 @@ export interface DemoTopology {
 }
 
 export const TENANTS = ['tenant-a', 'tenant-b'] as const;
+/** The image id the demo servers boot from (there is no Glance here; Nova only records it, as ami-id). */
+export const DEMO_IMAGE = '155d900f-4e14-4e4c-a73d-069cbf4541e6';
 
 /** OpenSSH public key line for a fresh ed25519 key (the private half is not needed by the demo). */
 function sshPublicKey(comment: string): string {
@@ -89,7 +91,7 @@ async function ensureServer(
     server: {
       name,
       flavorRef: '1',
-      imageRef: 'cirros-0.6.2-x86_64',
+      imageRef: DEMO_IMAGE,
       key_name: keyName,
       user_data: Buffer.from(userData).toString('base64'),
       metadata: { tenant: project, demo: 'true' },

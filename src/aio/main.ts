@@ -86,7 +86,7 @@ async function plugDemoGuests(l: StackLayout, topo: DemoTopology, m: Manifest, l
       const port = (await q.listPorts({ device_id: s.id }))[0];
       if (!port) throw new Error(`server ${s.name} has no port`);
       const subnet = await q.showSubnet(port.fixed_ips[0]!.subnet_id);
-      m.guests.push({ namespace: s.name, portId: port.id, networkId: port.network_id });
+      m.guests.push({ namespace: l.guestPrefix + s.name, portId: port.id, networkId: port.network_id });
       saveManifest(l, m);
       if (s.mode === 'static') {
         // The router namespace must exist before a static guest can reach its gateway.
@@ -95,10 +95,10 @@ async function plugDemoGuests(l: StackLayout, topo: DemoTopology, m: Manifest, l
       } else {
         // dnsmasq must be serving before the DHCP client asks.
         await waitUntil(`DHCP namespace for ${s.name}`, () => netnsExists(dhcpNamespace(s.networkId)), 30_000);
-        if (dhclientPid(stateDir, s.name)) continue;
+        if (dhclientPid(stateDir, l.guestPrefix + s.name)) continue;
         await sleep(1000);
       }
-      const ip = await plugGuest({ namespace: s.name, port, subnet, mode: s.mode, stateDir }, { log });
+      const ip = await plugGuest({ namespace: l.guestPrefix + s.name, port, subnet, mode: s.mode, stateDir }, { log });
       console.log(`guest ${s.name.padEnd(9)} ${s.mode === 'dhcp' ? 'DHCP  ' : 'static'} ${ip.padEnd(12)} ${port.mac_address}  (${s.project})`);
     }
   } finally {
@@ -109,15 +109,16 @@ async function plugDemoGuests(l: StackLayout, topo: DemoTopology, m: Manifest, l
 async function showDemo(l: StackLayout, topo: DemoTopology): Promise<void> {
   console.log('\nLive, from inside each guest namespace:');
   for (const s of topo.servers) {
-    await waitUntil(`metadata for ${s.name}`, async () => (await curl(s.name, '/latest/meta-data/instance-id')).code === '200', 30_000).catch(() => undefined);
-    const iid = await curl(s.name, '/latest/meta-data/instance-id');
-    const host = await curl(s.name, '/latest/meta-data/hostname');
-    const ip = await curl(s.name, '/latest/meta-data/local-ipv4');
-    console.log(`  ${s.name.padEnd(9)} local-ipv4=${ip.body.padEnd(12)} instance-id=${iid.body} (${iid.code})  hostname=${host.body}`);
+    const ns = l.guestPrefix + s.name;
+    await waitUntil(`metadata for ${ns}`, async () => (await curl(ns, '/latest/meta-data/instance-id')).code === '200', 30_000).catch(() => undefined);
+    const iid = await curl(ns, '/latest/meta-data/instance-id');
+    const host = await curl(ns, '/latest/meta-data/hostname');
+    const ip = await curl(ns, '/latest/meta-data/local-ipv4');
+    console.log(`  ${ns.padEnd(9)} local-ipv4=${ip.body.padEnd(12)} instance-id=${iid.body} (${iid.code})  hostname=${host.body}`);
   }
   const iso = topo.servers.find((s) => s.mode === 'dhcp');
   if (iso) {
-    const routes = (await guestRoutes(iso.name)).split('\n').filter((r) => r.startsWith('169.254.169.254'));
+    const routes = (await guestRoutes(l.guestPrefix + iso.name)).split('\n').filter((r) => r.startsWith('169.254.169.254'));
     console.log(`  ${iso.name} learnt by DHCP option 121: ${routes.join('; ') || '(no route yet)'}`);
   }
   console.log(`
@@ -191,10 +192,14 @@ async function main(): Promise<void> {
     .demandCommand(1)
     .option('data-dir', { type: 'string', default: process.env.AIO_DATA_DIR ?? '/var/lib/quantum-aio', describe: 'configs, databases, logs and state' })
     .option('demo', { type: 'boolean', default: true, describe: 'create the demo tenants, servers and guests' })
+    .option('guest-prefix', { type: 'string', default: '', describe: 'prefix for guest namespace names (tests use one so they never meet a running demo)' })
+    .option('quantum-port', { type: 'number', default: 9696 })
+    .option('compute-port', { type: 'number', default: 8774 })
+    .option('metadata-port', { type: 'number', default: 8775 })
     .option('debug', { type: 'boolean', default: false })
     .strict()
     .parseAsync();
-  const l = layout(argv['data-dir']);
+  const l = layout(argv['data-dir'], { quantum: argv['quantum-port'], compute: argv['compute-port'], metadata: argv['metadata-port'] }, '127.0.0.1', argv['guest-prefix']);
   const log = createLogger({ name: 'quantum-aio', debug: argv.debug, log_file: join(l.dataDir, 'log', 'aio.log') });
   const cmd = String(argv._[0]);
   if (cmd === 'start') await start(l, argv.demo, log);

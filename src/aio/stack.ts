@@ -27,9 +27,10 @@ export interface StackLayout {
   socket: string;
   ports: StackPorts;
   bindHost: string;
+  guestPrefix: string;
 }
 
-export function layout(dataDir: string, ports: StackPorts = { quantum: 9696, compute: 8774, metadata: 8775 }, bindHost = '127.0.0.1'): StackLayout {
+export function layout(dataDir: string, ports: StackPorts = { quantum: 9696, compute: 8774, metadata: 8775 }, bindHost = '127.0.0.1', guestPrefix = ''): StackLayout {
   const d = resolve(dataDir);
   return {
     dataDir: d,
@@ -41,6 +42,7 @@ export function layout(dataDir: string, ports: StackPorts = { quantum: 9696, com
     socket: join(d, 'quantum', 'metadata_proxy'),
     ports,
     bindHost,
+    guestPrefix,
   };
 }
 
