@@ -55,6 +55,7 @@ export class L3Agent {
   private readonly poller: Poller;
   private readonly reporter: StateReporter;
   private fullSync = true;
+  private stopped = false;
   private firstSync = true;
   private readonly stateFile: string;
   private readonly mark: string;
@@ -108,6 +109,8 @@ export class L3Agent {
 
   /** Stop syncing. Proxies and namespaces stay: a restarted agent adopts them (as Neutron's does). */
   async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
     this.reporter.stop();
     await this.poller.stop();
     this.monitor.stop();
