@@ -1,0 +1,375 @@
+// `quantum`: the operator's client for quantum-server, with python-quantumclient's commands and tables.
+import { ApiError } from '../common/errors.js';
+import { QuantumClient, type Filters } from '../common/quantum-client.js';
+import { parseArgs, parseKeyValues, UsageError, type ArgKind, type ParsedArgs } from './args.js';
+import { printList, printShow, type OutputFormat, type OutputOptions } from './table.js';
+
+type Obj = Record<string, unknown>;
+
+interface Ctx {
+  qc: QuantumClient;
+  args: ParsedArgs;
+  out: OutputOptions;
+  o: (name: string) => string | undefined;
+  list: (name: string) => string[];
+  flag: (name: string) => boolean;
+  pos: (i: number, what: string) => string;
+}
+
+interface Command {
+  usage: string;
+  help: string;
+  spec?: Record<string, ArgKind>;
+  /** List commands take any other --key value as a filter. */
+  filters?: boolean;
+  run(c: Ctx): Promise<void>;
+}
+
+const GLOBAL: Record<string, ArgKind> = { 'os-url': 'string', 'os-project-id': 'string', 'os-tenant-id': 'string', format: 'string', column: 'list', help: 'flag' };
+const SHORT = { '-f': 'format', '-c': 'column', '-h': 'help' };
+const GLOBAL_WITH_VALUE = new Set(['--os-url', '--os_url', '--os-project-id', '--os_project_id', '--os-tenant-id', '--os_tenant_id', '--format', '-f', '--column', '-c']);
+
+const KIND_PLURAL: Record<string, string> = { network: 'networks', subnet: 'subnets', port: 'ports', router: 'routers', agent: 'agents' };
+
+/** quantumclient's find_resourceid_by_name_or_id: an id wins, else exactly one match by name. */
+async function resolve(qc: QuantumClient, kind: string, nameOrId: string): Promise<string> {
+  const plural = KIND_PLURAL[kind]!;
+  const byId = await qc.request<Record<string, Obj[]>>('GET', `/v2.0/${plural}?id=${encodeURIComponent(nameOrId)}&fields=id`);
+  if (byId[plural]!.length === 1) return String(byId[plural]![0]!.id);
+  const byName = await qc.request<Record<string, Obj[]>>('GET', `/v2.0/${plural}?name=${encodeURIComponent(nameOrId)}&fields=id`);
+  const hits = byName[plural]!;
+  if (hits.length > 1) throw new ApiError(409, 'QuantumClientNoUniqueMatch', `Multiple ${kind} matches found for name '${nameOrId}', use an ID to be more specific.`);
+  if (hits.length === 0) throw new ApiError(404, 'QuantumClientException', `Unable to find ${kind} with name or id '${nameOrId}'`);
+  return String(hits[0]!.id);
+}
+
+function filtersFrom(c: Ctx): Filters {
+  const f: Record<string, string[]> = {};
+  for (const [k, vals] of Object.entries(c.args.extra)) {
+    const key = k === 'fixed-ip' || k === 'fixed-ips' ? 'fixed_ips' : k.replace(/-/g, '_');
+    (f[key] ??= []).push(...vals);
+  }
+  return f;
+}
+
+const showCmd = (kind: string): Command => ({
+  usage: `${kind}-show ${kind.toUpperCase()}`,
+  help: `Show information of a given ${kind}.`,
+  async run(c) {
+    const id = await resolve(c.qc, kind, c.pos(0, kind.toUpperCase()));
+    const r = await c.qc.request<Obj>('GET', `/v2.0/${KIND_PLURAL[kind]}/${encodeURIComponent(id)}`);
+    printShow(undefined, r[kind] as Obj, c.out);
+  },
+});
+
+const deleteCmd = (kind: string): Command => ({
+  usage: `${kind}-delete ${kind.toUpperCase()}`,
+  help: `Delete a given ${kind}.`,
+  async run(c) {
+    const arg = c.pos(0, kind.toUpperCase());
+    const id = kind === 'agent' ? arg : await resolve(c.qc, kind, arg);
+    await c.qc.request('DELETE', `/v2.0/${KIND_PLURAL[kind]}/${encodeURIComponent(id)}`);
+    process.stdout.write(`Deleted ${kind}: ${arg}\n`);
+  },
+});
+
+const listCmd = (kind: string, columns: string[], formatters: (c: Ctx) => Promise<Record<string, (r: Obj) => unknown>> = async () => ({})): Command => ({
+  usage: `${kind}-list [--FILTER VALUE]...`,
+  help: `List ${KIND_PLURAL[kind]} (any --attribute value is a filter, repeat it for OR).`,
+  filters: true,
+  async run(c) {
+    const r = await c.qc.request<Record<string, Obj[]>>('GET', `/v2.0/${KIND_PLURAL[kind]}${encode(filtersFrom(c))}`);
+    printList(columns, r[KIND_PLURAL[kind]!]!, { ...c.out, formatters: await formatters(c) });
+  },
+});
+
+function encode(f: Filters): string {
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(f)) for (const x of typeof v === 'string' ? [v] : (v ?? [])) parts.push(`${encodeURIComponent(k)}=${encodeURIComponent(x)}`);
+  return parts.length ? `?${parts.join('&')}` : '';
+}
+
+function tenantBody(c: Ctx): Obj {
+  const t = c.o('tenant-id');
+  return t ? { tenant_id: t } : {};
+}
+
+const COMMANDS: Record<string, Command> = {
+  'net-create': {
+    usage: 'net-create [--tenant-id TENANT] [--admin-state-down] [--shared] NAME',
+    help: 'Create a network for a given tenant.',
+    spec: { 'tenant-id': 'string', 'admin-state-down': 'flag', shared: 'flag' },
+    async run(c) {
+      const body: Obj = { name: c.pos(0, 'NAME'), admin_state_up: !c.flag('admin-state-down'), ...tenantBody(c) };
+      if (c.flag('shared')) body.shared = true;
+      const r = await c.qc.request<Obj>('POST', '/v2.0/networks', { network: body });
+      printShow('Created a new network:', r.network as Obj, c.out);
+    },
+  },
+  'net-list': listCmd('network', ['id', 'name', 'subnets'], async (c) => {
+    // As quantumclient's extend_list: subnets shown as "<id> <cidr>".
+    const subs = (await c.qc.request<{ subnets: Obj[] }>('GET', '/v2.0/subnets?fields=id&fields=cidr')).subnets;
+    const cidr = new Map(subs.map((s) => [String(s.id), String(s.cidr)]));
+    return { subnets: (r) => (r.subnets as string[]).map((id) => `${id} ${cidr.get(id) ?? ''}`.trimEnd()) };
+  }),
+  'net-show': showCmd('network'),
+  'net-update': {
+    usage: 'net-update NETWORK [--name NAME] [--admin-state-up True|False]',
+    help: 'Update a network.',
+    spec: { name: 'string', 'admin-state-up': 'string' },
+    async run(c) {
+      const arg = c.pos(0, 'NETWORK');
+      const id = await resolve(c.qc, 'network', arg);
+      const body: Obj = {};
+      if (c.o('name') !== undefined) body.name = c.o('name');
+      if (c.o('admin-state-up') !== undefined) body.admin_state_up = c.o('admin-state-up');
+      await c.qc.request('PUT', `/v2.0/networks/${id}`, { network: body });
+      process.stdout.write(`Updated network: ${arg}\n`);
+    },
+  },
+  'net-delete': deleteCmd('network'),
+
+  'subnet-create': {
+    usage: 'subnet-create [--name NAME] [--tenant-id T] [--ip-version {4,6}] [--gateway GATEWAY_IP | --no-gateway] [--allocation-pool start=IP,end=IP]... [--host-route destination=CIDR,nexthop=IP]... [--dns-nameserver IP]... [--disable-dhcp] NETWORK CIDR',
+    help: 'Create a subnet for a given tenant.',
+    spec: { name: 'string', 'tenant-id': 'string', 'ip-version': 'string', gateway: 'string', 'no-gateway': 'flag', 'allocation-pool': 'list', 'host-route': 'list', 'dns-nameserver': 'list', 'disable-dhcp': 'flag', 'enable-dhcp': 'string' },
+    async run(c) {
+      if (c.o('gateway') !== undefined && c.flag('no-gateway')) throw new UsageError('argument --no-gateway: not allowed with argument --gateway');
+      const net = await resolve(c.qc, 'network', c.pos(0, 'NETWORK'));
+      const body: Obj = { network_id: net, cidr: c.pos(1, 'CIDR'), ip_version: Number(c.o('ip-version') ?? 4), ...tenantBody(c) };
+      if (![4, 6].includes(body.ip_version as number)) throw new UsageError(`argument --ip-version: invalid choice: '${c.o('ip-version')}' (choose from 4, 6)`);
+      if (c.o('name') !== undefined) body.name = c.o('name');
+      if (c.o('gateway') !== undefined) body.gateway_ip = c.o('gateway');
+      if (c.flag('no-gateway')) body.gateway_ip = null;
+      if (c.list('allocation-pool').length) body.allocation_pools = c.list('allocation-pool').map((p) => parseKeyValues(p, '--allocation-pool', ['start', 'end']));
+      if (c.list('host-route').length) body.host_routes = c.list('host-route').map((p) => parseKeyValues(p, '--host-route', ['destination', 'nexthop']));
+      if (c.list('dns-nameserver').length) body.dns_nameservers = c.list('dns-nameserver');
+      if (c.flag('disable-dhcp')) body.enable_dhcp = false;
+      else if (c.o('enable-dhcp') !== undefined) body.enable_dhcp = c.o('enable-dhcp');
+      const r = await c.qc.request<Obj>('POST', '/v2.0/subnets', { subnet: body });
+      printShow('Created a new subnet:', r.subnet as Obj, c.out);
+    },
+  },
+  'subnet-list': listCmd('subnet', ['id', 'name', 'cidr', 'allocation_pools']),
+  'subnet-show': showCmd('subnet'),
+  'subnet-update': {
+    usage: 'subnet-update SUBNET [--name NAME] [--dns-nameserver IP]... [--gateway IP | --no-gateway]',
+    help: 'Update a subnet.',
+    spec: { name: 'string', 'dns-nameserver': 'list', gateway: 'string', 'no-gateway': 'flag' },
+    async run(c) {
+      const arg = c.pos(0, 'SUBNET');
+      const id = await resolve(c.qc, 'subnet', arg);
+      const body: Obj = {};
+      if (c.o('name') !== undefined) body.name = c.o('name');
+      if (c.list('dns-nameserver').length) body.dns_nameservers = c.list('dns-nameserver');
+      if (c.o('gateway') !== undefined) body.gateway_ip = c.o('gateway');
+      if (c.flag('no-gateway')) body.gateway_ip = null;
+      await c.qc.request('PUT', `/v2.0/subnets/${id}`, { subnet: body });
+      process.stdout.write(`Updated subnet: ${arg}\n`);
+    },
+  },
+  'subnet-delete': deleteCmd('subnet'),
+
+  'port-create': {
+    usage: 'port-create [--name NAME] [--tenant-id T] [--admin-state-down] [--mac-address MAC] [--device-id ID] [--device-owner OWNER] [--fixed-ip subnet_id=SUBNET,ip_address=IP]... NETWORK',
+    help: 'Create a port for a given tenant.',
+    spec: { name: 'string', 'tenant-id': 'string', 'admin-state-down': 'flag', 'mac-address': 'string', 'device-id': 'string', 'device-owner': 'string', 'fixed-ip': 'list' },
+    async run(c) {
+      const net = await resolve(c.qc, 'network', c.pos(0, 'NETWORK'));
+      const body: Obj = { network_id: net, admin_state_up: !c.flag('admin-state-down'), ...tenantBody(c) };
+      if (c.o('name') !== undefined) body.name = c.o('name');
+      if (c.o('mac-address') !== undefined) body.mac_address = c.o('mac-address');
+      if (c.o('device-id') !== undefined) body.device_id = c.o('device-id');
+      if (c.o('device-owner') !== undefined) body.device_owner = c.o('device-owner');
+      if (c.list('fixed-ip').length) {
+        body.fixed_ips = await Promise.all(
+          c.list('fixed-ip').map(async (f) => {
+            const kv = parseKeyValues(f, '--fixed-ip', ['subnet_id', 'ip_address']);
+            if (kv.subnet_id) kv.subnet_id = await resolve(c.qc, 'subnet', kv.subnet_id);
+            return kv;
+          }),
+        );
+      }
+      const r = await c.qc.request<Obj>('POST', '/v2.0/ports', { port: body });
+      printShow('Created a new port:', r.port as Obj, c.out);
+    },
+  },
+  'port-list': listCmd('port', ['id', 'name', 'mac_address', 'fixed_ips']),
+  'port-show': showCmd('port'),
+  'port-update': {
+    usage: 'port-update PORT [--name NAME] [--device-id ID] [--device-owner OWNER]',
+    help: 'Update a port.',
+    spec: { name: 'string', 'device-id': 'string', 'device-owner': 'string' },
+    async run(c) {
+      const arg = c.pos(0, 'PORT');
+      const id = await resolve(c.qc, 'port', arg);
+      const body: Obj = {};
+      if (c.o('name') !== undefined) body.name = c.o('name');
+      if (c.o('device-id') !== undefined) body.device_id = c.o('device-id');
+      if (c.o('device-owner') !== undefined) body.device_owner = c.o('device-owner');
+      await c.qc.request('PUT', `/v2.0/ports/${id}`, { port: body });
+      process.stdout.write(`Updated port: ${arg}\n`);
+    },
+  },
+  'port-delete': deleteCmd('port'),
+
+  'router-create': {
+    usage: 'router-create [--tenant-id T] [--admin-state-down] NAME',
+    help: 'Create a router for a given tenant.',
+    spec: { 'tenant-id': 'string', 'admin-state-down': 'flag' },
+    async run(c) {
+      const r = await c.qc.request<Obj>('POST', '/v2.0/routers', { router: { name: c.pos(0, 'NAME'), admin_state_up: !c.flag('admin-state-down'), ...tenantBody(c) } });
+      printShow('Created a new router:', r.router as Obj, c.out);
+    },
+  },
+  'router-list': listCmd('router', ['id', 'name', 'external_gateway_info']),
+  'router-show': showCmd('router'),
+  'router-delete': deleteCmd('router'),
+  'router-interface-add': {
+    usage: 'router-interface-add ROUTER INTERFACE   (INTERFACE: SUBNET, subnet=SUBNET or port=PORT)',
+    help: 'Add an internal network interface to a router.',
+    async run(c) {
+      const rarg = c.pos(0, 'ROUTER');
+      const router = await resolve(c.qc, 'router', rarg);
+      const body = await interfaceBody(c, c.pos(1, 'INTERFACE'));
+      const info = await c.qc.addRouterInterface(router, body);
+      process.stdout.write(`Added interface ${info.port_id} to router ${rarg}.\n`);
+    },
+  },
+  'router-interface-delete': {
+    usage: 'router-interface-delete ROUTER INTERFACE   (INTERFACE: SUBNET, subnet=SUBNET or port=PORT)',
+    help: 'Remove an internal network interface from a router.',
+    async run(c) {
+      const rarg = c.pos(0, 'ROUTER');
+      const router = await resolve(c.qc, 'router', rarg);
+      await c.qc.removeRouterInterface(router, await interfaceBody(c, c.pos(1, 'INTERFACE')));
+      process.stdout.write(`Removed interface from router ${rarg}.\n`);
+    },
+  },
+  'router-port-list': {
+    usage: 'router-port-list ROUTER',
+    help: 'List ports that belong to a given tenant, with specified router.',
+    async run(c) {
+      const router = await resolve(c.qc, 'router', c.pos(0, 'ROUTER'));
+      printList(['id', 'name', 'mac_address', 'fixed_ips'], (await c.qc.listPorts({ device_id: router })) as unknown as Obj[], c.out);
+    },
+  },
+
+  'agent-list': listCmd('agent', ['id', 'agent_type', 'host', 'alive', 'admin_state_up'], async () => ({ alive: (r) => (r.alive ? ':-)' : 'xxx') })),
+  'agent-show': showCmd('agent'),
+  'agent-delete': deleteCmd('agent'),
+};
+
+async function interfaceBody(c: Ctx, arg: string): Promise<{ subnet_id?: string; port_id?: string }> {
+  if (arg.startsWith('port=')) return { port_id: await resolve(c.qc, 'port', arg.slice(5)) };
+  const s = arg.startsWith('subnet=') ? arg.slice(7) : arg;
+  return { subnet_id: await resolve(c.qc, 'subnet', s) };
+}
+
+function usage(): string {
+  const lines = [
+    'usage: quantum [--os-url URL] [--os-project-id ID] [-f {table,json,value}] [-c COLUMN]... <command> [args]',
+    '',
+    'Command-line interface to the Quantum (Neutron v2.0) API.',
+    '  --os-url URL         quantum-server endpoint (env OS_URL, default http://127.0.0.1:9696)',
+    '  --os-project-id ID   project sent as X-Project-Id (env OS_PROJECT_ID)',
+    '',
+    'Commands:',
+  ];
+  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(24)} ${c.help}`);
+  return `${lines.join('\n')}\n`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  // The command is the first word that is neither an option nor a global option's value.
+  let cmdIndex = -1;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (GLOBAL_WITH_VALUE.has(a)) {
+      i++;
+      continue;
+    }
+    if (!a.startsWith('-')) {
+      cmdIndex = i;
+      break;
+    }
+  }
+  const name = cmdIndex >= 0 ? argv[cmdIndex]! : undefined;
+  if (!name || name === 'help') {
+    const topic = name === 'help' ? argv[cmdIndex + 1] : undefined;
+    if (topic && COMMANDS[topic]) process.stdout.write(`usage: quantum ${COMMANDS[topic].usage}\n\n${COMMANDS[topic].help}\n`);
+    else process.stdout.write(usage());
+    return name || argv.includes('--help') || argv.includes('-h') ? 0 : 2;
+  }
+  const cmd = COMMANDS[name];
+  if (!cmd) {
+    process.stderr.write(`quantum: '${name}' is not a quantum command. See 'quantum help'.\n`);
+    return 2;
+  }
+  const rest = [...argv.slice(0, cmdIndex), ...argv.slice(cmdIndex + 1)];
+  let args: ParsedArgs;
+  try {
+    args = parseArgs(rest, { ...GLOBAL, ...(cmd.spec ?? {}) }, { short: SHORT, allowExtra: cmd.filters });
+  } catch (e) {
+    process.stderr.write(`usage: quantum ${cmd.usage}\nquantum ${name}: error: ${(e as Error).message}\n`);
+    return 2;
+  }
+  if (args.opts.help) {
+    process.stdout.write(`usage: quantum ${cmd.usage}\n\n${cmd.help}\n`);
+    return 0;
+  }
+  const format = (args.opts.format as string | undefined) ?? 'table';
+  if (!['table', 'json', 'value'].includes(format)) {
+    process.stderr.write(`quantum ${name}: error: argument -f/--format: invalid choice: '${format}' (choose from 'table', 'json', 'value')\n`);
+    return 2;
+  }
+  const url = (args.opts['os-url'] as string | undefined) ?? process.env.OS_URL ?? 'http://127.0.0.1:9696';
+  const projectId = (args.opts['os-project-id'] as string | undefined) ?? (args.opts['os-tenant-id'] as string | undefined) ?? process.env.OS_PROJECT_ID ?? process.env.OS_TENANT_ID;
+  let qc: QuantumClient;
+  try {
+    qc = new QuantumClient({ url, projectId: projectId || undefined, timeoutMs: 30_000, connections: 4 });
+  } catch {
+    process.stderr.write(`quantum: invalid --os-url '${url}'\n`);
+    return 2;
+  }
+  const c: Ctx = {
+    qc,
+    args,
+    out: { format: format as OutputFormat, columns: (args.opts.column as string[] | undefined) ?? [] },
+    o: (n) => args.opts[n] as string | undefined,
+    list: (n) => (args.opts[n] as string[] | undefined) ?? [],
+    flag: (n) => args.opts[n] === true,
+    pos: (i, what) => {
+      const v = args.positionals[i];
+      if (v === undefined) throw new UsageError(`too few arguments: ${what} is required`);
+      return v;
+    },
+  };
+  try {
+    await cmd.run(c);
+    return 0;
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`usage: quantum ${cmd.usage}\nquantum ${name}: error: ${e.message}\n`);
+      return 2;
+    }
+    if (e instanceof ApiError) {
+      process.stderr.write(`${e.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`quantum ${name}: ${(e as Error).message}\n`);
+    return 1;
+  } finally {
+    await qc.close();
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    process.stderr.write(`quantum: ${(e as Error).stack ?? String(e)}\n`);
+    process.exitCode = 1;
+  },
+);
