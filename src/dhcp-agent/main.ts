@@ -1,0 +1,18 @@
+// quantum-dhcp-agent: thin main over DhcpAgent.
+import { loadConfig } from '../common/config.js';
+import { createLogger } from '../common/log.js';
+import { runService } from '../common/service.js';
+import { BINARY, DhcpAgent } from './agent.js';
+import { dhcpAgentSpec, validateDhcpConf } from './opts.js';
+
+runService(BINARY, async (svc) => {
+  const { conf, warnings, configFiles } = loadConfig(dhcpAgentSpec, process.argv.slice(2), { prog: BINARY, description: 'Quantum DHCP agent: dnsmasq and isolated metadata per network namespace.', aliases: { 'log-file': 'log_file', 'log-dir': 'log_dir' } });
+  const log = createLogger({ name: BINARY, ...conf.DEFAULT });
+  svc.setLogger(log);
+  for (const w of warnings) log.warn(w);
+  for (const w of validateDhcpConf(conf)) log.warn(w);
+  log.info({ config_files: configFiles }, 'starting');
+  const agent = new DhcpAgent(conf, log);
+  agent.start();
+  svc.onShutdown(() => agent.stop());
+});
