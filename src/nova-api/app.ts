@@ -25,7 +25,9 @@ export interface NovaApp {
 }
 
 export function databaseUrl(conf: NovaConf): string {
-  return conf.database.connection ?? `sqlite:///${join(conf.DEFAULT.state_path, 'nova.sqlite')}`;
+  const url = conf.database.connection ?? `sqlite:///${join(conf.DEFAULT.state_path, 'nova.sqlite')}`;
+  // oslo.config interpolation, as nova.conf samples write it: sqlite:///$state_path/nova.sqlite
+  return url.replace(/\$\{state_path\}|\$state_path/g, conf.DEFAULT.state_path);
 }
 
 /** Validate what loadConfig cannot: provider names and the proxy secret. */

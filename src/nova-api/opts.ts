@@ -12,7 +12,7 @@ export const novaOpts = {
     metadata_workers: int(1, 'Number of workers for the metadata service (processes sharing the port; each keeps its own cache, as in Nova).', { min: 1 }),
   },
   database: {
-    connection: optStr('The SQLAlchemy-style connection string used to connect to the database (default sqlite:///$state_path/nova.sqlite).', { secret: true }),
+    connection: optStr('The SQLAlchemy-style connection string used to connect to the database (default sqlite:///$state_path/nova.sqlite).', { secret: true, cli: true }),
   },
   neutron: {
     url: str('http://127.0.0.1:9696', 'URL of the Neutron (quantum-server) endpoint.', { cli: true, deprecated: [['DEFAULT', 'quantum_url']] }),

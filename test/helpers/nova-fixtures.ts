@@ -139,3 +139,61 @@ export async function insertInstance(db: Kysely<NovaDatabase>, f: FixtureInstanc
   for (const i of [image, f.kernel_id, f.ramdisk_id]) if (i) await uuidToIntId(db, 's3_images', i);
   return uuid;
 }
+
+// ---- real daemons for the integration tests ------------------------------------------------------
+
+import { QuantumClient } from '../../src/common/quantum-client.js';
+import { getFreePort, spawnDaemon, waitForListen, type Daemon } from './proc.js';
+
+export interface RunningDaemon {
+  url: string;
+  port: number;
+  daemon: Daemon;
+  stop(): Promise<void>;
+}
+
+/** quantum-server on a free loopback port with its own SQLite file under dir. */
+export async function spawnQuantumServer(dir: string): Promise<RunningDaemon & { client: QuantumClient }> {
+  const port = await getFreePort();
+  const daemon = spawnDaemon('quantum-server/main.js', ['--bind_host', '127.0.0.1', '--bind_port', String(port), '--state_path', dir, '--database-connection', `sqlite:///${dir}/quantum.sqlite`]);
+  try {
+    await waitForListen({ host: '127.0.0.1', port }, 20_000);
+  } catch {
+    await daemon.stop();
+    throw new Error(`quantum-server did not start: ${daemon.output()}`);
+  }
+  const url = `http://127.0.0.1:${port}`;
+  const client = new QuantumClient({ url });
+  return {
+    url,
+    port,
+    daemon,
+    client,
+    async stop() {
+      await client.close();
+      await daemon.stop();
+    },
+  };
+}
+
+/** nova-api (compute + metadata) on free loopback ports. */
+export async function spawnNovaApi(dir: string, opts: { quantumUrl: string; dbUrl?: string; args?: string[] }): Promise<{ compute: string; metadata: string; computePort: number; metadataPort: number; daemon: Daemon; stop(): Promise<void> }> {
+  const cp = await getFreePort();
+  const mp = await getFreePort();
+  const daemon = spawnDaemon('nova-api/main.js', [
+    '--state_path', dir,
+    '--osapi_compute_listen', '127.0.0.1', '--osapi_compute_listen_port', String(cp),
+    '--metadata_listen', '127.0.0.1', '--metadata_listen_port', String(mp),
+    '--neutron-url', opts.quantumUrl,
+    ...(opts.dbUrl ? ['--database-connection', opts.dbUrl] : []),
+    ...(opts.args ?? []),
+  ]);
+  try {
+    await waitForListen({ host: '127.0.0.1', port: cp }, 20_000);
+    await waitForListen({ host: '127.0.0.1', port: mp }, 20_000);
+  } catch {
+    await daemon.stop();
+    throw new Error(`nova-api did not start: ${daemon.output()}`);
+  }
+  return { compute: `http://127.0.0.1:${cp}`, metadata: `http://127.0.0.1:${mp}`, computePort: cp, metadataPort: mp, daemon, stop: () => daemon.stop() };
+}
