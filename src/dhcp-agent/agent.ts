@@ -24,7 +24,7 @@ import {
 import { ProcessManager, ProcessMonitor, readCmdline } from '../linux/external-process.js';
 import { initL3, plug, unplug } from '../linux/interface.js';
 import { linkList, netnsDelete, netnsEnsure, netnsList, routeDelete, routeList, routeReplace } from '../linux/ip-lib.js';
-import { bridgeName, dhcpNamespace, dhcpRootDeviceName, networkIdFromNamespace, tapDeviceName, DHCP_ROOT_PREFIX, TAP_PREFIX } from '../linux/names.js';
+import { bridgeName, dhcpNamespace, dhcpRootDeviceName, tapDeviceName, DHCP_ROOT_PREFIX, TAP_PREFIX } from '../linux/names.js';
 import type { DhcpAgentConf } from './opts.js';
 
 export const BINARY = 'quantum-dhcp-agent';
@@ -352,5 +352,3 @@ export class DhcpAgent {
     this.networks.delete(id);
   }
 }
-
-export { networkIdFromNamespace };

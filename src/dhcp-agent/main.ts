@@ -7,7 +7,8 @@ import { dhcpAgentSpec, validateDhcpConf } from './opts.js';
 
 runService(BINARY, async (svc) => {
   const { conf, warnings, configFiles } = loadConfig(dhcpAgentSpec, process.argv.slice(2), { prog: BINARY, description: 'Quantum DHCP agent: dnsmasq and isolated metadata per network namespace.', aliases: { 'log-file': 'log_file', 'log-dir': 'log_dir' } });
-  const log = createLogger({ name: BINARY, ...conf.DEFAULT });
+  const d = conf.DEFAULT;
+  const log = createLogger({ name: BINARY, debug: d.debug, verbose: d.verbose, log_file: d.log_file, log_dir: d.log_dir, defaultFile: 'dhcp-agent.log' });
   svc.setLogger(log);
   for (const w of warnings) log.warn(w);
   for (const w of validateDhcpConf(conf)) log.warn(w);

@@ -7,7 +7,8 @@ import { l3AgentSpec, validateL3Conf } from './opts.js';
 
 runService(BINARY, async (svc) => {
   const { conf, warnings, configFiles } = loadConfig(l3AgentSpec, process.argv.slice(2), { prog: BINARY, description: 'Quantum L3 agent: router namespaces, metadata rules and proxies.', aliases: { 'log-file': 'log_file', 'log-dir': 'log_dir' } });
-  const log = createLogger({ name: BINARY, ...conf.DEFAULT });
+  const d = conf.DEFAULT;
+  const log = createLogger({ name: BINARY, debug: d.debug, verbose: d.verbose, log_file: d.log_file, log_dir: d.log_dir, defaultFile: 'l3-agent.log' });
   svc.setLogger(log);
   for (const w of warnings) log.warn(w);
   validateL3Conf(conf);

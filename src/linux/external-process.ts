@@ -90,8 +90,22 @@ export class ProcessManager {
     return cmd !== undefined && cmd.includes(this.uuid);
   }
 
-  /** Start the process unless it is already active. Resolves once the pid file names a live process. */
-  async enable(opts: { timeoutMs?: number; reloadCfg?: boolean } = {}): Promise<void> {
+  private enabling: Promise<void> | undefined;
+
+  /**
+   * Start the process unless it is already active. Resolves once the pid file names a live process.
+   * Concurrent calls (an agent sync and the monitor) share one start instead of racing two copies.
+   */
+  enable(opts: { timeoutMs?: number; reloadCfg?: boolean } = {}): Promise<void> {
+    if (!this.enabling) {
+      this.enabling = this.doEnable(opts).finally(() => {
+        this.enabling = undefined;
+      });
+    }
+    return this.enabling;
+  }
+
+  private async doEnable(opts: { timeoutMs?: number; reloadCfg?: boolean }): Promise<void> {
     if (this.active) {
       if (opts.reloadCfg) this.reload();
       return;
