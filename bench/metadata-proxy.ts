@@ -38,7 +38,7 @@ const { values: flags } = parseArgs({
     conns: { type: 'string' },
     chain: { type: 'boolean', default: true },
     'no-chain': { type: 'boolean', default: false },
-    profile: { type: 'boolean', default: true },
+    profile: { type: 'boolean' },
     'no-profile': { type: 'boolean', default: false },
     out: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
@@ -60,7 +60,7 @@ const cfg = {
   paths: quick ? ['/latest/meta-data/instance-id'] : ['/latest/meta-data/instance-id', '/openstack/latest/meta_data.json'],
   storm: (flags.storm ?? (quick ? '50' : '50,200')).split(',').map(Number).filter((n) => n > 0),
   chain: flags.chain! && !flags['no-chain'],
-  profile: flags.profile! && !flags['no-profile'] && !quick,
+  profile: flags['no-profile'] ? false : (flags.profile ?? !quick),
   out: flags.out ?? (quick ? 'quick' : 'latest'),
 };
 
@@ -94,7 +94,8 @@ interface RunRecord {
   requests: number;
   errors: number;
   cpuUsPerReq: number;
-  upstreamCpuUsPerReq: number;
+  /** CPU µs per request of the processes behind the proxy (upstream; or agent, nova-api, quantum-server). */
+  otherCpuUsPerReq: Record<string, number>;
   /** TCP connections the guest namespace opened during the run (ActiveOpens delta). */
   guestConnsOpened: number;
   /** Connections opened beyond wrk's initial `conns`, per request: 0 when the proxy keeps guests alive. */
@@ -116,7 +117,7 @@ const result = {
   runs: [] as RunRecord[],
   memory: {} as Record<string, MemRecord>,
   storm: [] as (StormResult & { target: string; rep: number })[],
-  profile: undefined as ProfileSummary | undefined,
+  profiles: {} as Record<string, ProfileSummary>,
 };
 
 let topo: Topology | undefined;
@@ -141,18 +142,18 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   });
 }
 
-async function measure(t: Target, path: string, conns: number, seconds: number, rep: number, upPid?: number): Promise<RunRecord> {
+async function measure(t: Target, path: string, conns: number, seconds: number, rep: number, others: Record<string, number>): Promise<RunRecord> {
   if (t.port !== undefined) await redirectTo(topo!, t.port);
   const guestNs = t.ns && t.ns !== '' ? t.ns : undefined;
   const cpu0 = t.proc ? cpuSeconds(t.proc.pid) : NaN;
-  const upCpu0 = upPid ? cpuSeconds(upPid) : NaN;
+  const oth0 = Object.fromEntries(Object.entries(others).map(([k, pid]) => [k, cpuSeconds(pid)]));
   const up0 = t.upstream ? await upstreamStats(t.upstream.ctl) : undefined;
   const open0 = guestNs ? await tcpActiveOpens(guestNs) : NaN;
   const r = await wrk(guestNs, t.url(path), conns, seconds, t.headers);
   const open1 = guestNs ? await tcpActiveOpens(guestNs) : NaN;
   const up1 = t.upstream ? await upstreamStats(t.upstream.ctl) : undefined;
   const cpu1 = t.proc ? cpuSeconds(t.proc.pid) : NaN;
-  const upCpu1 = upPid ? cpuSeconds(upPid) : NaN;
+  const oth1 = Object.fromEntries(Object.entries(others).map(([k, pid]) => [k, cpuSeconds(pid)]));
   // wrk's count covers completed responses; requests cut off at the deadline are not counted by wrk either.
   const n = r.requests || 1;
   return {
@@ -167,7 +168,7 @@ async function measure(t: Target, path: string, conns: number, seconds: number, 
     requests: r.requests,
     errors: r.non2xx + r.socketErrors,
     cpuUsPerReq: ((cpu1 - cpu0) * 1e6) / n,
-    upstreamCpuUsPerReq: ((upCpu1 - upCpu0) * 1e6) / n,
+    otherCpuUsPerReq: Object.fromEntries(Object.keys(others).map((k) => [k, ((oth1[k]! - oth0[k]!) * 1e6) / n])),
     // wrk opens `conns` connections up front; what matters is every connection opened beyond those.
     guestConnsOpened: open1 - open0,
     guestConnsPerReq: Math.max(0, open1 - open0 - conns) / n,
@@ -198,7 +199,7 @@ function rotate<T>(xs: T[], k: number): T[] {
   return [...xs.slice(i), ...xs.slice(0, i)];
 }
 
-async function loadPhase(targets: Target[], upPid: number | undefined, phase: string): Promise<void> {
+async function loadPhase(targets: Target[], others: Record<string, number>, phase: string): Promise<void> {
   for (const t of targets) await wrk(t.ns || undefined, t.url(cfg.paths[cfg.paths.length - 1]!), 16, cfg.warmup, t.headers).catch(() => undefined);
   for (const t of targets) if (t.proc) result.memory[t.name]!.afterWarmup = memory(t.proc.pid);
   const total = cfg.repeats * cfg.paths.length * cfg.conns.length * targets.length;
@@ -209,7 +210,7 @@ async function loadPhase(targets: Target[], upPid: number | undefined, phase: st
         // Rotate the order every repeat so drift in machine load does not favour one target.
         for (const t of rotate(targets, rep)) {
           i++;
-          const r = await measure(t, path, c, cfg.duration, rep, upPid);
+          const r = await measure(t, path, c, cfg.duration, rep, others);
           result.runs.push(r);
           say(`${phase} ${i}/${total} ${t.name} ${path} c${c}: ${fmt(r.rps, 0)} req/s p99 ${fmt(r.p99Ms, 2)} ms cpu ${fmt(r.cpuUsPerReq)} µs/req${r.errors ? ` ERRORS ${r.errors}` : ''}`);
         }
@@ -220,14 +221,16 @@ async function loadPhase(targets: Target[], upPid: number | undefined, phase: st
   for (const t of targets) if (t.proc) result.memory[t.name]!.afterLoad = memory(t.proc.pid);
 }
 
-async function stormPhase(targets: Target[], guestIps: (i: number) => string): Promise<void> {
-  const maxN = Math.max(...cfg.storm);
-  say(`creating ${maxN} guest namespaces`);
-  const t0 = Date.now();
-  await addGuests(topo!, Array.from({ length: maxN }, (_, i) => guestIps(i)));
-  say(`guests ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+async function stormPhase(targets: Target[], guestIps: (i: number) => string, sizes = cfg.storm): Promise<void> {
+  const maxN = Math.max(...sizes);
+  if (topo!.guests.length < maxN) {
+    say(`creating ${maxN} guest namespaces`);
+    const t0 = Date.now();
+    await addGuests(topo!, Array.from({ length: maxN }, (_, i) => guestIps(i)));
+    say(`guests ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
   for (let rep = 0; rep < cfg.repeats; rep++) {
-    for (const n of cfg.storm) {
+    for (const n of sizes) {
       for (const t of rotate(targets, rep)) {
         await redirectTo(topo!, t.port!);
         const r = await bootStorm(topo!.guests.slice(0, n).map((g) => g.ns), BOOT_CRAWL);
@@ -238,13 +241,14 @@ async function stormPhase(targets: Target[], guestIps: (i: number) => string): P
   }
 }
 
-async function profilePhase(upstream: UpstreamHandle, routerId: string): Promise<void> {
-  const dir = join(tmp, 'cpuprof');
+/** Run a second copy of our proxy under --cpu-prof, load it with wrk (16 connections), keep the profile. */
+async function profilePhase(socket: string, routerId: string, name: string): Promise<void> {
+  const dir = join(tmp, `cpuprof-${name}`);
   mkdirSync(dir, { recursive: true });
-  const p = await startOurProxy('ours-profile', PROXY_MAIN, topo!.router, tmp, {
+  const p = await startOurProxy(`ours-profile-${name}`, PROXY_MAIN, topo!.router, tmp, {
     routerId,
     port: PORTS.profile,
-    socket: upstream.socket,
+    socket,
     nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`],
   });
   await redirectTo(topo!, PORTS.profile);
@@ -255,10 +259,67 @@ async function profilePhase(upstream: UpstreamHandle, routerId: string): Promise
     result.notes.push('profile: no .cpuprofile was written (the proxy did not exit through process.exit?)');
     return;
   }
-  result.profile = summarizeProfile(join(dir, f));
+  result.profiles[name] = summarizeProfile(join(dir, f));
   const keep = join(repoRoot, 'bench/results/tmp');
   mkdirSync(keep, { recursive: true });
-  writeFileSync(join(keep, 'ns-proxy.cpuprofile'), readFileSync(join(dir, f)));
+  writeFileSync(join(keep, `ns-proxy-${name}.cpuprofile`), readFileSync(join(dir, f)));
+}
+
+async function chainPhase(stormIp: (i: number) => string): Promise<void> {
+  say('building the whole chain (quantum-server, nova-api, metadata agent; network, subnet, router, servers via the APIs)');
+  const maxN = Math.min(240, Math.max(0, ...cfg.storm));
+  let chain: Chain | undefined;
+  try {
+    chain = await buildChain({
+      buildRoot,
+      tmp,
+      topo: topo!,
+      proxyMain: PROXY_MAIN,
+      ports: { ours: PORTS.chainOurs, haproxy: PORTS.chainHaproxy },
+      stormIps: Array.from({ length: maxN }, (_, i) => stormIp(i)),
+      log: say,
+    });
+    const c = chain;
+    const viaMeta = (p2: string) => `http://${METADATA_IP}${p2}`;
+    const chainTargets: Target[] = [
+      { name: 'chain-ours', label: 'ours → agent → nova', ns: topo!.guest, url: viaMeta, port: PORTS.chainOurs, proc: c.ours },
+      { name: 'chain-haproxy', label: 'haproxy → agent → nova', ns: topo!.guest, url: viaMeta, port: PORTS.chainHaproxy, proc: c.haproxy },
+      { name: 'nova-direct', label: 'nova-api metadata directly (signed headers)', ns: '', url: (p2) => `${c.novaUrl}${p2}`, headers: c.novaHeaders },
+    ];
+    await new Promise((r) => setTimeout(r, 1000));
+    for (const t of chainTargets) if (t.proc) result.memory[t.name] = { idle: memory(t.proc.pid) };
+    for (const t of chainTargets.slice(0, 2)) {
+      await redirectTo(topo!, t.port!);
+      const r = await curlOnce(topo!.guest, `http://${METADATA_IP}/openstack/latest/meta_data.json`);
+      let uuid = '';
+      try {
+        uuid = (JSON.parse(r.body) as { uuid?: string }).uuid ?? '';
+      } catch {
+        /* not JSON: reported below */
+      }
+      result.sanity.push({ target: t.name, ok: r.code === '200' && uuid === c.serverId, detail: `status ${r.code}, meta_data.json uuid "${uuid}" (server ${c.serverId})` });
+    }
+    say(`chain sanity: ${result.sanity.slice(-2).map((s) => `${s.target} ${s.ok ? 'ok' : 'FAILED ' + s.detail}`).join(', ')}`);
+    if (result.sanity.slice(-2).some((s) => !s.ok)) throw new Error('chain sanity check failed');
+    const pidOf = (n: string) => c.procs.find((p) => p.name === n)!.pid;
+    await loadPhase(chainTargets, { agent: c.agent.pid, 'quantum-server': pidOf('quantum-server'), 'nova-api': pidOf('nova-api') }, 'chain');
+    if (cfg.profile) {
+      say('profiling our proxy in the whole chain (--cpu-prof)');
+      await profilePhase(c.socket, c.routerId, 'chain');
+    }
+    const sizes = cfg.storm.filter((n) => n <= c.stormIps.length);
+    if (sizes.length) {
+      await stormPhase(chainTargets.slice(0, 2), stormIp, sizes);
+      for (const t of chainTargets) if (t.proc) result.memory[t.name]!.afterLoad = memory(t.proc.pid);
+    }
+    if (sizes.length < cfg.storm.length) result.notes.push(`chain boot storm only for ${sizes.join(',') || 'no'} guests (servers exist for ${c.stormIps.length} storm IPs)`);
+  } catch (e) {
+    result.notes.push(`whole chain failed: ${(e as Error).message}`);
+    say(`chain failed: ${(e as Error).stack ?? String(e)}`);
+    if (chain) for (const p of chain.procs) say(`${p.name} log:\n${logTail(p)}`);
+  } finally {
+    await chain?.stop();
+  }
 }
 
 function meta(): Record<string, unknown> {
@@ -303,50 +364,25 @@ async function main(): Promise<void> {
   for (const t of targets) await sanity(t, routerId);
   say(`sanity: ${result.sanity.map((s) => `${s.target} ${s.ok ? 'ok' : 'FAILED'}`).join(', ')}`);
 
-  await loadPhase(targets, upstream.pid, 'load');
+  await loadPhase(targets, { upstream: upstream.pid }, 'load');
 
+  const stormIp = (i: number) => (i < 240 ? `10.1.1.${10 + i}` : `10.1.${2 + Math.floor((i - 240) / 250)}.${1 + ((i - 240) % 250)}`);
   if (cfg.storm.length) {
-    const stormTargets = targets.filter((t) => t.port !== undefined);
     // The minimal upstream answers any guest: 10.1.1.10 onwards, then 10.1.2.x ... for large N.
-    await stormPhase(stormTargets, (i) => (i < 240 ? `10.1.1.${10 + i}` : `10.1.${2 + Math.floor((i - 240) / 250)}.${1 + ((i - 240) % 250)}`));
-    for (const t of stormTargets) if (t.proc) result.memory[t.name]!.afterLoad = memory(t.proc.pid);
+    await stormPhase(targets.filter((t) => t.port !== undefined), stormIp);
+    for (const t of targets) if (t.proc) result.memory[t.name]!.afterLoad = memory(t.proc.pid);
   }
 
   if (cfg.profile && haveOurs) {
     say('profiling our proxy under load (--cpu-prof)');
-    await profilePhase(upstream, routerId);
+    await profilePhase(upstream.socket, routerId, 'minimal-upstream');
   }
 
   if (cfg.chain) {
     const ready = chainReady(buildRoot);
     if (ready !== true) result.notes.push(`whole chain not measured: ${ready}`);
-    else {
-      say('building the whole chain (quantum-server, nova-api, metadata agent)');
-      let chain: Chain | undefined;
-      try {
-        chain = await buildChain({ buildRoot, tmp, topo, proxyMain: PROXY_MAIN, ports: { ours: PORTS.chainOurs, haproxy: PORTS.chainHaproxy }, log: say });
-        const chainTargets: Target[] = [
-          { name: 'chain-ours', label: 'ours → agent → nova', ns: topo.guest, url: (p2) => `http://${METADATA_IP}${p2}`, port: PORTS.chainOurs, proc: chain.ours },
-          { name: 'chain-haproxy', label: 'haproxy → agent → nova', ns: topo.guest, url: (p2) => `http://${METADATA_IP}${p2}`, port: PORTS.chainHaproxy, proc: chain.haproxy },
-          { name: 'nova-direct', label: 'nova-api metadata directly (signed headers)', ns: chain.novaNs ?? '', url: (p2) => `${chain!.novaUrl}${p2}`, headers: chain.novaHeaders },
-        ];
-        for (const t of chainTargets) if (t.proc) result.memory[t.name] = { idle: memory(t.proc.pid) };
-        for (const t of chainTargets.slice(0, 2)) {
-          await redirectTo(topo, t.port!);
-          const r = await curlOnce(topo.guest, `http://${METADATA_IP}/latest/meta-data/instance-id`);
-          result.sanity.push({ target: t.name, ok: r.code === '200' && r.body === chain.ec2InstanceId, detail: `status ${r.code}, body "${r.body}" (expected "${chain.ec2InstanceId}")` });
-        }
-        say(`chain sanity: ${result.sanity.slice(-2).map((s) => `${s.target} ${s.ok ? 'ok' : 'FAILED ' + s.detail}`).join(', ')}`);
-        if (result.sanity.slice(-2).some((s) => !s.ok)) throw new Error('chain sanity failed');
-        await loadPhase(chainTargets, undefined, 'chain');
-      } catch (e) {
-        result.notes.push(`whole chain failed: ${(e as Error).message}`);
-        say(`chain failed: ${(e as Error).message}`);
-        if (chain) for (const p of chain.procs) say(`${p.name} log:\n${logTail(p)}`);
-      } finally {
-        await chain?.stop();
-      }
-    }
+    else if (!haveOurs) result.notes.push('whole chain not measured: our proxy is not built');
+    else await chainPhase(stormIp);
   }
   (result.meta as { loadavgEnd?: number[] }).loadavgEnd = loadavg();
 }
@@ -368,7 +404,7 @@ function summaryRows() {
     p50Ms: median(rs.map((r) => r.p50Ms)),
     p99Ms: median(rs.map((r) => r.p99Ms)),
     cpuUsPerReq: median(rs.map((r) => r.cpuUsPerReq)),
-    upstreamCpuUsPerReq: median(rs.map((r) => r.upstreamCpuUsPerReq)),
+    otherCpuUsPerReq: Object.fromEntries(Object.keys(rs[0]!.otherCpuUsPerReq).map((k) => [k, median(rs.map((r) => r.otherCpuUsPerReq[k]!))])),
     guestConnsPerReq: median(rs.map((r) => r.guestConnsPerReq)),
     backendConnsPerReq: median(rs.map((r) => r.backendConnsPerReq)),
     errors: rs.reduce((a, r) => a + r.errors, 0),
@@ -446,8 +482,8 @@ function checks(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeof 
     if (r.conns === 64 && Number.isFinite(r.chainP99OursOverNova))
       out.push({ goal: `whole chain p99 (ours) ≤ 2× direct-to-nova p99 (${r.path}, c64)`, measured: `${fmt(r.chainP99OursOverNova, 2)}× (haproxy chain: ${fmt(r.chainP99HaproxyOverNova, 2)}×)`, pass: r.chainP99OursOverNova <= 2 });
   }
-  for (const s of storm.filter((x) => x.target === 'ours'))
-    out.push({ goal: `boot storm ${s.guests} guests: 0 errors (ours)`, measured: `${s.errors} errors in ${s.repeats}×${s.requests} requests`, pass: s.errors === 0 });
+  for (const s of storm.filter((x) => x.target === 'ours' || x.target === 'chain-ours'))
+    out.push({ goal: `boot storm ${s.guests} guests: 0 errors (${s.target})`, measured: `${s.errors} errors in ${s.repeats}×${s.requests} requests`, pass: s.errors === 0 });
   return out;
 }
 
@@ -465,15 +501,27 @@ function markdown(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeo
   );
   if (result.notes.length) L.push('', ...result.notes.map((n) => `- Note: ${n}`));
   L.push('', '## Targets', '', table(['goal', 'measured', 'pass'], chk.map((c) => [c.goal, c.measured, c.pass === null ? '–' : c.pass ? 'yes' : '**NO**'])));
-  const tbl = (names: string[]) =>
+  const tbl = (names: string[], others: string[], backend: boolean) =>
     table(
-      ['target', 'path', 'conns', 'req/s', 'p50 ms', 'p99 ms', 'proxy CPU µs/req', 'upstream CPU µs/req', 'new guest conns/req', 'backend conns/req', 'errors'],
+      ['target', 'path', 'conns', 'req/s', 'p50 ms', 'p99 ms', 'proxy CPU µs/req', ...others.map((o) => `${o} CPU µs/req`), 'new guest conns/req', ...(backend ? ['backend conns/req'] : []), 'errors'],
       summary
         .filter((s) => names.includes(s.target))
         .sort((a, b) => a.path.localeCompare(b.path) || a.conns - b.conns || names.indexOf(a.target) - names.indexOf(b.target))
-        .map((s) => [s.target, `\`${s.path}\``, s.conns, fmt(s.rps, 0), fmt(s.p50Ms, 2), fmt(s.p99Ms, 2), fmt(s.cpuUsPerReq), fmt(s.upstreamCpuUsPerReq), fmt(s.guestConnsPerReq, 3), fmt(s.backendConnsPerReq, 3), s.errors]),
+        .map((s) => [
+          s.target,
+          `\`${s.path}\``,
+          s.conns,
+          fmt(s.rps, 0),
+          fmt(s.p50Ms, 2),
+          fmt(s.p99Ms, 2),
+          fmt(s.cpuUsPerReq),
+          ...others.map((o) => fmt(s.otherCpuUsPerReq[o])),
+          fmt(s.guestConnsPerReq, 3),
+          ...(backend ? [fmt(s.backendConnsPerReq, 3)] : []),
+          s.errors,
+        ]),
     );
-  L.push('', '## Proxy in front of the minimal upstream', '', tbl(['ours', 'haproxy', 'direct']));
+  L.push('', '## Proxy in front of the minimal upstream', '', tbl(['ours', 'haproxy', 'direct'], ['upstream'], true));
   L.push(
     '',
     table(
@@ -507,7 +555,7 @@ function markdown(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeo
       ),
     );
   if (summary.some((s) => s.target.startsWith('chain-'))) {
-    L.push('', '## Whole chain: proxy → metadata agent → quantum-server lookup → nova-api metadata', '', tbl(['chain-ours', 'chain-haproxy', 'nova-direct']));
+    L.push('', '## Whole chain: proxy → metadata agent → quantum-server lookup → nova-api metadata', '', tbl(['chain-ours', 'chain-haproxy', 'nova-direct'], ['agent', 'quantum-server', 'nova-api'], false));
     L.push(
       '',
       table(
@@ -516,10 +564,11 @@ function markdown(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeo
       ),
     );
   }
-  if (result.profile) {
-    L.push('', `## Where our proxy spends its CPU (--cpu-prof, ${result.profile.samples} samples, self time)`, '');
-    L.push(table(['area', 'self %'], result.profile.byArea.map((a) => [a.area, fmt(a.selfPct)])));
-    L.push('', table(['function', 'where', 'self %'], result.profile.topFrames.map((f) => [`\`${f.name}\``, f.where, fmt(f.selfPct)])));
+  for (const [name, prof] of Object.entries(result.profiles)) {
+    L.push('', `## Where our proxy spends its CPU: ${name} (--cpu-prof, wrk -c16, ${prof.samples} samples, self time)`, '');
+    L.push(table(['area', 'self %'], prof.byArea.map((a) => [a.area, fmt(a.selfPct)])));
+    L.push('', table(['function', 'where', 'self %'], prof.topFrames.map((f) => [`\`${f.name}\``, f.where, fmt(f.selfPct)])));
+    L.push('', table(['function (inclusive)', 'where', 'total %'], prof.topInclusive.map((f) => [`\`${f.name}\``, f.where, fmt(f.selfPct)])));
   }
   L.push('', '## Sanity (one request with spoofed X-Neutron-*-ID headers through each proxy)', '', ...result.sanity.map((s) => `- ${s.target}: ${s.ok ? 'ok' : 'FAILED'}: ${s.detail}`));
   return L.join('\n') + '\n';

@@ -1,9 +1,15 @@
-// The whole chain: guest → proxy (ours or haproxy) → quantum-metadata-agent → quantum-server (lookup)
-// → nova-api metadata (8775), built through the real APIs.
-import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
-import type { Topology } from './netns.js';
-import type { Proc } from './procs.js';
+// The whole chain: guest → proxy (ours or haproxy) → quantum-metadata-agent → quantum-server (port lookup)
+// → nova-api metadata (8775), with the network, subnet, router, interface and servers created through the
+// real APIs (the Neutron v2.0 client and Nova's compute API), as an operator would.
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { join, resolve } from 'node:path';
+import { request } from 'undici';
+import { QuantumClient } from '../../src/common/quantum-client.js';
+import { signInstanceId } from '../../src/common/hmac.js';
+import { GUEST_IP, ROUTER_IP, type Topology } from './netns.js';
+import { launch, startHaproxy, startOurProxy, waitUnixListen, logTail, type Proc } from './procs.js';
 
 export const CHAIN_DAEMONS = ['quantum-server', 'nova-api', 'metadata-agent'];
 
@@ -19,21 +25,175 @@ export interface ChainOptions {
   topo: Topology;
   proxyMain: string;
   ports: { ours: number; haproxy: number };
+  /** Extra servers for the boot storm: their fixed IPs (the storm guests' addresses). */
+  stormIps: string[];
   log: (msg: string) => void;
 }
 
 export interface Chain {
   ours: Proc;
   haproxy: Proc;
+  agent: Proc;
   procs: Proc[];
+  routerId: string;
+  serverId: string;
+  /** The agent's Unix socket. */
+  socket: string;
   /** Namespace to reach nova from ('' = root) and its metadata URL base. */
   novaNs?: string;
   novaUrl: string;
   novaHeaders: Record<string, string>;
-  ec2InstanceId: string;
+  /** Fixed IPs for which a server exists (storm guests can use the chain). */
+  stormIps: string[];
   stop(): Promise<void>;
 }
 
-export async function buildChain(_o: ChainOptions): Promise<Chain> {
-  throw new Error('whole chain not implemented yet');
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const p = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => res(p));
+    });
+  });
+}
+
+async function waitTcp(p: Proc, port: number, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (p.exited()) throw new Error(`${p.name} exited during start-up:\n${logTail(p)}`);
+    const ok = await new Promise<boolean>((r) => {
+      const s = createServer();
+      s.once('error', () => r(true)); // in use: something listens
+      s.listen(port, '127.0.0.1', () => s.close(() => r(false)));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${p.name} did not listen on 127.0.0.1:${port}:\n${logTail(p)}`);
+}
+
+function sshPublicKey(comment: string): string {
+  const { publicKey } = generateKeyPairSync('ed25519');
+  const raw = publicKey.export({ format: 'der', type: 'spki' }).subarray(-32);
+  const str = (b: Buffer) => Buffer.concat([Buffer.from([0, 0, 0, b.length]), b]);
+  return `ssh-ed25519 ${Buffer.concat([str(Buffer.from('ssh-ed25519')), str(raw)]).toString('base64')} ${comment}`;
+}
+
+async function compute<T>(url: string, method: string, path: string, project: string, body?: unknown): Promise<T> {
+  const res = await request(`${url}/v2.1${path}`, {
+    method: method as 'GET',
+    headers: { 'x-project-id': project, 'content-type': 'application/json', accept: 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.body.text();
+  if (res.statusCode >= 400) throw new Error(`nova ${method} ${path}: ${res.statusCode} ${text}`);
+  return (text ? JSON.parse(text) : undefined) as T;
+}
+
+export async function buildChain(o: ChainOptions): Promise<Chain> {
+  const dir = join(o.tmp, 'chain');
+  const etc = join(dir, 'etc');
+  const qState = join(dir, 'quantum');
+  const nState = join(dir, 'nova');
+  for (const d of [etc, qState, nState]) mkdirSync(d, { recursive: true });
+  const socket = join(qState, 'metadata_proxy');
+  const secret = randomBytes(24).toString('hex');
+  const [qPort, cPort, mPort] = [await freePort(), await freePort(), await freePort()];
+  const quantumUrl = `http://127.0.0.1:${qPort}`;
+  const files: Record<string, string> = {
+    'quantum.conf': `[DEFAULT]\nstate_path = ${qState}\nbind_host = 127.0.0.1\nbind_port = ${qPort}\nauth_strategy = noauth\nquantum_url = ${quantumUrl}\n\n[database]\nconnection = sqlite:///${join(qState, 'quantum.sqlite')}\n\n[AGENT]\nreport_interval = 30\n`,
+    // Neutron's recommended metadata agent cache (about 10 s); workers left at Neutron's default (cpus/2).
+    'metadata_agent.ini': `[DEFAULT]\nmetadata_proxy_socket = ${socket}\nnova_metadata_host = 127.0.0.1\nnova_metadata_port = ${mPort}\nmetadata_proxy_shared_secret = ${secret}\n\n[cache]\nenabled = True\nexpiration_time = 10\n`,
+    'nova.conf': `[DEFAULT]\nstate_path = ${nState}\nosapi_compute_listen = 127.0.0.1\nosapi_compute_listen_port = ${cPort}\nmetadata_listen = 127.0.0.1\nmetadata_listen_port = ${mPort}\nenabled_apis = osapi_compute,metadata\n\n[database]\nconnection = sqlite:///${join(nState, 'nova.sqlite')}\n\n[neutron]\nurl = ${quantumUrl}\nservice_metadata_proxy = True\nmetadata_proxy_shared_secret = ${secret}\n\n[api]\nmetadata_cache_expiration = 15\ndhcp_domain = novalocal\n`,
+  };
+  for (const [n, t] of Object.entries(files)) writeFileSync(join(etc, n), t, { mode: 0o600 });
+  const procs: Proc[] = [];
+  const stop = async () => {
+    for (const p of [...procs].reverse()) await p.stop();
+  };
+  const main = (d: string) => resolve(o.buildRoot, 'src', d, 'main.js');
+  try {
+    const qs = launch('quantum-server', [process.execPath, main('quantum-server'), '--config-file', join(etc, 'quantum.conf'), '--log_file', join(dir, 'quantum-server.log')], undefined, dir);
+    procs.push(qs);
+    await waitTcp(qs, qPort);
+    const nova = launch('nova-api', [process.execPath, main('nova-api'), '--config-file', join(etc, 'nova.conf'), '--log_file', join(dir, 'nova-api.log')], undefined, dir);
+    procs.push(nova);
+    await waitTcp(nova, cPort);
+    await waitTcp(nova, mPort);
+    const agent = launch(
+      'metadata-agent',
+      [process.execPath, main('metadata-agent'), '--config-file', join(etc, 'quantum.conf'), '--config-file', join(etc, 'metadata_agent.ini'), '--log_file', join(dir, 'metadata-agent.log')],
+      undefined,
+      dir,
+    );
+    procs.push(agent);
+    // Any HTTP answer on the socket (a bare GET / gets an error status) means the agent is up.
+    await waitUnixListen(agent, socket);
+
+    const project = 'bench';
+    const q = new QuantumClient({ url: quantumUrl, projectId: project });
+    let routerId: string;
+    let serverId: string;
+    const computeUrl = `http://127.0.0.1:${cPort}`;
+    const ready: string[] = [];
+    try {
+      const net = await q.createNetwork({ name: 'bench-net', admin_state_up: true }, project);
+      const subnet = await q.createSubnet({ network_id: net.id, name: 'bench-subnet', cidr: '10.1.1.0/24', ip_version: 4, gateway_ip: ROUTER_IP, enable_dhcp: true }, project);
+      const router = await q.createRouter({ name: 'bench-router', admin_state_up: true }, project);
+      await q.addRouterInterface(router.id, { subnet_id: subnet.id });
+      routerId = router.id;
+      await compute(computeUrl, 'POST', '/os-keypairs', project, { keypair: { name: 'bench-key', public_key: sshPublicKey('bench@controller') } });
+      const mk = async (name: string, ip: string) =>
+        (
+          await compute<{ server: { id: string } }>(computeUrl, 'POST', '/servers', project, {
+            server: {
+              name,
+              flavorRef: '1',
+              imageRef: '6f3c7a8e-2b1d-4c59-9e0a-3d5b7c1f2a90',
+              key_name: 'bench-key',
+              user_data: Buffer.from('#cloud-config\nhostname: bench\n').toString('base64'),
+              metadata: { role: 'bench' },
+              networks: [{ uuid: net.id, fixed_ip: ip }],
+            },
+          })
+        ).server.id;
+      serverId = await mk('bench-vm', GUEST_IP);
+      const t0 = Date.now();
+      const queue = [...o.stormIps.entries()];
+      const worker = async () => {
+        for (let x = queue.shift(); x; x = queue.shift()) {
+          await mk(`bench-storm-${x[0]}`, x[1]);
+          ready.push(x[1]);
+        }
+      };
+      await Promise.all(Array.from({ length: 4 }, worker));
+      if (o.stormIps.length) o.log(`created ${o.stormIps.length} storm servers in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    } finally {
+      await q.close();
+    }
+    const ours = await startOurProxy('chain-ours', o.proxyMain, o.topo.router, dir, { routerId, port: o.ports.ours, socket });
+    procs.push(ours);
+    const haproxy = await startHaproxy('chain-haproxy', o.topo.router, dir, { routerId, port: o.ports.haproxy, socket });
+    procs.push(haproxy);
+    return {
+      ours,
+      haproxy,
+      agent,
+      procs,
+      routerId,
+      serverId,
+      socket,
+      novaUrl: `http://127.0.0.1:${mPort}`,
+      novaHeaders: { 'X-Forwarded-For': GUEST_IP, 'X-Instance-ID': serverId, 'X-Tenant-ID': project, 'X-Instance-ID-Signature': signInstanceId(secret, serverId) },
+      stormIps: ready,
+      stop,
+    };
+  } catch (e) {
+    for (const p of procs) if (p.exited()) o.log(`${p.name} exited:\n${logTail(p)}`);
+    await stop();
+    throw e;
+  }
 }

@@ -5,6 +5,7 @@ interface CpuNode {
   id: number;
   callFrame: { functionName: string; url: string; lineNumber: number };
   hitCount?: number;
+  children?: number[];
 }
 interface CpuProfile {
   nodes: CpuNode[];
@@ -22,6 +23,8 @@ export interface Frame {
 export interface ProfileSummary {
   samples: number;
   topFrames: Frame[];
+  /** Inclusive time (the function and everything it called), recursion counted once. */
+  topInclusive: Frame[];
   /** Self time grouped by where the code lives (our src/, node internals, a dependency, GC, idle...). */
   byArea: { area: string; selfPct: number }[];
 }
@@ -56,9 +59,43 @@ export function summarizeProfile(path: string, top = 15): ProfileSummary {
     byArea.set(a, (byArea.get(a) ?? 0) + hits);
   }
   const pct = (h: number) => (total ? (100 * h) / total : 0);
+  // Inclusive: walk from the root keeping the frames on the current stack, so recursion is counted once.
+  const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+  const incl = new Map<string, Frame & { hits: number }>();
+  const keyOf = (n: CpuNode) => {
+    const cf = n.callFrame;
+    const where = cf.url ? `${cf.url.replace(/^file:\/\/.*?\/(dist[^/]*\/|node_modules\/)/, '$1')}:${cf.lineNumber + 1}` : '';
+    return { key: `${cf.functionName || '(anonymous)'}@${where}`, name: cf.functionName || '(anonymous)', where };
+  };
+  const subtotal = new Map<number, number>();
+  const sum = (n: CpuNode): number => {
+    let t = n.hitCount ?? 0;
+    for (const c of n.children ?? []) t += sum(byId.get(c)!);
+    subtotal.set(n.id, t);
+    return t;
+  };
+  const root = prof.nodes[0]!;
+  sum(root);
+  const walk = (n: CpuNode, onStack: Set<string>) => {
+    const k = keyOf(n);
+    const fresh = !onStack.has(k.key);
+    if (fresh && n !== root && !k.name.startsWith('(')) {
+      const f = incl.get(k.key) ?? { name: k.name, where: k.where, selfPct: 0, hits: 0 };
+      f.hits += subtotal.get(n.id)!;
+      incl.set(k.key, f);
+    }
+    if (fresh) onStack.add(k.key);
+    for (const c of n.children ?? []) walk(byId.get(c)!, onStack);
+    if (fresh) onStack.delete(k.key);
+  };
+  walk(root, new Set());
   return {
     samples: total,
     topFrames: [...byFrame.values()]
+      .sort((a, b) => b.hits - a.hits)
+      .slice(0, top)
+      .map((f) => ({ name: f.name, where: f.where, selfPct: pct(f.hits) })),
+    topInclusive: [...incl.values()]
       .sort((a, b) => b.hits - a.hits)
       .slice(0, top)
       .map((f) => ({ name: f.name, where: f.where, selfPct: pct(f.hits) })),

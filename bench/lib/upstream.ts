@@ -7,7 +7,9 @@ import { unlinkSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { BODIES } from './bodies.js';
 
-const { values } = parseArgs({ options: { socket: { type: 'string' }, tcp: { type: 'string' }, ctl: { type: 'string' } } });
+const { values } = parseArgs({ options: { socket: { type: 'string' }, tcp: { type: 'string' }, ctl: { type: 'string' }, 'delay-ms': { type: 'string' } } });
+/** Answer after this many ms (emulates the agent's lookup + Nova round trip); 0 = at once. */
+const delayMs = Number(values['delay-ms'] ?? 0);
 if (!values.socket || !values.ctl) {
   process.stderr.write('usage: upstream --socket <path> [--tcp host:port] --ctl <path>\n');
   process.exit(2);
@@ -27,6 +29,11 @@ const prepared = new Map<string, { type: string; body: Buffer }>();
 for (const [p, [type, body]] of Object.entries(BODIES)) prepared.set(p, { type, body: Buffer.from(body) });
 
 function handler(viaSocket: boolean) {
+  const answer = handlerNow(viaSocket);
+  return delayMs > 0 ? (req: IncomingMessage, res: ServerResponse) => void setTimeout(answer, delayMs, req, res) : answer;
+}
+
+function handlerNow(viaSocket: boolean) {
   return (req: IncomingMessage, res: ServerResponse) => {
     stats.requests++;
     const xff = req.headers['x-forwarded-for'];
