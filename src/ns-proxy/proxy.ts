@@ -205,7 +205,7 @@ export class MetadataProxy {
         return this.forward(method, path, peer, body, contentType, res, attempt + 1);
       }
       if (RETRYABLE_CONNECT.has(code) && !up.reusedSocket && attempt < this.cfg.retries) {
-        setTimeout(() => this.forward(method, path, peer, body, contentType, res, attempt + 1), 20);
+        setTimeout(() => this.forward(method, path, peer, body, contentType, res, attempt + 1), attempt * 10);
         return;
       }
       this.inflight--;

@@ -1,0 +1,442 @@
+// quantum-ns-metadata-proxy as a real process in front of a real HTTP server on a Unix socket that
+// stands in for the metadata agent (as Neutron's functional test_metadata_proxy does).
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import { daemonArgv } from './helpers/paths.js';
+import { captureServer, getFreePort, guestGet, rawRequest, startProxy, tempDir, waitFor, waitForListen, type Captured, type UnixServer } from './helpers/mdpath.js';
+import { sleep, type Daemon } from './helpers/proc.js';
+import { upstreamPath } from '../src/ns-proxy/proxy.js';
+import { parseFlags } from '../src/common/flags.js';
+import { proxyAliases, proxyOpts } from '../src/ns-proxy/opts.js';
+
+const ROUTER = '5a1e0c9e-1d2b-4c1e-9b8e-7d2f3a4b5c6d';
+const NETWORK = 'a4d1b2c3-0000-4000-8000-00000000beef';
+const UNKNOWN = 'An unknown error has occurred. Please try your request again.';
+
+/** The fake agent: /status/<n> answers n, /slow/<ms> waits, anything else echoes what it received. */
+function agentBehaviour(c: Captured, res: import('node:http').ServerResponse): void {
+  const m = /^\/status\/(\d{3})/.exec(c.url);
+  if (m) {
+    res.writeHead(Number(m[1]), { 'content-type': 'text/x-test', 'x-agent-secret': 'not-for-guests' });
+    res.end(`body-${m[1]}`);
+    return;
+  }
+  const s = /^\/slow\/(\d+)/.exec(c.url);
+  const answer = () => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(c));
+  };
+  if (s) setTimeout(answer, Number(s[1]));
+  else answer();
+}
+
+function runCli(args: string[], timeoutMs = 15_000): Promise<{ code: number | null; out: string }> {
+  const [cmd, ...argv] = daemonArgv('ns-proxy/main.js', ...args);
+  return new Promise((resolve) => {
+    const p = spawn(cmd!, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.on('exit', (code) => {
+      clearTimeout(t);
+      resolve({ code, out });
+    });
+  });
+}
+
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+describe('quantum-ns-metadata-proxy: forwarding', () => {
+  const dir = tempDir();
+  const sock = join(dir.path, 'metadata_proxy');
+  let agent: UnixServer;
+  let proxy: Daemon;
+  let netProxy: Daemon;
+  let port: number;
+  let netPort: number;
+
+  before(async () => {
+    agent = await captureServer(sock, agentBehaviour);
+    port = await getFreePort();
+    netPort = await getFreePort();
+    proxy = await startProxy([`--router_id=${ROUTER}`, `--metadata_proxy_socket=${sock}`, '--max_header_size=4096', '--max_body_size=1024'], port);
+    netProxy = await startProxy([`--network_id=${NETWORK}`, `--state_path=${dir.path}`], netPort);
+  });
+  after(async () => {
+    await proxy?.stop();
+    await netProxy?.stop();
+    await agent?.close();
+    dir.rm();
+  });
+
+  test('builds a fresh header set: XFF = peer, both router id names, nothing the guest sent', async () => {
+    const spoof = {
+      'X-Forwarded-For': '10.0.0.99',
+      'X-Instance-ID': 'someone-else',
+      'X-Instance-ID-Signature': 'f'.repeat(64),
+      'X-Tenant-ID': 'other-tenant',
+      'X-Neutron-Router-ID': 'evil-router',
+      'X-Quantum-Router-ID': 'evil-router',
+      'X-Neutron-Network-ID': 'evil-net',
+      'X-Quantum-Network-ID': 'evil-net',
+      'X-OVN-Network-ID': 'evil-net',
+      Forwarded: 'for=10.0.0.99',
+      'X-Real-IP': '10.0.0.99',
+      Authorization: 'Bearer x',
+      Cookie: 'a=b',
+      'Metadata-Flavor': 'Google',
+      Host: 'evil.example',
+    };
+    const r = await guestGet(port, '/latest/meta-data/instance-id?x=1&y=2', '127.0.0.7', spoof);
+    assert.equal(r.status, 200);
+    const got = JSON.parse(r.body) as Captured;
+    assert.equal(got.method, 'GET');
+    assert.equal(got.url, '/latest/meta-data/instance-id?x=1&y=2');
+    assert.deepEqual(Object.keys(got.headers).sort(), ['connection', 'host', 'x-forwarded-for', 'x-neutron-router-id', 'x-quantum-router-id']);
+    assert.equal(got.headers['x-forwarded-for'], '127.0.0.7');
+    assert.equal(got.headers['x-neutron-router-id'], ROUTER);
+    assert.equal(got.headers['x-quantum-router-id'], ROUTER);
+    assert.equal(got.headers.host, '169.254.169.254');
+    // Each header exactly once on the wire.
+    assert.equal(got.rawHeaders.length, 10);
+    // Agent-only headers do not reach the guest.
+    assert.equal(r.headers['x-agent-secret'], undefined);
+  });
+
+  test('network proxies send the network id pair and never a router id', async () => {
+    const r = await guestGet(netPort, '/openstack', '127.0.0.9', { 'X-Neutron-Router-ID': 'evil', 'x-quantum-router-id': 'evil' });
+    assert.equal(r.status, 200);
+    const got = JSON.parse(r.body) as Captured;
+    assert.equal(got.headers['x-neutron-network-id'], NETWORK);
+    assert.equal(got.headers['x-quantum-network-id'], NETWORK);
+    assert.equal(got.headers['x-neutron-router-id'], undefined);
+    assert.equal(got.headers['x-quantum-router-id'], undefined);
+    assert.equal(got.headers['x-forwarded-for'], '127.0.0.9');
+  });
+
+  test('POST carries the body and only Content-Type/Content-Length', async () => {
+    const r = await guestGet(port, '/openstack/2013-04-04/password', '127.0.0.1', { 'content-type': 'text/plain', 'x-instance-id': 'evil' }, 'POST', 'secret-password');
+    const got = JSON.parse(r.body) as Captured;
+    assert.equal(got.method, 'POST');
+    assert.equal(got.body, 'secret-password');
+    assert.equal(got.headers['content-type'], 'text/plain');
+    assert.equal(got.headers['content-length'], '15');
+    assert.equal(got.headers['x-instance-id'], undefined);
+  });
+
+  test('chunked guest bodies are re-sent with a Content-Length', async () => {
+    const r = await rawRequest(port, 'POST /pw HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n');
+    assert.equal(r.status, 200);
+    const got = JSON.parse(r.body) as Captured;
+    assert.equal(got.body, 'abcde');
+    assert.equal(got.headers['content-length'], '5');
+    assert.equal(got.headers['transfer-encoding'], undefined);
+  });
+
+  test('absolute-form targets are reduced to path and query', async () => {
+    assert.equal(upstreamPath('http://evil.example:81/latest/meta-data?a=1'), '/latest/meta-data?a=1');
+    assert.equal(upstreamPath('*'), undefined);
+    const r = await rawRequest(port, 'GET http://evil.example/latest/meta-data?q=1 HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n');
+    assert.equal(r.status, 200);
+    assert.equal((JSON.parse(r.body) as Captured).url, '/latest/meta-data?q=1');
+  });
+
+  test('status mapping: known codes pass with body and content type, others become 500', async () => {
+    for (const code of [200, 400, 403, 404, 409, 500, 502, 503, 504]) {
+      const r = await guestGet(port, `/status/${code}`);
+      assert.equal(r.status, code, `status ${code}`);
+      assert.equal(r.body, `body-${code}`);
+      assert.equal(r.headers['content-type'], 'text/x-test');
+    }
+    for (const code of [201, 302, 401, 418, 501]) {
+      const r = await guestGet(port, `/status/${code}`);
+      assert.equal(r.status, 500, `status ${code}`);
+      assert.equal(r.body, UNKNOWN);
+    }
+  });
+
+  test('keeps guest connections alive and reuses upstream connections', async () => {
+    const before = agent.connections;
+    const ka = new Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set<unknown>();
+    for (let i = 0; i < 40; i++) {
+      await new Promise<void>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port, path: `/n/${i}`, agent: ka }, (res) => {
+          sockets.add(res.socket);
+          res.resume();
+          res.on('end', () => resolve());
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    }
+    ka.destroy();
+    assert.equal(sockets.size, 1, 'one guest connection for 40 requests');
+    assert.ok(agent.connections - before <= 2, `upstream connections opened: ${agent.connections - before}`);
+  });
+
+  test('oversized headers get 431, malformed requests 400, and the proxy keeps serving', async () => {
+    const big = await rawRequest(port, `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(8000)}\r\n\r\n`);
+    assert.equal(big.status, 431);
+    const fold = await rawRequest(port, 'GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 1.2.3.4\r\n 5.6.7.8\r\n\r\n');
+    assert.equal(fold.status, 400, 'obs-fold is rejected');
+    const dupCl = await rawRequest(port, 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab');
+    assert.equal(dupCl.status, 400, 'conflicting Content-Length is rejected');
+    const clte = await rawRequest(port, 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+    assert.equal(clte.status, 400, 'CL+TE smuggling form is rejected');
+    const garbage = await rawRequest(port, 'HELLO\r\n\r\n');
+    assert.equal(garbage.status, 400);
+    const big2 = await guestGet(port, '/x', '127.0.0.1', {}, 'POST', 'x'.repeat(2000));
+    assert.equal(big2.status, 413);
+    const ok = await guestGet(port, '/still-fine');
+    assert.equal(ok.status, 200);
+  });
+
+  test('IPv4-mapped peers are reported as IPv4 on a dual-stack bind', async (t) => {
+    const p6 = await getFreePort();
+    let d: Daemon;
+    try {
+      d = await startProxy([`--router_id=${ROUTER}`, `--metadata_proxy_socket=${sock}`, '--bind_address=::'], p6);
+    } catch (e) {
+      t.skip(`no IPv6 on loopback: ${String(e)}`);
+      return;
+    }
+    try {
+      const r = await guestGet(p6, '/x', '127.0.0.3');
+      assert.equal((JSON.parse(r.body) as Captured).headers['x-forwarded-for'], '127.0.0.3');
+    } finally {
+      await d.stop();
+    }
+  });
+});
+
+describe('quantum-ns-metadata-proxy: failures and limits', () => {
+  const dir = tempDir();
+  const sock = join(dir.path, 'agent.sock');
+  after(() => dir.rm());
+
+  test('agent not there → fast 503; agent back → served again without restarting the proxy', async () => {
+    const port = await getFreePort();
+    const proxy = await startProxy([`--router_id=${ROUTER}`, `--metadata_proxy_socket=${sock}`], port);
+    try {
+      const t0 = Date.now();
+      const r = await guestGet(port, '/latest');
+      assert.equal(r.status, 503);
+      assert.ok(Date.now() - t0 < 1000, `503 took ${Date.now() - t0} ms`);
+      let agent = await captureServer(sock, agentBehaviour);
+      assert.equal((await guestGet(port, '/latest')).status, 200);
+      // Keep-alive upstream connections die with the agent; the next requests must not fail for it.
+      const ka = new Agent({ keepAlive: true });
+      await agent.close();
+      agent = await captureServer(sock, agentBehaviour);
+      for (let i = 0; i < 5; i++) assert.equal((await guestGet(port, `/again/${i}`)).status, 200);
+      ka.destroy();
+      await agent.close();
+      assert.equal((await guestGet(port, '/latest')).status, 503);
+    } finally {
+      await proxy.stop();
+    }
+  });
+
+  test('a silent agent → 504 after timeout_server, never a hang', async () => {
+    const port = await getFreePort();
+    const agent = await captureServer(sock, agentBehaviour);
+    const proxy = await startProxy([`--router_id=${ROUTER}`, `--metadata_proxy_socket=${sock}`, '--timeout_server=1'], port);
+    try {
+      const t0 = Date.now();
+      const r = await guestGet(port, '/slow/3000');
+      assert.equal(r.status, 504);
+      const took = Date.now() - t0;
+      assert.ok(took >= 900 && took < 2500, `504 after ${took} ms`);
+      assert.equal((await guestGet(port, '/slow/10')).status, 200);
+    } finally {
+      await proxy.stop();
+      await agent.close();
+    }
+  });
+
+  test('slow clients are cut off after timeout_http_request without affecting others; maxconn bounds connections', async () => {
+    const port = await getFreePort();
+    const agent = await captureServer(sock, agentBehaviour);
+    const proxy = await startProxy([`--router_id=${ROUTER}`, `--metadata_proxy_socket=${sock}`, '--timeout_http_request=1', '--maxconn=3'], port);
+    try {
+      // Slowloris: half a request, never finished.
+      const slow = connect(port, '127.0.0.1');
+      slow.write('GET /latest HTTP/1.1\r\nHost: x\r\n');
+      let answer = '';
+      slow.on('data', (d: Buffer) => (answer += d.toString()));
+      const closed = new Promise<number>((r) => {
+        const t0 = Date.now();
+        slow.on('close', () => r(Date.now() - t0));
+        slow.on('error', () => {});
+      });
+      assert.equal((await guestGet(port, '/other')).status, 200, 'others are served meanwhile');
+      const took = await closed;
+      assert.ok(took < 4000, `slow client cut after ${took} ms`);
+      assert.match(answer, /^HTTP\/1\.1 408 /);
+
+      // maxconn=3: three held connections, the fourth is refused at once, a slot frees when one closes.
+      const held = await Promise.all([0, 1, 2].map(() => new Promise<import('node:net').Socket>((res) => {
+        const s = connect(port, '127.0.0.1', () => res(s));
+        s.on('error', () => {});
+      })));
+      await sleep(100);
+      const fourth = await rawRequest(port, 'GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { timeoutMs: 3000 }).catch((e: Error) => e);
+      assert.ok(fourth instanceof Error || fourth.status === 0, 'the connection over maxconn gets no answer');
+      held[0]!.destroy();
+      await waitFor(async () => (await guestGet(port, '/after')).status === 200, 5000, 100, 'a free slot');
+      for (const s of held) s.destroy();
+    } finally {
+      await proxy.stop();
+      await agent.close();
+    }
+  });
+});
+
+describe('quantum-ns-metadata-proxy: command line and daemon', () => {
+  const dir = tempDir();
+  const sock = join(dir.path, 'metadata_proxy');
+  let agent: UnixServer;
+  before(async () => {
+    agent = await captureServer(sock, agentBehaviour);
+    // A proxy running as nobody must be able to reach the socket (what metadata_proxy_socket_mode is for).
+    chmodSync(dir.path, 0o755);
+    chmodSync(sock, 0o666);
+  });
+  after(async () => {
+    await agent.close();
+    dir.rm();
+  });
+
+  test('exactly one of --router_id / --network_id, known flags only', async () => {
+    let r = await runCli(['--nodaemonize']);
+    assert.equal(r.code, 1);
+    assert.match(r.out, /Either one of parameter network_id or router_id must be passed in/);
+    r = await runCli(['--nodaemonize', '--router_id=a', '--network_id=b']);
+    assert.equal(r.code, 1);
+    assert.match(r.out, /network_id or router_id/);
+    r = await runCli(['--router_id=a', '--no-such-flag']);
+    assert.equal(r.code, 1);
+    assert.match(r.out, /unrecognized arguments: --no-such-flag/);
+    r = await runCli(['--router_id=a', '--metadata_port=http']);
+    assert.equal(r.code, 1);
+    assert.match(r.out, /--metadata_port="http": not an integer/);
+    r = await runCli(['--help']);
+    assert.equal(r.code, 0);
+    assert.match(r.out, /--metadata_proxy_socket/);
+    assert.match(r.out, /--daemonize, --nodaemonize/);
+  });
+
+  test('flag parsing: dashed log flags, --noX, separate values', () => {
+    const p = parseFlags(proxyOpts, ['--router_id', 'r1', '--log-file=x.log', '--log-dir', '/tmp/l', '--nodaemonize', '--debug', '--verbose'], { prog: 'p', description: '', aliases: proxyAliases });
+    assert.ok('conf' in p);
+    const c = p.conf.DEFAULT;
+    assert.equal(c.router_id, 'r1');
+    assert.equal(c.log_file, 'x.log');
+    assert.equal(c.log_dir, '/tmp/l');
+    assert.equal(c.daemonize, false);
+    assert.equal(c.debug, true);
+    assert.equal(c.metadata_port, 9697);
+    assert.equal(c.bind_address, '0.0.0.0');
+    assert.equal(c.maxconn, 1024);
+    assert.equal(c.timeout_http_request, 30);
+    assert.equal(c.timeout_server, 32);
+  });
+
+  test('--daemonize detaches, writes the pid file and the log; a live twin is refused; SIGTERM cleans up', async () => {
+    const port = await getFreePort();
+    const pidFile = join(dir.path, 'external', 'pids', `${ROUTER}.pid`);
+    const logDir = join(dir.path, 'log');
+    const args = [`--router_id=${ROUTER}`, `--metadata_proxy_socket=${sock}`, `--pid_file=${pidFile}`, `--metadata_port=${port}`, `--log-dir=${logDir}`, `--state_path=${dir.path}`];
+    const t0 = Date.now();
+    const r = await runCli(args);
+    assert.equal(r.code, 0, r.out);
+    assert.ok(Date.now() - t0 < 5000);
+    await waitForListen({ host: '127.0.0.1', port }, 1000);
+    const pid = Number(readFileSync(pidFile, 'utf8').trim());
+    assert.ok(alive(pid));
+    try {
+      assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), new RegExp(ROUTER));
+      assert.equal((await guestGet(port, '/latest')).status, 200);
+      // Same uuid, live pid → refused.
+      const twin = await runCli([...args.filter((a) => !a.startsWith('--metadata_port')), `--metadata_port=${await getFreePort()}`]);
+      assert.equal(twin.code, 1);
+      assert.match(twin.out, /already exist\. Daemon already running\?/);
+      const logFile = join(logDir, `quantum-ns-metadata-proxy-${ROUTER}.log`);
+      await waitFor(() => existsSync(logFile) && readFileSync(logFile, 'utf8').includes('metadata proxy listening'), 3000, 50, 'the log line');
+      // In-flight request survives SIGTERM.
+      const slow = guestGet(port, '/slow/700');
+      await sleep(150);
+      process.kill(pid, 'SIGTERM');
+      const sr = await slow;
+      assert.equal(sr.status, 200, 'in-flight request completed');
+      await waitFor(() => !alive(pid), 5000, 50, 'proxy exit');
+      assert.equal(existsSync(pidFile), false, 'pid file removed');
+    } finally {
+      if (alive(pid)) process.kill(pid, 'SIGKILL');
+    }
+  });
+
+  test('a stale pid file (live pid without the uuid) does not block the start', async () => {
+    const port = await getFreePort();
+    const pidFile = join(dir.path, 'stale.pid');
+    writeFileSync(pidFile, `${process.pid}\n`); // this test runner: alive, but not a proxy for ROUTER
+    const proxy = await startProxy([`--router_id=${ROUTER}`, `--metadata_proxy_socket=${sock}`, `--pid_file=${pidFile}`], port);
+    try {
+      assert.equal(Number(readFileSync(pidFile, 'utf8')), proxy.pid);
+    } finally {
+      await proxy.stop();
+    }
+    assert.equal(existsSync(pidFile), false);
+  });
+
+  test('drops to --metadata_proxy_user/group after binding; unknown names are a clear error', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('needs root');
+    const port = await getFreePort();
+    const proxy = await startProxy([`--router_id=${ROUTER}`, `--metadata_proxy_socket=${sock}`, '--metadata_proxy_user=65534', '--metadata_proxy_group=65534'], port);
+    try {
+      // Listening comes first, the drop right after it.
+      const status = await waitFor(() => {
+        const st = readFileSync(`/proc/${proxy.pid}/status`, 'utf8');
+        return /^Uid:\s+65534\s/m.test(st) && st;
+      }, 3000, 20, 'the privilege drop');
+      assert.match(status, /^Uid:\s+65534\s+65534\s+65534\s+65534/m);
+      assert.match(status, /^Gid:\s+65534\s+65534\s+65534\s+65534/m);
+      assert.match(status, /^Groups:\s+65534\s*$/m);
+      assert.equal((await guestGet(port, '/latest')).status, 200);
+    } finally {
+      await proxy.stop();
+    }
+    const bad = await runCli(['--nodaemonize', `--router_id=${ROUTER}`, `--metadata_port=${await getFreePort()}`, '--metadata_proxy_user=no-such-user-qm']);
+    assert.equal(bad.code, 1);
+    assert.match(bad.out, /cannot switch to user "no-such-user-qm"/);
+    const badD = await runCli([`--router_id=${ROUTER}`, `--metadata_port=${await getFreePort()}`, '--metadata_proxy_group=no-such-group-qm']);
+    assert.equal(badD.code, 1, 'the daemonizing parent reports the child failure');
+    assert.match(badD.out, /cannot switch to group "no-such-group-qm"/);
+  });
+
+  test('a port already in use is reported and exits 1', async () => {
+    const port = await getFreePort();
+    const first = await startProxy([`--router_id=${ROUTER}`, `--metadata_proxy_socket=${sock}`], port);
+    try {
+      const r = await runCli(['--nodaemonize', `--network_id=${NETWORK}`, `--metadata_port=${port}`]);
+      assert.equal(r.code, 1);
+      assert.match(r.out, /cannot listen on 0\.0\.0\.0:\d+: .*EADDRINUSE/);
+    } finally {
+      await first.stop();
+    }
+  });
+});
