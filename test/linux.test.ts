@@ -183,9 +183,11 @@ describe('ProcessManager and ProcessMonitor', () => {
 
   test('disable escalates to SIGKILL after the grace period', async () => {
     const id = uuid();
-    const pm = new ProcessManager({ uuid: id, statePath: state, cmd: (pf) => [process.execPath, '-e', "process.on('SIGTERM', () => {}); setInterval(() => {}, 1000)", '--', id, pf] });
+    const ready = join(state, `${id}.ready`);
+    const script = `process.on('SIGTERM', () => {}); require('fs').writeFileSync(${JSON.stringify(ready)}, '1'); setInterval(() => {}, 1000)`;
+    const pm = new ProcessManager({ uuid: id, statePath: state, cmd: (pf) => [process.execPath, '-e', script, '--', id, pf] });
     await pm.enable();
-    await new Promise((r) => setTimeout(r, 300)); // let it install the handler
+    await waitFor(() => existsSync(ready), 10_000, 20, 'SIGTERM handler installed');
     const pid = pm.pid!;
     const t0 = Date.now();
     await pm.disable(500);
