@@ -1,0 +1,414 @@
+// quantum-metadata-agent: Neutron's test_agent.py checklist (reference §8) against a real quantum-server.
+// Nova's side is a real HTTP server on loopback that records what it receives and answers the status a
+// path asks for (the real nova-api cannot be made to answer 302 or 409; the full chain with the real
+// nova-api is test/metadata-path.test.ts).
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createServer as createNetServer } from 'node:net';
+import { request } from 'node:http';
+import { join } from 'node:path';
+import { loadConfig } from '../src/common/config.js';
+import { ConfigError } from '../src/common/errors.js';
+import { signInstanceId } from '../src/common/hmac.js';
+import { createLogger } from '../src/common/log.js';
+import { QuantumClient, type Filters, type Port } from '../src/common/quantum-client.js';
+import { startMetadataAgent, type RunningAgent } from '../src/metadata-agent/app.js';
+import { MetadataProxyHandler, readProxyHeaders, INTERNAL_ERROR, UNKNOWN_ERROR } from '../src/metadata-agent/handler.js';
+import { InstanceLookup, ipv6Groups, isIPv6LinkLocal, macFromEui64, unmapAddress } from '../src/metadata-agent/lookup.js';
+import { NovaClient } from '../src/metadata-agent/nova.js';
+import { agentSpec, resolveAgentConf } from '../src/metadata-agent/opts.js';
+import { StateReporter } from '../src/metadata-agent/report.js';
+import { ALL_MODE, GROUP_MODE, USER_MODE, prepareSocketPath, socketMode } from '../src/metadata-agent/socket.js';
+import { captureServer, getFreePort, instancePort, spawnDaemon, startQuantumServer, tempDir, tenantNetwork, waitFor, writeIni, type Captured, type RunningQuantum, type TenantNet, type UnixServer } from './helpers/mdpath.js';
+
+/** The real client, counting calls (the cache tests assert how often quantum-server is asked). */
+class CountingLister {
+  calls: Filters[] = [];
+  constructor(private readonly q: QuantumClient) {}
+  listPorts(f: Filters): Promise<Port[]> {
+    this.calls.push(f);
+    return this.q.listPorts(f);
+  }
+}
+
+/** A request to the agent over its Unix socket, as the proxy sends it. */
+function viaSocket(path: string, url: string, headers: Record<string, string>, method = 'GET', body?: string): Promise<{ status: number; body: string; headers: Record<string, string | string[] | undefined> }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath: path, path: url, method, headers: { host: '169.254.169.254', connection: 'close', ...headers }, agent: false }, (res) => {
+      let b = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (b += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: b, headers: res.headers }));
+    });
+    req.on('error', reject);
+    if (body !== undefined) req.write(body);
+    req.end();
+  });
+}
+
+/** An instance this Nova has forgotten (deleted): it answers 404 for it on /status-by-instance. */
+const FORGOTTEN = '44444444-dddd-4ddd-8ddd-000000000004';
+
+function novaBehaviour(c: Captured, res: import('node:http').ServerResponse): void {
+  if (c.url === '/status-by-instance' && c.headers['x-instance-id'] === FORGOTTEN) {
+    res.writeHead(404);
+    res.end();
+    return;
+  }
+  const m = /^\/status\/(\d{3})/.exec(c.url);
+  if (m) {
+    res.writeHead(Number(m[1]), { 'content-type': 'text/x-nova' });
+    res.end(`nova-${m[1]}`);
+    return;
+  }
+  const s = /^\/slow\/(\d+)/.exec(c.url);
+  const answer = () => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(c));
+  };
+  if (s) setTimeout(answer, Number(s[1]));
+  else answer();
+}
+
+describe('pure helpers', () => {
+  test('HMAC test vector (secret "secret", id "foo")', () => {
+    assert.equal(signInstanceId('secret', 'foo'), '773ba44693c7553d6ee20f61ea5d2757a9a4f4a44d2841ae4e95b52e4cd62db4');
+  });
+
+  test('IPv6 link-local → EUI-64 MAC; IPv4-mapped → IPv4', () => {
+    assert.equal(macFromEui64('fe80::5054:ff:fede:5bbf'), '52:54:00:de:5b:bf');
+    assert.equal(macFromEui64('fe80::f816:3eff:fe12:3456'), 'fa:16:3e:12:34:56');
+    assert.equal(macFromEui64('fe80::1234:5678:9abc:def0'), undefined, 'privacy/random ids are not EUI-64');
+    assert.ok(isIPv6LinkLocal('fe80::5054:ff:fede:5bbf'));
+    assert.ok(!isIPv6LinkLocal('2001:db8::1'));
+    assert.ok(!isIPv6LinkLocal('192.168.1.1'));
+    assert.deepEqual(ipv6Groups('::ffff:192.168.1.1'), [0, 0, 0, 0, 0, 0xffff, 0xc0a8, 0x0101]);
+    assert.equal(unmapAddress('::ffff:192.168.1.1'), '192.168.1.1');
+    assert.equal(unmapAddress('192.168.1.1'), '192.168.1.1');
+    assert.equal(unmapAddress('fe80::1'), 'fe80::1');
+  });
+
+  test('proxy headers: both spellings, last X-Forwarded-For element, contradictions flagged', () => {
+    assert.deepEqual(readProxyHeaders({ 'x-forwarded-for': '10.0.0.5', 'x-neutron-router-id': 'r', 'x-quantum-router-id': 'r' }), { remoteAddress: '10.0.0.5', routerId: 'r', networkId: undefined, conflict: false });
+    assert.deepEqual(readProxyHeaders({ 'x-forwarded-for': '6.6.6.6, 10.0.0.5', 'x-quantum-network-id': 'n' }), { remoteAddress: '10.0.0.5', routerId: undefined, networkId: 'n', conflict: false });
+    assert.equal(readProxyHeaders({ 'x-neutron-router-id': 'a', 'x-quantum-router-id': 'b' }).conflict, true);
+    assert.equal(readProxyHeaders({ 'x-neutron-router-id': 'a, b' }).conflict, true);
+  });
+
+  test('socket mode: user/group/all and the deduce rules', () => {
+    assert.equal(socketMode('user', 'x', 'y'), USER_MODE);
+    assert.equal(socketMode('group', '', ''), GROUP_MODE);
+    assert.equal(socketMode('all', '', ''), ALL_MODE);
+    assert.equal(socketMode('deduce', '', ''), 0o644);
+    assert.equal(socketMode('deduce', 'root', 'nogroup'), 0o644);
+    assert.equal(socketMode('deduce', '0', 'nogroup'), 0o644);
+    const me = String(process.geteuid!());
+    assert.equal(socketMode('deduce', me, '65534'), 0o644, 'the agent effective user');
+    if (process.geteuid!() === 0) {
+      assert.equal(socketMode('deduce', '65534', ''), 0o664);
+      assert.equal(socketMode('deduce', '65534', String(process.getegid!())), 0o664, 'the agent effective group');
+      assert.equal(socketMode('deduce', 'nobody', 'root'), 0o664);
+      assert.equal(socketMode('deduce', '65534', '65534'), 0o666);
+      assert.equal(socketMode('deduce', 'nobody', 'nogroup'), 0o666);
+    }
+  });
+
+  test('socket path: directory 0755, stale socket unlinked, a regular file is an error', async () => {
+    const d = tempDir();
+    try {
+      const path = join(d.path, 'a', 'b', 'metadata_proxy');
+      prepareSocketPath(path);
+      assert.equal(statSync(join(d.path, 'a', 'b')).mode & 0o777, 0o755);
+      const s = createNetServer();
+      await new Promise<void>((r) => s.listen(path, () => r()));
+      // A dead agent's socket file stays behind when it is killed; simulate by keeping the file.
+      assert.ok(statSync(path).isSocket());
+      prepareSocketPath(path);
+      assert.equal(existsSync(path), false);
+      s.close();
+      writeFileSync(path, 'not a socket');
+      assert.throws(() => prepareSocketPath(path), (e: unknown) => e instanceof ConfigError && /exists and is not a socket/.test(e.message));
+      assert.equal(readFileSync(path, 'utf8'), 'not a socket', 'never removed');
+    } finally {
+      d.rm();
+    }
+  });
+
+  test('options: names, defaults, deprecated nova_metadata_ip, cache settings', () => {
+    const d = tempDir();
+    try {
+      const f = writeIni(join(d.path, 'metadata_agent.ini'), { DEFAULT: { nova_metadata_ip: '10.9.9.9', cache_url: 'memory://?default_ttl=5', state_path: '/srv/q' } });
+      const { conf } = loadConfig(agentSpec, ['--config-file', f], { prog: 't', description: '' });
+      assert.equal(conf.DEFAULT.nova_metadata_host, '10.9.9.9');
+      assert.equal(conf.DEFAULT.nova_metadata_port, 8775);
+      assert.equal(conf.DEFAULT.metadata_backlog, 4096);
+      assert.equal(conf.DEFAULT.metadata_proxy_socket_mode, 'deduce');
+      assert.equal(conf.AGENT.report_interval, 30);
+      assert.equal(conf.cache.expiration_time, 600);
+      assert.deepEqual(resolveAgentConf(conf), { socketPath: '/srv/q/metadata_proxy', cacheTtlMs: 5000 });
+      const g = writeIni(join(d.path, 'b.ini'), { cache: { enabled: 'True', expiration_time: 10 } });
+      assert.equal(resolveAgentConf(loadConfig(agentSpec, ['--config-file', g], { prog: 't', description: '' }).conf).cacheTtlMs, 10_000);
+      const none = loadConfig(agentSpec, [], { prog: 't', description: '' }).conf;
+      assert.equal(resolveAgentConf(none).cacheTtlMs, 0, 'off unless enabled (Neutron since Queens)');
+      const bad = writeIni(join(d.path, 'c.ini'), { DEFAULT: { nova_metadata_protocol: 'ftp' } });
+      assert.throws(() => loadConfig(agentSpec, ['--config-file', bad], { prog: 't', description: '' }), /must be one of http, https/);
+    } finally {
+      d.rm();
+    }
+  });
+});
+
+describe('lookup and proxying against a real quantum-server', () => {
+  const dir = tempDir();
+  let qs: RunningQuantum;
+  let a: TenantNet;
+  let b: TenantNet;
+  let nova: UnixServer;
+  let novaPort: number;
+  const INST_A = '11111111-aaaa-4aaa-8aaa-000000000001';
+  const INST_B = '22222222-bbbb-4bbb-8bbb-000000000002';
+  const INST_LL = '33333333-cccc-4ccc-8ccc-000000000003';
+
+  before(async () => {
+    qs = await startQuantumServer(dir.path);
+    a = await tenantNetwork(qs.client, 'tenant-a', '10.0.0.0/24');
+    b = await tenantNetwork(qs.client, 'tenant-b', '10.0.0.0/24');
+    await instancePort(qs.client, a, INST_A, '10.0.0.5');
+    await instancePort(qs.client, b, INST_B, '10.0.0.5');
+    await instancePort(qs.client, a, INST_LL, '10.0.0.6', '52:54:00:de:5b:bf');
+    novaPort = await getFreePort();
+    nova = await captureServer(novaPort, novaBehaviour);
+  });
+  after(async () => {
+    await nova?.close();
+    await qs?.stop();
+    dir.rm();
+  });
+
+  test('router and network lookups: hit, miss, IPv4-mapped, link-local MAC, both ids', async () => {
+    const lister = new CountingLister(qs.client);
+    const l = new InstanceLookup(lister, 0);
+    assert.deepEqual((await l.find('10.0.0.5', a.routerId, undefined)).identity, { instanceId: INST_A, tenantId: 'tenant-a' });
+    assert.deepEqual((await l.find('10.0.0.5', b.routerId, undefined)).identity, { instanceId: INST_B, tenantId: 'tenant-b' });
+    assert.deepEqual((await l.find('::ffff:10.0.0.5', a.routerId, undefined)).identity, { instanceId: INST_A, tenantId: 'tenant-a' });
+    assert.equal((await l.find('10.0.0.99', a.routerId, undefined)).identity, undefined);
+    assert.deepEqual((await l.find('10.0.0.5', undefined, b.networkId)).identity, { instanceId: INST_B, tenantId: 'tenant-b' });
+    assert.equal((await l.find('10.0.0.99', undefined, b.networkId)).identity, undefined);
+    assert.equal((await l.find('10.0.0.5', 'no-such-router', undefined)).identity, undefined);
+    lister.calls = [];
+    assert.deepEqual((await l.find('fe80::5054:ff:fede:5bbf', undefined, a.networkId)).identity, { instanceId: INST_LL, tenantId: 'tenant-a' });
+    assert.deepEqual(lister.calls, [{ network_id: [a.networkId], mac_address: '52:54:00:de:5b:bf' }], 'MAC filter for link-local');
+    lister.calls = [];
+    assert.equal((await l.find('10.0.0.5', a.routerId, a.networkId)).identity, undefined);
+    assert.equal(lister.calls.length, 0, 'both ids: no lookup at all');
+    await l.find('10.0.0.5', a.routerId, undefined);
+    assert.deepEqual(lister.calls, [
+      { device_id: a.routerId, device_owner: ['network:router_interface', 'network:router_interface_distributed', 'network:ha_router_replicated_interface'] },
+      { network_id: [a.networkId], fixed_ips: 'ip_address=10.0.0.5' },
+    ]);
+  });
+
+  test('with the cache on, router networks and ports are fetched once across two calls', async () => {
+    const lister = new CountingLister(qs.client);
+    const l = new InstanceLookup(lister, 5000);
+    const r1 = await l.find('10.0.0.5', a.routerId, undefined);
+    const r2 = await l.find('10.0.0.5', a.routerId, undefined);
+    assert.deepEqual(r1.identity, r2.identity);
+    assert.equal(lister.calls.length, 2);
+    assert.equal(r1.cached, false);
+    assert.equal(r2.cached, true);
+    await l.find('10.0.0.5', a.routerId, undefined, true);
+    assert.equal(lister.calls.length, 4, 'skip_cache asks again');
+    const nc = new CountingLister(qs.client);
+    const l0 = new InstanceLookup(nc, 0);
+    await l0.find('10.0.0.5', a.routerId, undefined);
+    await l0.find('10.0.0.5', a.routerId, undefined);
+    assert.equal(nc.calls.length, 4, 'no cache: asked every time');
+    // Concurrent identical lookups share one request.
+    const nc2 = new CountingLister(qs.client);
+    const l2 = new InstanceLookup(nc2, 0);
+    await Promise.all(Array.from({ length: 20 }, () => l2.find('10.0.0.5', a.routerId, undefined)));
+    assert.equal(nc2.calls.length, 2);
+  });
+
+  describe('the agent in-process on its socket', () => {
+    let agent: RunningAgent;
+    let sock: string;
+    const logFile = join(dir.path, 'agent.log');
+    const SECRET = 's3cr3t';
+
+    before(async () => {
+      sock = join(dir.path, 'state', 'metadata_proxy');
+      const f = writeIni(join(dir.path, 'agent.ini'), {
+        DEFAULT: { quantum_url: qs.url, nova_metadata_host: '127.0.0.1', nova_metadata_port: novaPort, metadata_proxy_shared_secret: SECRET, metadata_proxy_socket: sock, host: 'net-node-1' },
+        cache: { enabled: true, expiration_time: 30 },
+        AGENT: { report_interval: 0 },
+      });
+      const { conf } = loadConfig(agentSpec, ['--config-file', f], { prog: 't', description: '' });
+      agent = await startMetadataAgent(conf, createLogger({ name: 'quantum-metadata-agent', log_file: logFile }));
+    });
+    after(async () => {
+      await agent?.close();
+    });
+
+    test('forwards with exactly the four identity headers, path, query and body; signs with the secret', async () => {
+      const r = await viaSocket(sock, '/openstack/latest/meta_data.json?x=1', { 'x-forwarded-for': '10.0.0.5', 'x-neutron-router-id': b.routerId, 'x-quantum-router-id': b.routerId });
+      assert.equal(r.status, 200);
+      assert.equal(r.headers['content-type'], 'application/json');
+      const got = JSON.parse(r.body) as Captured;
+      assert.equal(got.url, '/openstack/latest/meta_data.json?x=1');
+      assert.equal(got.method, 'GET');
+      assert.deepEqual(Object.keys(got.headers).filter((h) => h !== 'host' && h !== 'connection').sort(), ['x-forwarded-for', 'x-instance-id', 'x-instance-id-signature', 'x-tenant-id']);
+      assert.equal(got.headers['x-forwarded-for'], '10.0.0.5');
+      assert.equal(got.headers['x-instance-id'], INST_B);
+      assert.equal(got.headers['x-tenant-id'], 'tenant-b');
+      assert.equal(got.headers['x-instance-id-signature'], signInstanceId(SECRET, INST_B));
+      const p = await viaSocket(sock, '/openstack/2013-04-04/password', { 'x-forwarded-for': '10.0.0.5', 'x-quantum-router-id': a.routerId, 'content-type': 'text/plain' }, 'POST', 'pw!');
+      const pg = JSON.parse(p.body) as Captured;
+      assert.equal(pg.method, 'POST');
+      assert.equal(pg.body, 'pw!');
+      assert.equal(pg.headers['content-length'], '3');
+      assert.equal(pg.headers['x-instance-id'], INST_A);
+      assert.equal(pg.headers['content-type'], undefined, 'only the four headers, as Neutron');
+    });
+
+    test("Nova's status mapping (Zed + 25.0.0)", async () => {
+      const hdr = { 'x-forwarded-for': '10.0.0.5', 'x-neutron-router-id': a.routerId };
+      const r200 = await viaSocket(sock, '/status/200', hdr);
+      assert.deepEqual([r200.status, r200.body, r200.headers['content-type']], [200, 'nova-200', 'text/x-nova']);
+      for (const s of [400, 403, 404, 409]) {
+        const r = await viaSocket(sock, `/status/${s}`, hdr);
+        assert.deepEqual([r.status, r.body], [s, ''], `status ${s}`);
+      }
+      const r500 = await viaSocket(sock, '/status/500', hdr);
+      assert.deepEqual([r500.status, r500.body], [500, INTERNAL_ERROR]);
+      for (const s of [502, 503, 504]) assert.equal((await viaSocket(sock, `/status/${s}`, hdr)).status, s);
+      for (const s of [201, 302, 418]) {
+        const r = await viaSocket(sock, `/status/${s}`, hdr);
+        assert.deepEqual([r.status, r.body], [500, UNKNOWN_ERROR], `status ${s}`);
+      }
+      await waitFor(() => readFileSync(logFile, 'utf8').includes('This response usually occurs when shared secrets do not match.'), 3000, 50, 'the 403 log line');
+    });
+
+    test('no match, several ids, missing headers', async () => {
+      assert.equal((await viaSocket(sock, '/x', { 'x-forwarded-for': '10.0.0.77', 'x-neutron-router-id': a.routerId })).status, 404);
+      assert.equal((await viaSocket(sock, '/x', { 'x-forwarded-for': '10.0.0.5', 'x-neutron-router-id': a.routerId, 'x-neutron-network-id': a.networkId })).status, 404);
+      assert.equal((await viaSocket(sock, '/x', { 'x-forwarded-for': '10.0.0.5', 'x-neutron-router-id': a.routerId, 'x-quantum-router-id': b.routerId })).status, 404);
+      assert.equal((await viaSocket(sock, '/x', { 'x-neutron-router-id': a.routerId })).status, 400);
+      assert.equal((await viaSocket(sock, '/x', { 'x-forwarded-for': 'not-an-ip', 'x-neutron-router-id': a.routerId })).status, 400);
+      assert.equal((await viaSocket(sock, '/x', { 'x-forwarded-for': '10.0.0.5' })).status, 400);
+    });
+
+    test('a Nova 404 on a cached identity triggers one fresh lookup (IP reuse, bug 1868867)', async () => {
+      const net = await tenantNetwork(qs.client, 'tenant-c', '10.3.0.0/24');
+      const OLD = FORGOTTEN;
+      const NEW = '55555555-eeee-4eee-8eee-000000000005';
+      const old = await instancePort(qs.client, net, OLD, '10.3.0.9');
+      const hdr = { 'x-forwarded-for': '10.3.0.9', 'x-neutron-router-id': net.routerId };
+      const first = JSON.parse((await viaSocket(sock, '/latest/meta-data/instance-id', hdr)).body) as Captured;
+      assert.equal(first.headers['x-instance-id'], OLD);
+      // The instance is deleted and its IP handed to a new one; the cache still says OLD.
+      await qs.client.deletePort(old.id);
+      await instancePort(qs.client, net, NEW, '10.3.0.9');
+      const before = nova.requests.length;
+      // This Nova knows OLD no more.
+      const r = await viaSocket(sock, '/status-by-instance', hdr);
+      assert.equal(r.status, 200);
+      assert.equal((JSON.parse(r.body) as Captured).headers['x-instance-id'], NEW);
+      assert.deepEqual(nova.requests.slice(before).map((c) => c.headers['x-instance-id']), [OLD, NEW]);
+    });
+
+    test('quantum-server unreachable → 503; Nova unreachable → 503; Nova too slow → 504', async () => {
+      const deadPort = await getFreePort();
+      const log = createLogger({ name: 't', log_file: join(dir.path, 't.log') });
+      const deadQ = new QuantumClient({ url: `http://127.0.0.1:${deadPort}` });
+      const liveNova = new NovaClient({ host: '127.0.0.1', port: novaPort, protocol: 'http', insecure: false, sharedSecret: SECRET, timeoutMs: 500 });
+      const deadNova = new NovaClient({ host: '127.0.0.1', port: deadPort, protocol: 'http', insecure: false, sharedSecret: SECRET });
+      const run = async (h: MetadataProxyHandler, url: string) => {
+        const { createServer } = await import('node:http');
+        const s = createServer(h.listener);
+        const p = join(dir.path, `h-${Math.random().toString(36).slice(2)}.sock`);
+        await new Promise<void>((r) => s.listen(p, () => r()));
+        try {
+          return await viaSocket(p, url, { 'x-forwarded-for': '10.0.0.5', 'x-neutron-router-id': a.routerId });
+        } finally {
+          s.close();
+        }
+      };
+      assert.equal((await run(new MetadataProxyHandler({ lookup: new InstanceLookup(deadQ, 0), nova: liveNova, log }), '/x')).status, 503);
+      assert.equal((await run(new MetadataProxyHandler({ lookup: new InstanceLookup(qs.client, 0), nova: deadNova, log }), '/x')).status, 503);
+      const t0 = Date.now();
+      assert.equal((await run(new MetadataProxyHandler({ lookup: new InstanceLookup(qs.client, 0), nova: liveNova, log }), '/slow/2000')).status, 504);
+      assert.ok(Date.now() - t0 < 1800);
+      await Promise.all([deadQ.close(), liveNova.close(), deadNova.close()]);
+    });
+  });
+
+  test('state reports: start_flag until accepted, the payload Neutron sends, failures not fatal', async () => {
+    const logs: string[] = [];
+    const log = createLogger({ name: 't', log_file: join(dir.path, 'report.log') });
+    const deadQ = new QuantumClient({ url: `http://127.0.0.1:${await getFreePort()}` });
+    const opts = { host: 'net-node-9', socketPath: '/var/lib/quantum/metadata_proxy', novaHost: '10.1.1.1', novaPort: 8775, intervalMs: 30_000, logHeartbeats: false, log };
+    const failing = new StateReporter({ ...opts, client: deadQ });
+    assert.equal(await failing.reportOnce(), false);
+    assert.equal(failing.payload().start_flag, true, 'kept after a failed report');
+    const r = new StateReporter({ ...opts, client: qs.client });
+    assert.deepEqual(r.payload(), {
+      binary: 'quantum-metadata-agent',
+      host: 'net-node-9',
+      topic: 'N/A',
+      agent_type: 'Metadata agent',
+      configurations: { metadata_proxy_socket: '/var/lib/quantum/metadata_proxy', nova_metadata_host: '10.1.1.1', nova_metadata_port: 8775, log_agent_heartbeats: false },
+      start_flag: true,
+    });
+    assert.equal(await r.reportOnce(), true);
+    assert.equal(r.payload().start_flag, undefined, 'dropped after the first accepted report');
+    const agents = await qs.client.listAgents({ host: 'net-node-9' });
+    assert.equal(agents.length, 1);
+    assert.equal(agents[0]!.agent_type, 'Metadata agent');
+    assert.equal(agents[0]!.binary, 'quantum-metadata-agent');
+    assert.equal(agents[0]!.alive, true);
+    assert.equal(agents[0]!.configurations.nova_metadata_port, 8775);
+    await deadQ.close();
+    void logs;
+  });
+
+  test('the agent process: socket mode, stale socket replaced, state reported, workers; a file in the way is fatal', async () => {
+    const state = join(dir.path, 'proc-state');
+    mkdirSync(state, { recursive: true });
+    const sockPath = join(state, 'metadata_proxy');
+    // A stale socket from a killed agent.
+    const stale = createNetServer();
+    await new Promise<void>((r) => stale.listen(sockPath, () => r()));
+    const conf = writeIni(join(dir.path, 'quantum.conf'), { DEFAULT: { state_path: state, quantum_url: qs.url, host: 'proc-node' } });
+    const ini = writeIni(join(dir.path, 'metadata_agent.ini'), {
+      DEFAULT: { nova_metadata_host: '127.0.0.1', nova_metadata_port: novaPort, metadata_proxy_shared_secret: 'x', metadata_workers: 2, metadata_proxy_user: '65534', metadata_proxy_group: '65534' },
+      AGENT: { report_interval: 1 },
+    });
+    const d = spawnDaemon('metadata-agent/main.js', ['--config-file', conf, '--config-file', ini]);
+    try {
+      await waitFor(() => {
+        try {
+          return (statSync(sockPath).mode & 0o777) === 0o666;
+        } catch {
+          return false;
+        }
+      }, 10_000, 50, `socket mode 0666: ${d.output()}`);
+      const hdr = { 'x-forwarded-for': '10.0.0.5', 'x-neutron-router-id': a.routerId };
+      for (let i = 0; i < 6; i++) assert.equal(JSON.parse((await viaSocket(sockPath, '/x', hdr)).body).headers['x-instance-id'], INST_A);
+      const ag = await waitFor(async () => (await qs.client.listAgents({ host: 'proc-node' }))[0], 5000, 100, 'the state report');
+      assert.equal(ag.agent_type, 'Metadata agent');
+      assert.equal(ag.configurations.metadata_proxy_socket, sockPath);
+    } finally {
+      await d.stop();
+      stale.close();
+    }
+    assert.equal(existsSync(sockPath), false, 'socket removed at exit');
+    writeFileSync(sockPath, 'precious');
+    const bad = spawnDaemon('metadata-agent/main.js', ['--config-file', conf, '--config-file', ini, '--metadata_workers=1']);
+    const code = await new Promise<number | null>((r) => bad.proc.once('exit', (c) => r(c)));
+    assert.equal(code, 1);
+    assert.match(bad.output(), /exists and is not a socket/);
+  });
+});
