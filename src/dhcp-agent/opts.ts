@@ -3,7 +3,7 @@ import { bool, int, loggingOpts, mergeSpecs, optInt, optStr, str, type Resolved,
 import { ConfigError } from '../common/errors.js';
 import { commonAgentOpts, validateCommon } from '../linux/agent-common.js';
 
-export const dhcpOpts = {
+const dhcpOpts = {
   DEFAULT: {
     dhcp_driver: str('quantum.agent.linux.dhcp.Dnsmasq', 'The driver used to manage the DHCP server (dnsmasq is the only one).'),
     enable_isolated_metadata: bool(false, 'Support Metadata requests on isolated networks: the DHCP server announces a host route to 169.254.169.254 via its own address and a proxy answers there.'),

@@ -3,7 +3,7 @@ import { bool, int, loggingOpts, mergeSpecs, str, type Resolved, type Spec } fro
 import { ConfigError } from '../common/errors.js';
 import { commonAgentOpts, validateCommon } from '../linux/agent-common.js';
 
-export const l3Opts = {
+const l3Opts = {
   DEFAULT: {
     metadata_port: int(9697, 'TCP Port used by Quantum metadata namespace proxy.', { min: 1, max: 65535 }),
     enable_metadata_proxy: bool(true, 'Allow running metadata proxy.'),
