@@ -260,3 +260,32 @@ function spawnText(argv: string[]): string {
   return execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
 }
 void mkdirSync;
+
+describe('enable_metadata_proxy = False', () => {
+  test('only the mark and the scope drop are installed, no REDIRECT, no INPUT rules, no proxy', async () => {
+    for (const a of agents) await a.stop();
+    const net = await q.createNetwork({ name: `${fx.prefix}-n4` });
+    fx.trackBridge(bridgeName(net.id));
+    const sub = await q.createSubnet({ network_id: net.id, cidr: '10.64.0.0/24', ip_version: 4 });
+    const router = await q.createRouter({ name: `${fx.prefix}-r4` });
+    const ns = fx.trackNamespace(routerNamespace(router.id));
+    const info = await q.addRouterInterface(router.id, { subnet_id: sub.id });
+    fx.trackLink(tapDeviceName(info.port_id));
+    const a = makeAgent(['--noenable_metadata_proxy']);
+    a.start();
+    await waitFor(() => linkExistsSync(routerDeviceName(info.port_id), ns), 10_000, 50, 'router plumbing');
+    await waitFor(() => a.syncs > 1, 5000);
+    const all = [...(await IptablesManager.readRules('filter', ns)), ...(await IptablesManager.readRules('nat', ns)), ...(await IptablesManager.readRules('mangle', ns))];
+    const ours = all.filter((r) => /^-A quantum-l3-agent-\S+ /.test(r));
+    assert.deepEqual(ours.sort(), [
+      '-A quantum-l3-agent-FORWARD -j quantum-l3-agent-scope',
+      '-A quantum-l3-agent-PREROUTING -d 169.254.169.254/32 -i qr-+ -p tcp -m tcp --dport 80 -j MARK --set-xmark 0x1/0xffff',
+      '-A quantum-l3-agent-scope -m mark --mark 0x1/0xffff -j DROP',
+    ]);
+    assert.equal(existsSync(join(state, 'external', 'pids', `${router.id}.pid`)), false);
+    await q.removeRouterInterface(router.id, { subnet_id: sub.id });
+    await q.deleteRouter(router.id);
+    await waitFor(() => !listNamespaces().includes(ns), 10_000, 50, 'namespace removed');
+    await a.stop();
+  });
+});
