@@ -87,7 +87,7 @@ describe('quantum CLI against quantum-server', () => {
     dir = mkdtempSync(join(tmpdir(), 'qm-cli-'));
     const port = await getFreePort();
     d = spawnDaemon('quantum-server/main.js', ['--bind_host', '127.0.0.1', '--bind_port', String(port), '--state_path', dir]);
-    await waitForListen({ host: '127.0.0.1', port });
+    await waitForListen({ host: '127.0.0.1', port }, 30_000);
     url = `http://127.0.0.1:${port}`;
     env = { OS_URL: url, OS_PROJECT_ID: '6fbe9263116a4b68818cf1edce16bc4f' };
   });

@@ -32,7 +32,7 @@ describe('quantum-server daemon', () => {
     writeFileSync(conf, `[DEFAULT]\nbind_host = 127.0.0.1\nbind_port = ${port}\nstate_path = ${state}\nmystery_option = 1\n[database]\n`);
     const d = spawnDaemon('quantum-server/main.js', ['--config-file', conf]);
     daemons.push(d);
-    await waitForListen({ host: '127.0.0.1', port });
+    await waitForListen({ host: '127.0.0.1', port }, 30_000);
     assert.ok(existsSync(join(state, 'quantum.sqlite')), 'database created under state_path');
     const qc = new QuantumClient({ url: `http://127.0.0.1:${port}` });
     const net = await qc.createNetwork({ name: 'd1' });
@@ -45,7 +45,7 @@ describe('quantum-server daemon', () => {
     // Restart on the same database: migrations are idempotent and the data is still there.
     const d2 = spawnDaemon('quantum-server/main.js', ['--config-file', conf]);
     daemons.push(d2);
-    await waitForListen({ host: '127.0.0.1', port });
+    await waitForListen({ host: '127.0.0.1', port }, 30_000);
     const qc2 = new QuantumClient({ url: `http://127.0.0.1:${port}` });
     assert.equal((await qc2.showNetwork(net.id)).name, 'd1');
     await qc2.close();
@@ -72,7 +72,7 @@ describe('quantum-server daemon', () => {
     const port = await getFreePort();
     const d = spawnDaemon('quantum-server/main.js', ['--bind_host', '127.0.0.1', '--bind_port', String(port), '--state_path', state, '--api_workers', '4']);
     daemons.push(d);
-    await waitForListen({ host: '127.0.0.1', port }, 15_000);
+    await waitForListen({ host: '127.0.0.1', port }, 45_000);
     const qc = new QuantumClient({ url: `http://127.0.0.1:${port}`, connections: 50 });
     const net = await qc.createNetwork({ name: 'race' });
     await qc.createSubnet({ network_id: net.id, cidr: '10.66.0.0/24' });
