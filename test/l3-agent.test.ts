@@ -213,7 +213,8 @@ describe('router namespace with metadata proxy', () => {
     assert.equal(existsSync(pidFile), false);
     assert.ok(processGone(pid));
     assert.equal(linkExistsSync(tapDeviceName(rport.id)), false);
-    assert.deepEqual(JSON.parse(readFileSync(join(state, 'l3-agent', 'routers.json'), 'utf8')).routers, []);
+    // The state file is updated last.
+    await waitFor(() => JSON.parse(readFileSync(join(state, 'l3-agent', 'routers.json'), 'utf8')).routers.length === 0, 3000, 50, 'state file');
   });
 });
 

@@ -149,7 +149,8 @@ export class DhcpAgent {
     let failed = false;
 
     const stale = new Set([...this.networks.keys()].filter((id) => !wantedIds.has(id)));
-    if (this.firstSync) for (const id of this.ownedNetworks()) if (!wantedIds.has(id)) stale.add(id);
+    // Networks served before a restart (or whose teardown failed once) are found by their conf dir.
+    for (const id of this.ownedNetworks()) if (!wantedIds.has(id)) stale.add(id);
     for (const id of stale) {
       try {
         await this.disableNetwork(id);

@@ -56,7 +56,6 @@ export class L3Agent {
   private readonly reporter: StateReporter;
   private fullSync = true;
   private stopped = false;
-  private firstSync = true;
   private readonly stateFile: string;
   private readonly mark: string;
   /** Syncs completed, for tests and the state report. */
@@ -163,7 +162,8 @@ export class L3Agent {
     const wanted = new Map(routers.map((r) => [r.id, r]));
     let failed = false;
     try {
-      if (this.firstSync) await this.cleanupStale(wanted);
+      // Every pass, not just the first: a cleanup that failed once is retried (one `ip netns list`).
+      await this.cleanupStale(wanted);
     } catch (e) {
       failed = true;
       this.log.error({ err: errorMessage(e) }, 'Failed removing stale router namespaces');
@@ -186,18 +186,17 @@ export class L3Agent {
         this.log.error({ router_id: r.id, err: errorMessage(e) }, 'Failed processing router');
       }
     }
-    this.firstSync = false;
     this.fullSync = failed;
     this.lastError = failed ? 'router processing failed' : undefined;
     this.syncs++;
   }
 
-  /** At start: namespaces this agent made (state file) for routers that no longer exist are torn down. */
+  /** Namespaces this agent made (state file) for routers that no longer exist — e.g. deleted while it was down. */
   private async cleanupStale(wanted: Map<string, Router>): Promise<void> {
     const owned = this.readOwned();
     const present = new Set((await netnsList({ log: this.log })).map(routerIdFromNamespace).filter((x): x is string => !!x));
     for (const id of owned) {
-      if (wanted.has(id)) continue;
+      if (wanted.has(id) || this.routers.has(id)) continue;
       if (present.has(id)) {
         this.log.info({ router_id: id }, 'removing stale router namespace left by a previous run');
         await this.destroyRouter(id, new Map());
