@@ -63,7 +63,8 @@ async function start(l: StackLayout, withDemo: boolean, log: Logger): Promise<vo
   for (const d of daemons(l)) {
     const already = runningPid(l, d.name);
     const pid = startDaemon(l, d);
-    const ok = await waitReady(d.ready, l.bindHost);
+    // Ready means our process is alive and answering (not some other listener on the same port).
+    const ok = (await waitReady(d.ready, l.bindHost)) && (await sleep(300), runningPid(l, d.name) === pid);
     if (!ok) throw new Error(`${d.name} did not come up; see ${join(l.logs, `${d.name}.log`)} and ${d.name}.stdout`);
     console.log(`${already ? 'running' : 'started'} ${d.name.padEnd(24)} pid ${pid}`);
   }
@@ -123,12 +124,12 @@ async function showDemo(l: StackLayout, topo: DemoTopology): Promise<void> {
   }
   console.log(`
 Try it yourself:
-  ip netns exec demo-a curl http://169.254.169.254/latest/meta-data/instance-id
-  ip netns exec demo-b curl http://169.254.169.254/latest/meta-data/instance-id     # same 10.1.1.2, other tenant
-  ip netns exec demo-b curl http://169.254.169.254/openstack/latest/meta_data.json
-  ip netns exec demo-a curl -H 'X-Instance-ID: whatever' http://169.254.169.254/latest/user-data   # spoofing changes nothing
-  ip netns exec demo-iso ip route       # 169.254.169.254 via the DHCP port, from option 121
-  ip netns exec demo-iso curl http://169.254.169.254/latest/meta-data/hostname
+  ip netns exec ${l.guestPrefix}demo-a curl http://169.254.169.254/latest/meta-data/instance-id
+  ip netns exec ${l.guestPrefix}demo-b curl http://169.254.169.254/latest/meta-data/instance-id     # same 10.1.1.2, other tenant
+  ip netns exec ${l.guestPrefix}demo-b curl http://169.254.169.254/openstack/latest/meta_data.json
+  ip netns exec ${l.guestPrefix}demo-a curl -H 'X-Instance-ID: whatever' http://169.254.169.254/latest/user-data   # spoofing changes nothing
+  ip netns exec ${l.guestPrefix}demo-iso ip route       # 169.254.169.254 via the DHCP port, from option 121
+  ip netns exec ${l.guestPrefix}demo-iso curl http://169.254.169.254/latest/meta-data/hostname
   OS_URL=http://${l.bindHost}:${l.ports.quantum} node dist/src/cli/quantum.js agent-list
   OS_URL=http://${l.bindHost}:${l.ports.compute} node dist/src/cli/nova.js --os-project-id tenant-a list
 Configs: ${l.etc}   Logs: ${l.logs}   Stop: ./install.sh stop

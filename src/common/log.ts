@@ -1,5 +1,5 @@
 // pino loggers configured from the oslo.log-style options every daemon shares.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, openSync } from 'node:fs';
 import { isAbsolute, join, dirname } from 'node:path';
 import pino, { type Logger } from 'pino';
 
@@ -29,7 +29,8 @@ export function createLogger(o: LogOptions): Logger {
   let dest: pino.DestinationStream;
   if (path) {
     mkdirSync(dirname(path), { recursive: true });
-    dest = pino.destination({ dest: path, sync: false, mkdir: true });
+    // Open synchronously so an early exit (bad config, port in use) can still flush what it logged.
+    dest = pino.destination({ fd: openSync(path, 'a'), sync: false });
   } else {
     dest = pino.destination({ fd: 2, sync: true });
   }
