@@ -35,6 +35,7 @@ const { values: flags } = parseArgs({
     storm: { type: 'string' },
     repeats: { type: 'string' },
     duration: { type: 'string' },
+    'chain-duration': { type: 'string' },
     conns: { type: 'string' },
     chain: { type: 'boolean', default: true },
     'no-chain': { type: 'boolean', default: false },
@@ -59,6 +60,7 @@ const cfg = {
   conns: (flags.conns ?? (quick ? '16,64' : '1,16,64')).split(',').map(Number),
   paths: quick ? ['/latest/meta-data/instance-id'] : ['/latest/meta-data/instance-id', '/openstack/latest/meta_data.json'],
   storm: (flags.storm ?? (quick ? '50' : '50,200')).split(',').map(Number).filter((n) => n > 0),
+  chainDuration: Number(flags['chain-duration'] ?? (quick ? 1 : 2)),
   chain: flags.chain! && !flags['no-chain'],
   profile: flags['no-profile'] ? false : (flags.profile ?? !quick),
   out: flags.out ?? (quick ? 'quick' : 'latest'),
@@ -107,6 +109,21 @@ interface MemRecord {
   idle: Mem;
   afterWarmup?: Mem;
   afterLoad?: Mem;
+  /** Measured just before the process is stopped, after idling `idleSeconds` since its last load. */
+  atEnd?: Mem;
+  idleSeconds?: number;
+}
+
+/** When each target last carried load (for the idle time of the final memory reading). */
+const lastLoad: Record<string, number> = {};
+
+function memoryAtEnd(targets: Target[]): void {
+  for (const t of targets) {
+    const m = t.proc && result.memory[t.name];
+    if (!m) continue;
+    m.atEnd = memory(t.proc!.pid);
+    m.idleSeconds = Math.round((Date.now() - (lastLoad[t.name] ?? Date.now())) / 1000);
+  }
 }
 
 const result = {
@@ -199,7 +216,7 @@ function rotate<T>(xs: T[], k: number): T[] {
   return [...xs.slice(i), ...xs.slice(0, i)];
 }
 
-async function loadPhase(targets: Target[], others: Record<string, number>, phase: string): Promise<void> {
+async function loadPhase(targets: Target[], others: Record<string, number>, phase: string, duration = cfg.duration): Promise<void> {
   for (const t of targets) await wrk(t.ns || undefined, t.url(cfg.paths[cfg.paths.length - 1]!), 16, cfg.warmup, t.headers).catch(() => undefined);
   for (const t of targets) if (t.proc) result.memory[t.name]!.afterWarmup = memory(t.proc.pid);
   const total = cfg.repeats * cfg.paths.length * cfg.conns.length * targets.length;
@@ -210,7 +227,7 @@ async function loadPhase(targets: Target[], others: Record<string, number>, phas
         // Rotate the order every repeat so drift in machine load does not favour one target.
         for (const t of rotate(targets, rep)) {
           i++;
-          const r = await measure(t, path, c, cfg.duration, rep, others);
+          const r = await measure(t, path, c, duration, rep, others);
           result.runs.push(r);
           say(`${phase} ${i}/${total} ${t.name} ${path} c${c}: ${fmt(r.rps, 0)} req/s p99 ${fmt(r.p99Ms, 2)} ms cpu ${fmt(r.cpuUsPerReq)} µs/req${r.errors ? ` ERRORS ${r.errors}` : ''}`);
         }
@@ -219,6 +236,7 @@ async function loadPhase(targets: Target[], others: Record<string, number>, phas
   }
   await new Promise((r) => setTimeout(r, 2000));
   for (const t of targets) if (t.proc) result.memory[t.name]!.afterLoad = memory(t.proc.pid);
+  for (const t of targets) lastLoad[t.name] = Date.now() - 2000;
 }
 
 async function stormPhase(targets: Target[], guestIps: (i: number) => string, sizes = cfg.storm): Promise<void> {
@@ -235,6 +253,7 @@ async function stormPhase(targets: Target[], guestIps: (i: number) => string, si
         await redirectTo(topo!, t.port!);
         const r = await bootStorm(topo!.guests.slice(0, n).map((g) => g.ns), BOOT_CRAWL);
         result.storm.push({ ...r, target: t.name, rep });
+        lastLoad[t.name] = Date.now();
         say(`storm ${t.name} N=${n}: ${r.requests} requests in ${fmt(r.totalMs, 0)} ms, p99 ${fmt(r.p99Ms, 1)} ms, errors ${r.errors}`);
       }
     }
@@ -267,7 +286,8 @@ async function profilePhase(socket: string, routerId: string, name: string): Pro
 
 async function chainPhase(stormIp: (i: number) => string): Promise<void> {
   say('building the whole chain (quantum-server, nova-api, metadata agent; network, subnet, router, servers via the APIs)');
-  const maxN = Math.min(240, Math.max(0, ...cfg.storm));
+  // --quick skips the chain's boot storm (creating the servers and the storms take most of a minute).
+  const maxN = cfg.quick ? 0 : Math.min(240, Math.max(0, ...cfg.storm));
   let chain: Chain | undefined;
   try {
     chain = await buildChain({
@@ -302,17 +322,19 @@ async function chainPhase(stormIp: (i: number) => string): Promise<void> {
     say(`chain sanity: ${result.sanity.slice(-2).map((s) => `${s.target} ${s.ok ? 'ok' : 'FAILED ' + s.detail}`).join(', ')}`);
     if (result.sanity.slice(-2).some((s) => !s.ok)) throw new Error('chain sanity check failed');
     const pidOf = (n: string) => c.procs.find((p) => p.name === n)!.pid;
-    await loadPhase(chainTargets, { agent: c.agent.pid, 'quantum-server': pidOf('quantum-server'), 'nova-api': pidOf('nova-api') }, 'chain');
+    await loadPhase(chainTargets, { agent: c.agent.pid, 'quantum-server': pidOf('quantum-server'), 'nova-api': pidOf('nova-api') }, 'chain', cfg.chainDuration);
+    const sizes = cfg.storm.filter((n) => n <= c.stormIps.length);
+    if (sizes.length) {
+      await stormPhase(chainTargets.slice(0, 2), stormIp, sizes);
+      await new Promise((r) => setTimeout(r, 2000));
+      for (const t of chainTargets) if (t.proc) result.memory[t.name]!.afterLoad = memory(t.proc.pid);
+    }
+    if (sizes.length < cfg.storm.length && !cfg.quick) result.notes.push(`chain boot storm only for ${sizes.join(',') || 'no'} guests (servers exist for ${c.stormIps.length} storm IPs)`);
     if (cfg.profile) {
       say('profiling our proxy in the whole chain (--cpu-prof)');
       await profilePhase(c.socket, c.routerId, 'chain');
     }
-    const sizes = cfg.storm.filter((n) => n <= c.stormIps.length);
-    if (sizes.length) {
-      await stormPhase(chainTargets.slice(0, 2), stormIp, sizes);
-      for (const t of chainTargets) if (t.proc) result.memory[t.name]!.afterLoad = memory(t.proc.pid);
-    }
-    if (sizes.length < cfg.storm.length) result.notes.push(`chain boot storm only for ${sizes.join(',') || 'no'} guests (servers exist for ${c.stormIps.length} storm IPs)`);
+    memoryAtEnd(chainTargets);
   } catch (e) {
     result.notes.push(`whole chain failed: ${(e as Error).message}`);
     say(`chain failed: ${(e as Error).stack ?? String(e)}`);
@@ -370,6 +392,7 @@ async function main(): Promise<void> {
   if (cfg.storm.length) {
     // The minimal upstream answers any guest: 10.1.1.10 onwards, then 10.1.2.x ... for large N.
     await stormPhase(targets.filter((t) => t.port !== undefined), stormIp);
+    await new Promise((r) => setTimeout(r, 2000));
     for (const t of targets) if (t.proc) result.memory[t.name]!.afterLoad = memory(t.proc.pid);
   }
 
@@ -384,6 +407,7 @@ async function main(): Promise<void> {
     else if (!haveOurs) result.notes.push('whole chain not measured: our proxy is not built');
     else await chainPhase(stormIp);
   }
+  memoryAtEnd(targets);
   (result.meta as { loadavgEnd?: number[] }).loadavgEnd = loadavg();
 }
 
@@ -471,9 +495,14 @@ function checks(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeof 
   const m = result.memory.ours;
   if (m) {
     out.push({ goal: 'idle RSS ≤ 30 MB (ours)', measured: `${fmt(mb(m.idle.rssKb))} MB`, pass: mb(m.idle.rssKb) <= 30 });
-    if (m.afterLoad && m.afterWarmup) {
-      const grow = mb(m.afterLoad.rssKb) - mb(m.afterWarmup.rssKb);
-      out.push({ goal: 'no RSS growth after load (ours; after-load vs after-warm-up, ≤ +10%)', measured: `${grow >= 0 ? '+' : ''}${fmt(grow)} MB (${fmt(mb(m.idle.rssKb))} idle → ${fmt(mb(m.afterWarmup.rssKb))} warm → ${fmt(mb(m.afterLoad.rssKb))} after)`, pass: m.afterLoad.rssKb <= m.afterWarmup.rssKb * 1.1 });
+    const end = m.atEnd ?? m.afterLoad;
+    if (end && m.afterWarmup) {
+      const grow = mb(end.rssKb) - mb(m.afterWarmup.rssKb);
+      out.push({
+        goal: 'no RSS growth after load (ours; idle at the end vs after warm-up, ≤ +10%)',
+        measured: `${grow >= 0 ? '+' : ''}${fmt(grow)} MB (${fmt(mb(m.idle.rssKb))} idle → ${fmt(mb(m.afterWarmup.rssKb))} warm → ${fmt(mb(m.afterLoad?.rssKb))} right after load → ${fmt(mb(end.rssKb))} after ${m.idleSeconds ?? 0} s idle)`,
+        pass: end.rssKb <= m.afterWarmup.rssKb * 1.1,
+      });
     }
   }
   for (const r of rat) {
@@ -497,13 +526,26 @@ function markdown(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeo
   );
   L.push(
     '',
-    `${cfg.repeats} repeats × ${cfg.duration} s per figure (wrk -t1, --latency, from the guest namespace through Neutron's iptables REDIRECT), medians shown; ratios are medians of per-repeat ratios (targets interleaved within each repeat). ${cfg.quick ? '**Quick run.**' : ''}`,
+    `${cfg.repeats} repeats × ${cfg.duration} s per figure (${cfg.chainDuration} s in the whole chain; wrk -t1, --latency, from the guest namespace through Neutron's iptables REDIRECT), medians shown; ratios are medians of per-repeat ratios (targets interleaved within each repeat). ${cfg.quick ? '**Quick run.**' : ''}`,
   );
   if (result.notes.length) L.push('', ...result.notes.map((n) => `- Note: ${n}`));
   L.push('', '## Targets', '', table(['goal', 'measured', 'pass'], chk.map((c) => [c.goal, c.measured, c.pass === null ? '–' : c.pass ? 'yes' : '**NO**'])));
-  const tbl = (names: string[], others: string[], backend: boolean) =>
+  const tbl = (names: string[], others: string[], backend: boolean, total = false) =>
     table(
-      ['target', 'path', 'conns', 'req/s', 'p50 ms', 'p99 ms', 'proxy CPU µs/req', ...others.map((o) => `${o} CPU µs/req`), 'new guest conns/req', ...(backend ? ['backend conns/req'] : []), 'errors'],
+      [
+        'target',
+        'path',
+        'conns',
+        'req/s',
+        'p50 ms',
+        'p99 ms',
+        'proxy CPU µs/req',
+        ...others.map((o) => `${o} CPU µs/req`),
+        ...(total ? ['all hops CPU µs/req'] : []),
+        'new guest conns/req',
+        ...(backend ? ['backend conns/req'] : []),
+        'errors',
+      ],
       summary
         .filter((s) => names.includes(s.target))
         .sort((a, b) => a.path.localeCompare(b.path) || a.conns - b.conns || names.indexOf(a.target) - names.indexOf(b.target))
@@ -516,6 +558,7 @@ function markdown(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeo
           fmt(s.p99Ms, 2),
           fmt(s.cpuUsPerReq),
           ...others.map((o) => fmt(s.otherCpuUsPerReq[o])),
+          ...(total ? [fmt((Number.isFinite(s.cpuUsPerReq) ? s.cpuUsPerReq : 0) + others.reduce((a, o) => a + (s.otherCpuUsPerReq[o] ?? 0), 0))] : []),
           fmt(s.guestConnsPerReq, 3),
           ...(backend ? [fmt(s.backendConnsPerReq, 3)] : []),
           s.errors,
@@ -533,14 +576,24 @@ function markdown(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeo
     const x = result.memory[name];
     if (!x) return undefined;
     const mb = (k?: number) => (k === undefined ? '–' : fmt(k / 1024));
-    return [name, mb(x.idle.rssKb), mb(x.afterWarmup?.rssKb), mb(x.afterLoad?.rssKb), mb((x.afterLoad ?? x.afterWarmup ?? x.idle).hwmKb), mb(x.idle.privateKb), mb(x.afterLoad?.privateKb)];
+    return [
+      name,
+      mb(x.idle.rssKb),
+      mb(x.afterWarmup?.rssKb),
+      mb(x.afterLoad?.rssKb),
+      x.atEnd ? `${mb(x.atEnd.rssKb)} (${x.idleSeconds} s)` : '–',
+      mb((x.atEnd ?? x.afterLoad ?? x.afterWarmup ?? x.idle).hwmKb),
+      mb(x.idle.privateKb),
+      mb(x.afterLoad?.privateKb),
+      mb(x.atEnd?.privateKb),
+    ];
   };
   L.push(
     '',
     '## Memory (MB; haproxy summed over its processes)',
     '',
     table(
-      ['process', 'RSS idle', 'RSS after warm-up', 'RSS after load', 'peak RSS (VmHWM)', 'private idle', 'private after load'],
+      ['process', 'RSS idle', 'RSS after warm-up', 'RSS after load (+2 s)', 'RSS at end (idle for)', 'peak RSS (VmHWM)', 'private idle', 'private after load', 'private at end'],
       ['ours', 'haproxy', 'chain-ours', 'chain-haproxy'].map(mrow).filter((r): r is string[] => !!r),
     ),
   );
@@ -555,7 +608,7 @@ function markdown(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeo
       ),
     );
   if (summary.some((s) => s.target.startsWith('chain-'))) {
-    L.push('', '## Whole chain: proxy → metadata agent → quantum-server lookup → nova-api metadata', '', tbl(['chain-ours', 'chain-haproxy', 'nova-direct'], ['agent', 'quantum-server', 'nova-api'], false));
+    L.push('', '## Whole chain: proxy → metadata agent → quantum-server lookup → nova-api metadata', '', tbl(['chain-ours', 'chain-haproxy', 'nova-direct'], ['agent', 'quantum-server', 'nova-api'], false, true));
     L.push(
       '',
       table(
