@@ -183,7 +183,7 @@ describe('isolated network: dnsmasq, dhclient, option 121, metadata proxy on 169
     assert.equal(Number(readFileSync(pidFile, 'utf8')), pid);
   });
 
-  test('kill -9 of dnsmasq and of the proxy: both back within 2 s', async () => {
+  test('kill -9 of dnsmasq and of the proxy: both back within 2 s', async (t) => {
     const dmPidFile = join(state, 'dhcp', net.id, 'pid');
     const pxPidFile = join(state, 'external', 'pids', `${net.id}.pid`);
     const dm = Number(readFileSync(dmPidFile, 'utf8'));
@@ -201,6 +201,7 @@ describe('isolated network: dnsmasq, dhclient, option 121, metadata proxy on 169
     };
     await waitFor(() => alive(dmPidFile, dm) && alive(pxPidFile, px), 3000, 20, 'respawns');
     const took = Date.now() - t0;
+    t.diagnostic(`respawned in ${took} ms`);
     assert.ok(took < 2000, `respawn took ${took} ms`);
     await waitFor(async () => JSON.parse(await inNs(guest.ns, ['curl', '-s', '-m', '2', 'http://169.254.169.254/'])).headers['x-neutron-network-id'] === net.id, 3000, 50, 'proxy serving again');
   });

@@ -42,7 +42,8 @@ function start(name: string, main: string, args: string[]): Daemon {
   return d;
 }
 
-const curl = (g: Guest, url: string) => execute(['curl', '-s', '-m', '10', url], { netns: g.ns });
+// A short connect timeout: while the router or its proxy is still being built, a SYN may go unanswered.
+const curl = (g: Guest, url: string) => execute(['curl', '-s', '--connect-timeout', '1', '-m', '10', url], { netns: g.ns });
 
 before(async () => {
   state = fx.statePath();
@@ -102,7 +103,8 @@ async function boot(project: string, name: string, networkId: string, fixedIp?: 
 }
 
 describe('router path, two tenants with the same guest IP', () => {
-  test('each guest gets its own instance-id through its router proxy, the metadata agent and nova-api', async () => {
+  test('each guest gets its own instance-id through its router proxy, the metadata agent and nova-api', async (t) => {
+    const t0 = Date.now();
     const guests: Array<{ g: Guest; id: string; name: string }> = [];
     for (const t of ['tenant-a', 'tenant-b']) {
       const { net, subnetId } = await tenantNetwork(t, `net-${t}`, '10.1.1.0/24', '10.1.1.1');
@@ -117,8 +119,9 @@ describe('router path, two tenants with the same guest IP', () => {
       const got = await waitFor(async () => {
         const r = await curl(g, 'http://169.254.169.254/latest/meta-data/instance-id').catch(() => '');
         return r.startsWith('i-') ? r : undefined;
-      }, 20_000, 200, 'instance-id via the router');
+      }, 30_000, 200, 'instance-id via the router');
       assert.match(got, /^i-[0-9a-f]{8}$/);
+      t.diagnostic(`${name}: first metadata answer ${Date.now() - t0} ms after creating the networks`);
       const meta = JSON.parse(await curl(g, 'http://169.254.169.254/openstack/latest/meta_data.json')) as { uuid: string; name: string };
       assert.equal(meta.uuid, id);
       assert.equal(meta.name, name);
@@ -129,7 +132,8 @@ describe('router path, two tenants with the same guest IP', () => {
 });
 
 describe('isolated network path', () => {
-  test('dhclient gets the address and option 121 route; metadata comes through the qdhcp proxy', async () => {
+  test('dhclient gets the address and option 121 route; metadata comes through the qdhcp proxy', async (t) => {
+    const t0 = Date.now();
     const { net } = await tenantNetwork('tenant-a', 'iso', '172.17.17.0/24', null);
     const { id, port } = await boot('tenant-a', 'vm-iso', net.id);
     const g = fx.guest({ bridge: bridgeName(net.id), mac: port.mac_address });
@@ -141,6 +145,7 @@ describe('isolated network path', () => {
       await execute(['dhclient', '-1', '-pf', pf, '-lf', join(tmp, 'leases'), 'eth0'], { netns: g.ns, timeoutMs: 20_000 }).catch(() => undefined);
       return (await execute(['ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'], { netns: g.ns })).includes(port.fixed_ips[0]!.ip_address);
     }, 40_000, 500, 'DHCP lease');
+    t.diagnostic(`isolated guest leased ${Date.now() - t0} ms after creating the network`);
     const routes = await execute(['ip', '-4', 'route'], { netns: g.ns });
     assert.match(routes, /169\.254\.169\.254 via 172\.17\.17\.\d+ dev eth0/);
     const meta = JSON.parse(await waitFor(() => curl(g, 'http://169.254.169.254/openstack/latest/meta_data.json').catch(() => ''), 15_000, 200, 'metadata')) as { uuid: string };

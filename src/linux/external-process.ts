@@ -91,6 +91,17 @@ export class ProcessManager {
   }
 
   private enabling: Promise<void> | undefined;
+  private readonly exitListeners = new Set<() => void>();
+
+  /**
+   * Be told when a process this manager started in the foreground (and still names in its pid file) exits,
+   * e.g. killed with -9. Processes adopted from an earlier run, or that daemonize, are not our children:
+   * only the periodic check sees those. Returns the unsubscribe function.
+   */
+  onExit(fn: () => void): () => void {
+    this.exitListeners.add(fn);
+    return () => this.exitListeners.delete(fn);
+  }
 
   /**
    * Start the process unless it is already active. Resolves once the pid file names a live process.
@@ -125,6 +136,10 @@ export class ProcessManager {
       closeSync(fd);
     }
     const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+    child.once('exit', () => {
+      // A clean stop removes the pid file first; a pid file still naming this child means it died.
+      if (child.pid !== undefined && this.pid === child.pid) for (const fn of this.exitListeners) fn();
+    });
     child.unref();
     if ((this.o.pidFileWriter ?? 'manager') === 'manager') {
       if (child.pid === undefined) throw await spawnError;
@@ -190,6 +205,8 @@ export class ProcessMonitor {
   private readonly entries = new Map<string, ProcessManager>();
   private timer: NodeJS.Timeout | undefined;
   private checking = false;
+  private recheck = false;
+  private readonly unsubscribe = new Map<string, () => void>();
   private readonly log: Logger;
   /** Respawns done, for state reports and tests. */
   respawns = 0;
@@ -206,11 +223,27 @@ export class ProcessMonitor {
   }
 
   register(pm: ProcessManager): void {
-    this.entries.set(this.key(pm.uuid, pm.service), pm);
+    const key = this.key(pm.uuid, pm.service);
+    if (this.entries.get(key) === pm) return;
+    this.unsubscribe.get(key)?.();
+    this.entries.set(key, pm);
+    // Checking stays periodic as in Neutron; a child's death just brings the next check forward.
+    if (this.o.intervalSec > 0) this.unsubscribe.set(key, pm.onExit(() => this.requestCheck()));
   }
 
   unregister(uuid: string, service?: string): void {
-    this.entries.delete(this.key(uuid, service));
+    const key = this.key(uuid, service);
+    this.unsubscribe.get(key)?.();
+    this.unsubscribe.delete(key);
+    this.entries.delete(key);
+  }
+
+  private requestCheck(): void {
+    if (this.checking) {
+      this.recheck = true;
+      return;
+    }
+    setImmediate(() => void this.check());
   }
 
   isRegistered(uuid: string, service?: string): boolean {
@@ -241,12 +274,18 @@ export class ProcessMonitor {
       }
     } finally {
       this.checking = false;
+      if (this.recheck && this.timer) {
+        this.recheck = false;
+        setImmediate(() => void this.check());
+      }
     }
   }
 
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    for (const u of this.unsubscribe.values()) u();
+    this.unsubscribe.clear();
     this.entries.clear();
   }
 }
