@@ -752,3 +752,132 @@ import * as netModule from 'node:net';
 function require_net(): typeof netModule {
   return netModule;
 }
+
+// Provider (load-balancer) mode needs a Neutron that knows `advanced_service_providers` on subnets,
+// which quantum-server does not implement; a small stand-in speaking the Neutron v2.0 JSON answers
+// the two calls Nova makes, through the real QuantumClient, so the calls themselves can be checked.
+describe('nova metadata API: X-Metadata-Provider mode', () => {
+  let tdb: TestDb;
+  let db: Db<NovaDatabase>;
+  let neutron: Server;
+  let qc: QuantumClient;
+  let inst: string;
+  const calls: URL[] = [];
+  const servers: { server: Server; handler: MetadataHandler }[] = [];
+  const NETS = Array.from({ length: 170 }, (_, i) => `net-${i}`);
+
+  before(async () => {
+    tdb = await backends()[0]!();
+    db = openDatabase<NovaDatabase>(tdb.url);
+    await migrate(db, 'nova', novaMigrations);
+    inst = await insertInstance(db.db, { project_id: 'proj-p', hostname: 'lb-guest' });
+    neutron = createServer((req, res) => {
+      const u = new URL(req.url!, 'http://x');
+      calls.push(u);
+      const send = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      if (u.pathname === '/v2.0/subnets') {
+        const p = u.searchParams.get('advanced_service_providers');
+        if (p === 'prov-none') return send(200, { subnets: [] });
+        return send(200, { subnets: NETS.map((n) => ({ network_id: n })) });
+      }
+      if (u.pathname === '/v2.0/ports') {
+        const ip = (u.searchParams.get('fixed_ips') ?? '').replace('ip_address=', '');
+        const nets = u.searchParams.getAll('network_id');
+        if (ip === '10.9.9.66') return send(500, { NeutronError: { type: 'HTTPInternalServerError', message: 'boom', detail: '' } });
+        const ports: { device_id: string; tenant_id: string }[] = [];
+        if (ip === '10.9.9.1' && nets.includes('net-165')) ports.push({ device_id: inst, tenant_id: 'proj-p' });
+        if (ip === '10.9.9.2' && nets.includes('net-3')) ports.push({ device_id: inst, tenant_id: 'proj-p' }, { device_id: inst, tenant_id: 'proj-p' });
+        return send(200, { ports });
+      }
+      send(404, {});
+    });
+    const np = await listen(neutron, '127.0.0.1', 0);
+    qc = new QuantumClient({ url: `http://127.0.0.1:${np}` });
+  });
+
+  after(async () => {
+    for (const s of servers) {
+      await closeServer(s.server);
+      s.handler.close();
+    }
+    await qc.close();
+    await closeServer(neutron);
+    await db.close();
+    await tdb.drop();
+  });
+
+  async function start(opts: Partial<HandlerOptions>): Promise<{ port: number; handler: MetadataHandler }> {
+    const { log } = captureLogger();
+    const h = new MetadataHandler({ ...baseOpts, ...opts }, new DbMetadataStore(db.db), qc, log);
+    const server = createServer(h.handle);
+    const p = await listen(server, '127.0.0.1', 0);
+    servers.push({ server, handler: h });
+    return { port: p, handler: h };
+  }
+  const lb = (provider: string, xff: string, sig?: string) => ({ 'X-Metadata-Provider': provider, 'X-Forwarded-For': xff, ...(sig === undefined ? {} : { 'X-Metadata-Provider-Signature': sig }) });
+
+  test('signed request: two list_ports calls in chunks of 160 networks, then the instance', async () => {
+    const { port } = await start({});
+    calls.length = 0;
+    const r = await call(port, '/latest/meta-data/hostname', { headers: lb('prov-ok', '10.9.9.1', signInstanceId(SECRET, 'prov-ok')) });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.text, 'lb-guest.novalocal');
+    const portCalls = calls.filter((c) => c.pathname === '/v2.0/ports');
+    assert.deepEqual(portCalls.map((c) => c.searchParams.getAll('network_id').length), [160, 10]);
+    assert.equal(portCalls[0]!.searchParams.get('fixed_ips'), 'ip_address=10.9.9.1');
+    const sub = calls.find((c) => c.pathname === '/v2.0/subnets')!;
+    assert.equal(sub.searchParams.get('advanced_service_providers'), 'prov-ok');
+    assert.equal(sub.searchParams.get('fields'), 'network_id');
+  });
+
+  test('with a secret: unsigned or badly signed → 403', async () => {
+    const { port } = await start({});
+    assert.equal((await call(port, '/latest/meta-data/', { headers: lb('prov-ok', '10.9.9.1') })).status, 403);
+    assert.equal((await call(port, '/latest/meta-data/', { headers: lb('prov-ok', '10.9.9.1', signInstanceId('wrong', 'prov-ok')) })).status, 403);
+  });
+
+  test('without a secret the provider signature is not checked (the daemon itself refuses that setup)', async () => {
+    const { port } = await start({ sharedSecret: '' });
+    assert.equal((await call(port, '/latest/meta-data/hostname', { headers: lb('prov-ok', '10.9.9.1') })).status, 200);
+  });
+
+  test('X-Forwarded-For "a, b" uses a; missing X-Forwarded-For → 400', async () => {
+    const { port } = await start({});
+    assert.equal((await call(port, '/latest/meta-data/hostname', { headers: lb('prov-ok', '10.9.9.1, 192.168.0.1', signInstanceId(SECRET, 'prov-ok')) })).status, 200);
+    const r = await call(port, '/latest/meta-data/', { headers: { 'X-Metadata-Provider': 'prov-ok', 'X-Metadata-Provider-Signature': signInstanceId(SECRET, 'prov-ok') } });
+    assert.equal(r.status, 400);
+    assert.match(r.text, /X-Forwarded-For is missing from request\./);
+  });
+
+  test('no subnets, a Neutron error, 0 or 2 ports → 400 with Nova\'s messages', async () => {
+    const { port } = await start({ cacheExpiration: 0 });
+    const sig = (p: string) => signInstanceId(SECRET, p);
+    const none = await call(port, '/latest/meta-data/', { headers: lb('prov-none', '10.9.9.1', sig('prov-none')) });
+    assert.equal(none.status, 400);
+    assert.match(none.text, /Could not find any subnets for provider prov-none/);
+    const err = await call(port, '/latest/meta-data/', { headers: lb('prov-ok', '10.9.9.66', sig('prov-ok')) });
+    assert.equal(err.status, 400);
+    assert.match(err.text, /An unknown error has occurred\. Please try your request again\./);
+    const zero = await call(port, '/latest/meta-data/', { headers: lb('prov-ok', '10.9.9.9', sig('prov-ok')) });
+    assert.equal(zero.status, 400);
+    assert.match(zero.text, /Expected a single port matching provider prov-ok and IP 10\.9\.9\.9\. Found 0\./);
+    const two = await call(port, '/latest/meta-data/', { headers: lb('prov-ok', '10.9.9.2', sig('prov-ok')) });
+    assert.equal(two.status, 400);
+    assert.match(two.text, /Found 2\./);
+  });
+
+  test('cache: provider-<id>-<ip> is kept (15 → one Neutron lookup for two requests; 0 → two)', async () => {
+    const h = lb('prov-ok', '10.9.9.1', signInstanceId(SECRET, 'prov-ok'));
+    const c15 = await start({ cacheExpiration: 15 });
+    calls.length = 0;
+    await call(c15.port, '/latest/meta-data/hostname', { headers: h });
+    await call(c15.port, '/latest/meta-data/hostname', { headers: h });
+    assert.equal(calls.filter((c) => c.pathname === '/v2.0/subnets').length, 1);
+    assert.ok(c15.handler.providerCache.get('provider-prov-ok-10.9.9.1'));
+    const c0 = await start({ cacheExpiration: 0 });
+    calls.length = 0;
+    await call(c0.port, '/latest/meta-data/hostname', { headers: h });
+    await call(c0.port, '/latest/meta-data/hostname', { headers: h });
+    assert.equal(calls.filter((c) => c.pathname === '/v2.0/subnets').length, 2);
+  });
+});

@@ -121,6 +121,11 @@ export class InstanceMetadata {
   readonly projectId: string;
   /** Serialised once per build; Nova renders it per request but the bytes only differ in random_seed. */
   private networkDataCache: string | undefined;
+  /** Rendered responses by request path. The object is immutable once built, so a path renders the same bytes each time. */
+  readonly rendered = new Map<string, { body: Buffer; mime: string }>();
+  /** meta_data.json per version, split around random_seed (which must be fresh per request). */
+  private readonly mdTemplates = new Map<string, [string, string] | string>();
+  private readonly ec2Trees = new Map<string, Ec2Dict>();
 
   constructor(
     readonly instance: InstanceRecord,
@@ -143,6 +148,15 @@ export class InstanceMetadata {
 
   getEc2Metadata(version: string): Ec2Dict {
     if (version === 'latest') version = VERSIONS[VERSIONS.length - 1]!;
+    let tree = this.ec2Trees.get(version);
+    if (!tree) {
+      tree = this.buildEc2Metadata(version);
+      this.ec2Trees.set(version, tree);
+    }
+    return tree;
+  }
+
+  private buildEc2Metadata(version: string): Ec2Dict {
     const vi = VERSIONS.indexOf(version);
     if (vi < 0) throw new InvalidMetadataPath(version);
     const since = (v: string) => vi >= VERSIONS.indexOf(v);
@@ -182,6 +196,20 @@ export class InstanceMetadata {
   }
 
   metadataAsJson(version: string): string {
+    let t = this.mdTemplates.get(version);
+    if (t === undefined) {
+      const SEED = '\u0000random_seed\u0000';
+      const whole = this.buildMetadataJson(version, SEED);
+      const marker = pyDumps(SEED);
+      const at = whole.indexOf(marker);
+      t = at < 0 ? whole : [whole.slice(0, at), whole.slice(at + marker.length)];
+      this.mdTemplates.set(version, t);
+    }
+    if (typeof t === 'string') return t;
+    return `${t[0]}"${randomBytes(512).toString('base64')}"${t[1]}`;
+  }
+
+  private buildMetadataJson(version: string, seed: string): string {
     const inst = this.instance;
     const md = new Map<string, unknown>([['uuid', this.uuid]]);
     if (inst.metadata.size) md.set('meta', inst.metadata);
@@ -196,7 +224,7 @@ export class InstanceMetadata {
     md.set('name', inst.display_name);
     md.set('launch_index', inst.launch_index);
     md.set('availability_zone', inst.availability_zone);
-    if (this.checkOs(GRIZZLY, version)) md.set('random_seed', randomBytes(512).toString('base64'));
+    if (this.checkOs(GRIZZLY, version)) md.set('random_seed', seed);
     if (this.checkOs(LIBERTY, version)) md.set('project_id', inst.project_id);
     if (this.checkOs(NEWTON_ONE, version)) md.set('devices', this.deviceMetadata(version));
     if (this.checkOs(VICTORIA, version)) md.set('dedicated_cpus', this.dedicatedCpus());
@@ -278,7 +306,7 @@ export class InstanceMetadata {
    * lookup(path): the value and its MIME type. Throws InvalidMetadataPath for anything Nova answers 404.
    * vendor_data2.json is returned as a marker because it needs an async fetch.
    */
-  lookup(rawPath: string): { data: LookupResult; mime: string } {
+  lookup(rawPath: string): { data: LookupResult; mime: string; volatile?: boolean } {
     const path = rawPath === '' || rawPath[0] !== '/' ? pyNormpath(`/${rawPath}`) : pyNormpath(rawPath);
     let tokens = path.split('/').slice(1);
     if (tokens[0] !== 'ec2' && tokens[0] !== 'openstack') tokens = tokens[0] === '' ? ['ec2'] : ['ec2', ...tokens];
@@ -294,7 +322,7 @@ export class InstanceMetadata {
     return { data: findPathInTree(data, tokens.slice(2)), mime: MIME_TEXT };
   }
 
-  private openstackItem(tokens: string[]): { data: LookupResult; mime: string } {
+  private openstackItem(tokens: string[]): { data: LookupResult; mime: string; volatile?: boolean } {
     // /openstack/content/NNNN only exists on a config drive.
     if (tokens[0] === 'content') throw new InvalidMetadataPath('content');
     let version = tokens[0]!;
@@ -319,7 +347,8 @@ export class InstanceMetadata {
         if (this.checkOs(NEWTON_TWO, version)) return { data: { vendorData2: true }, mime: MIME_JSON };
         throw new InvalidMetadataPath(path);
       case 'meta_data.json':
-        return { data: this.metadataAsJson(version), mime: MIME_JSON };
+        // random_seed makes every answer different from GRIZZLY on.
+        return { data: this.metadataAsJson(version), mime: MIME_JSON, volatile: this.checkOs(GRIZZLY, version) };
       case 'network_data.json':
         // Nova never sets a JSON MIME type here, and serves it for every version.
         return { data: this.networkData(), mime: MIME_TEXT };

@@ -313,6 +313,11 @@ export class MetadataHandler {
       }
       const md = await this.identify(req);
       if (!md) throw new HttpError(404);
+      const memo = md.rendered.get(pathInfo);
+      if (memo) {
+        this.send(req, res, 200, memo.mime, memo.body);
+        return;
+      }
       let found;
       try {
         found = md.lookup(pathInfo);
@@ -321,7 +326,7 @@ export class MetadataHandler {
         this.log.error({ err: e }, `error rendering ${pathInfo} for ${md.uuid}`);
         throw new HttpError(500, UNKNOWN_ERROR);
       }
-      const { data, mime } = found;
+      const { data, mime, volatile } = found;
       if (data === PASSWORD_HANDLER) {
         await this.handlePassword(req, res, md);
         return;
@@ -336,7 +341,12 @@ export class MetadataHandler {
           throw new HttpError(500, DEFAULT_EXPLANATIONS[500]);
         }
       } else out = ec2MdPrint(data as Exclude<typeof data, { vendorData2: true }>);
-      this.send(req, res, 200, mime === MIME_JSON ? MIME_JSON : 'text/plain; charset=UTF-8', out);
+      const contentType = mime === MIME_JSON ? MIME_JSON : 'text/plain; charset=UTF-8';
+      const body = typeof out === 'string' ? Buffer.from(out, 'utf8') : out;
+      // Everything but meta_data.json (fresh random_seed) and vendor_data2.json (fetched every time) renders
+      // the same bytes for this cached object, so keep them (bounded: guests can ask for any path).
+      if (!volatile && !(data !== null && typeof data === 'object' && 'vendorData2' in data) && md.rendered.size < 64) md.rendered.set(pathInfo, { body, mime: contentType });
+      this.send(req, res, 200, contentType, body);
     } catch (e) {
       if (e instanceof HttpError) {
         this.sendError(req, res, e);

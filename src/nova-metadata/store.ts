@@ -1,6 +1,6 @@
 // Loading an instance with everything the metadata API renders (Nova's expected_attrs), and saving
 // the guest's password into system metadata.
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { InstanceRow, NovaDatabase } from '../db/nova-schema.js';
 import { convertPassword } from './base.js';
 import type { InstanceRecord, KeyPairCopy, NetworkInfo } from './model.js';
@@ -68,31 +68,40 @@ export async function uuidToIntId(db: Kysely<NovaDatabase>, table: 'ec2_instance
 export class DbMetadataStore implements MetadataStore {
   constructor(private readonly db: Kysely<NovaDatabase>) {}
 
+  /** Three queries: the instance with its info cache and EC2/image ids, its metadata rows (both kinds), its block devices. */
   async getInstance(uuid: string): Promise<InstanceRecord | undefined> {
     const db = this.db;
-    const row = await db.selectFrom('instances').selectAll().where('uuid', '=', uuid).executeTakeFirst();
+    const row = await db
+      .selectFrom('instances')
+      .leftJoin('instance_info_caches as c', 'c.instance_uuid', 'instances.uuid')
+      .leftJoin('ec2_instances as e', 'e.uuid', 'instances.uuid')
+      .leftJoin('s3_images as img', 'img.uuid', 'instances.image_ref')
+      .selectAll('instances')
+      .select(['c.network_info as _network_info', 'e.id as _ec2_id', 'img.id as _ami_id'])
+      .where('instances.uuid', '=', uuid)
+      .executeTakeFirst();
     if (!row) return undefined;
-    const [meta, sysmeta, cache, bdms, inst] = await Promise.all([
-      db.selectFrom('instance_metadata').select(['key', 'value']).where('instance_uuid', '=', uuid).orderBy('id').execute(),
-      db.selectFrom('instance_system_metadata').select(['key', 'value']).where('instance_uuid', '=', uuid).orderBy('id').execute(),
-      db.selectFrom('instance_info_caches').select('network_info').where('instance_uuid', '=', uuid).executeTakeFirst(),
+    const [kv, bdms] = await Promise.all([
+      db
+        .selectFrom('instance_metadata')
+        .select([sql<number>`0`.as('sys'), 'id', 'key', 'value'])
+        .where('instance_uuid', '=', uuid)
+        .unionAll(db.selectFrom('instance_system_metadata').select([sql<number>`1`.as('sys'), 'id', 'key', 'value']).where('instance_uuid', '=', uuid))
+        .execute(),
       db.selectFrom('block_device_mapping').select(['source_type', 'destination_type', 'device_name', 'guest_format']).where('instance_uuid', '=', uuid).orderBy('id').execute(),
-      db.selectFrom('ec2_instances').select('id').where('uuid', '=', uuid).executeTakeFirst(),
     ]);
-    const imageUuids = [row.image_ref, row.kernel_id, row.ramdisk_id].filter((x): x is string => !!x);
-    const images = imageUuids.length ? await db.selectFrom('s3_images').select(['id', 'uuid']).where('uuid', 'in', imageUuids).execute() : [];
-    const imageId = async (u: string | null): Promise<number | null> => {
-      if (!u) return null;
-      const f = images.find((i) => i.uuid === u);
-      return f ? Number(f.id) : uuidToIntId(db, 's3_images', u);
-    };
+    kv.sort((a, b) => Number(a.id) - Number(b.id));
+    const meta = kv.filter((r) => Number(r.sys) === 0);
+    const sysmeta = kv.filter((r) => Number(r.sys) === 1);
+    const imageId = async (u: string | null): Promise<number | null> => (u ? uuidToIntId(db, 's3_images', u) : null);
     const ids = {
-      instance: inst ? Number(inst.id) : await uuidToIntId(db, 'ec2_instances', uuid),
-      ami: await imageId(row.image_ref),
+      instance: row._ec2_id !== null && row._ec2_id !== undefined ? Number(row._ec2_id) : await uuidToIntId(db, 'ec2_instances', uuid),
+      ami: row._ami_id !== null && row._ami_id !== undefined ? Number(row._ami_id) : await imageId(row.image_ref),
       kernel: await imageId(row.kernel_id),
       ramdisk: await imageId(row.ramdisk_id),
     };
-    return rowToRecord(row, meta, sysmeta, cache ? (JSON.parse(cache.network_info) as NetworkInfo) : [], bdms, ids);
+    const nw = row._network_info ? (JSON.parse(row._network_info) as NetworkInfo) : [];
+    return rowToRecord(row, meta, sysmeta, nw, bdms, ids);
   }
 
   async setPassword(uuid: string, password: string): Promise<boolean> {
