@@ -3,7 +3,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildRoot } from './helpers/paths.js';
@@ -11,6 +11,8 @@ import { getFreePort, sleep, waitFor } from './helpers/proc.js';
 
 const PREFIX = `t${process.pid.toString(36)}${Math.random().toString(36).slice(2, 5)}-`;
 const dataDir = mkdtempSync(join(tmpdir(), 'qm-aio-'));
+// dnsmasq drops to nobody and re-reads its hosts file on SIGHUP: the state path must be traversable, as /var/lib is.
+chmodSync(dataDir, 0o755);
 let ports: string[] = [];
 
 function aio(cmd: string): { code: number; out: string } {
@@ -35,10 +37,11 @@ function curl(ns: string, path: string, headers: string[] = [], extra: string[] 
 const ns = (server: string) => `${PREFIX}${server}`;
 const netnsList = () => execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' }).split('\n').map((l) => l.split(' ')[0]!).filter(Boolean);
 const readPid = (file: string) => Number.parseInt(readFileSync(file, 'utf8'), 10);
+/** Alive and not a zombie (nothing reaps orphans on every machine, so a killed daemon may linger as one). */
 const alive = (pid: number) => {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^[ZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3));
   } catch {
     return false;
   }
@@ -122,21 +125,36 @@ describe('all-in-one stack', { timeout: 600_000 }, () => {
   });
 
   test('cloud-init crawls OpenStack and EC2 metadata in every guest, through both paths', () => {
-    const py = `
+    const py = String.raw`
 import json
-from cloudinit.sources.helpers import openstack
-from cloudinit import ec2_utils
-r = openstack.MetadataReader('http://169.254.169.254', retries=0)
-res = r.read_v2()
+from cloudinit import url_helper
+from cloudinit.sources.helpers import openstack, ec2
+seen = []
+real = url_helper.readurl
+def recording(url, *a, **kw):
+    try:
+        r = real(url, *a, **kw)
+        seen.append([url, r.code])
+        return r
+    except url_helper.UrlError as e:
+        seen.append([url, e.code])
+        raise
+url_helper.readurl = recording
+base = 'http://169.254.169.254'
+res = openstack.MetadataReader(base, timeout=5, retries=0).read_v2()
 md = res['metadata']
-ec2 = ec2_utils.get_instance_metadata(api_version='2009-04-04', metadata_address='http://169.254.169.254', retries=0)
-ud = ec2_utils.get_instance_userdata(api_version='2009-04-04', metadata_address='http://169.254.169.254', retries=0)
-print(json.dumps({'uuid': md['uuid'], 'name': md['name'], 'iid': ec2['instance-id'], 'ud': ud.decode() if isinstance(ud, bytes) else ud, 'nd': sorted(res.get('networkdata', {}).keys()), 'ec2keys': sorted(ec2.keys())}))
+md2 = ec2.get_instance_metadata(api_version='2009-04-04', metadata_address=base, timeout=5, retries=0)
+ud = ec2.get_instance_userdata(api_version='2009-04-04', metadata_address=base, timeout=5, retries=0)
+print(json.dumps({'uuid': md['uuid'], 'name': md['name'], 'iid': md2['instance-id'], 'ud': ud.decode() if isinstance(ud, bytes) else ud, 'nd': sorted((res.get('networkdata') or {}).keys()), 'ec2keys': sorted(md2.keys()), 'seen': seen}))
 `;
     for (const s of ['demo-a', 'demo-b', 'demo-iso']) {
       const r = spawnSync('ip', ['netns', 'exec', ns(s), '/usr/bin/python3', '-c', py], { encoding: 'utf8', timeout: 60_000 });
       assert.equal(r.status, 0, r.stderr);
-      const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as { uuid: string; name: string; iid: string; ud: string; nd: string[]; ec2keys: string[] };
+      const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as { uuid: string; name: string; iid: string; ud: string; nd: string[]; ec2keys: string[]; seen: Array<[string, number]> };
+      // Every URL cloud-init fetched answered 200, except the optional files Nova 404s (vendor data without a provider).
+      const failed = got.seen.filter(([u, c]) => c !== 200 && !/vendor_data2?\.json$/.test(u));
+      assert.deepEqual(failed, [], `${s}: failed fetches`);
+      assert.ok(got.seen.length > 20, `${s}: only ${got.seen.length} fetches`);
       assert.equal(got.name, s);
       assert.equal(got.iid, curl(ns(s), '/latest/meta-data/instance-id').body);
       assert.ok(got.ud.length > 0);

@@ -95,9 +95,14 @@ async function plugDemoGuests(l: StackLayout, topo: DemoTopology, m: Manifest, l
         await waitUntil(`router namespace for ${s.name}`, () => netnsExists(routerNamespace(router.id)), 30_000);
       } else {
         // dnsmasq must be serving before the DHCP client asks.
-        await waitUntil(`DHCP namespace for ${s.name}`, () => netnsExists(dhcpNamespace(s.networkId)), 30_000);
+        // dnsmasq must be serving, and know this port's MAC (static ranges answer known hosts only).
+        const dhcpDir = join(l.quantumState, 'dhcp', s.networkId);
+        await waitUntil(`dnsmasq to know ${s.name}`, async () => {
+          const hosts = readFileSync(join(dhcpDir, 'host'), 'utf8');
+          const pid = Number.parseInt(readFileSync(join(dhcpDir, 'pid'), 'utf8'), 10);
+          return hosts.includes(port.mac_address) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('dnsmasq');
+        }, 30_000);
         if (dhclientPid(stateDir, l.guestPrefix + s.name)) continue;
-        await sleep(1000);
       }
       const ip = await plugGuest({ namespace: l.guestPrefix + s.name, port, subnet, mode: s.mode, stateDir }, { log });
       console.log(`guest ${s.name.padEnd(9)} ${s.mode === 'dhcp' ? 'DHCP  ' : 'static'} ${ip.padEnd(12)} ${port.mac_address}  (${s.project})`);

@@ -6,6 +6,7 @@ import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, c
 import { connect } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { pidAlive } from '../linux/external-process.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** <build>/src */
@@ -205,7 +206,7 @@ export async function stopDaemon(l: StackLayout, name: string): Promise<boolean>
   process.kill(pid, 'SIGTERM');
   for (let i = 0; i < 100; i++) {
     await new Promise((r) => setTimeout(r, 100));
-    if (!existsSync(`/proc/${pid}`)) return true;
+    if (!pidAlive(pid)) return true;
   }
   try {
     process.kill(pid, 'SIGKILL');
