@@ -357,3 +357,27 @@ for (const mk of backends()) {
     });
   });
 }
+
+describe('address arithmetic', () => {
+  test('IPv4/IPv6 parse, canonical text, CIDR validation, default pools', async () => {
+    const { canonicalIp, validateSubnetCidr, defaultPools, formatIp, parseCidrLoose } = await import('../src/quantum-server/ipaddr.js');
+    assert.equal(canonicalIp('2001:DB8:0:0:0:0:0:1'), '2001:db8::1');
+    assert.equal(canonicalIp('2001:db8:0:1:0:0:0:0'), '2001:db8:0:1::');
+    assert.equal(canonicalIp('2001:0:0:1:0:0:0:1'), '2001:0:0:1::1');
+    assert.equal(canonicalIp('2001:0:0:1:1:0:0:1'), '2001::1:1:0:0:1');
+    assert.equal(canonicalIp('::ffff:10.1.2.3'), '::ffff:a01:203');
+    assert.equal(canonicalIp('::'), '::');
+    assert.equal(canonicalIp('10.1.1.2'), '10.1.1.2');
+    assert.equal(canonicalIp('10.1.1'), undefined);
+    assert.equal(canonicalIp('fe80::1%eth0'), undefined);
+    const c = validateSubnetCidr('192.168.1.77/26');
+    assert.ok(typeof c !== 'string');
+    assert.equal(formatIp(c.network, 4), '192.168.1.64');
+    assert.equal(validateSubnetCidr('10/8'), "'10/8' is not a valid IP subnet");
+    assert.equal(validateSubnetCidr('2001:db8::'), "'2001:db8::' isn't a recognized IP subnet cidr, '2001:db8::/128' is recommended");
+    const v4 = parseCidrLoose('10.0.0.0/30')!;
+    assert.deepEqual(defaultPools(v4, 1n + v4.network).map((r) => [formatIp(r.first, 4), formatIp(r.last, 4)]), [['10.0.0.2', '10.0.0.2']]);
+    const v6 = parseCidrLoose('2001:db8::/126')!;
+    assert.deepEqual(defaultPools(v6, undefined).map((r) => [formatIp(r.first, 6), formatIp(r.last, 6)]), [['2001:db8::1', '2001:db8::3']]);
+  });
+});

@@ -190,4 +190,11 @@ export const quantumMigrations: Record<string, Migration> = {
         .execute();
     },
   },
+  // Allocation scans a subnet's addresses on every port create, and subnet delete / fixed_ips=subnet_id filter by it:
+  // the (ip_address, subnet_id) key cannot serve subnet_id alone.
+  '002_ipallocations_subnet_id': {
+    async up(db: Kysely<unknown>) {
+      await db.schema.createIndex('ix_ipallocations_subnet_id').on('ipallocations').column('subnet_id').execute();
+    },
+  },
 };

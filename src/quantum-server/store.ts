@@ -75,11 +75,11 @@ function isTransient(e: unknown): boolean {
 class Retry extends Error {}
 
 /** Which filter keys each collection accepts, and how each maps to a column. */
-type Kind = 'str' | 'bool' | 'int' | 'ip';
+type Kind = 'str' | 'bool' | 'int' | 'ip' | 'mac';
 const FILTERS: Record<string, Record<string, [string, Kind] | null>> = {
   networks: { id: ['id', 'str'], name: ['name', 'str'], tenant_id: ['tenant_id', 'str'], project_id: ['tenant_id', 'str'], status: ['status', 'str'], admin_state_up: ['admin_state_up', 'bool'], shared: ['shared', 'bool'], mtu: ['mtu', 'int'], 'router:external': null },
   subnets: { id: ['id', 'str'], name: ['name', 'str'], tenant_id: ['tenant_id', 'str'], project_id: ['tenant_id', 'str'], network_id: ['network_id', 'str'], cidr: ['cidr', 'str'], ip_version: ['ip_version', 'int'], gateway_ip: ['gateway_ip', 'ip'], enable_dhcp: ['enable_dhcp', 'bool'], ipv6_ra_mode: ['ipv6_ra_mode', 'str'], ipv6_address_mode: ['ipv6_address_mode', 'str'] },
-  ports: { id: ['id', 'str'], name: ['name', 'str'], tenant_id: ['tenant_id', 'str'], project_id: ['tenant_id', 'str'], network_id: ['network_id', 'str'], mac_address: ['mac_address', 'str'], device_id: ['device_id', 'str'], device_owner: ['device_owner', 'str'], admin_state_up: ['admin_state_up', 'bool'], status: ['status', 'str'], 'binding:host_id': ['binding_host_id', 'str'], fixed_ips: null },
+  ports: { id: ['id', 'str'], name: ['name', 'str'], tenant_id: ['tenant_id', 'str'], project_id: ['tenant_id', 'str'], network_id: ['network_id', 'str'], mac_address: ['mac_address', 'mac'], device_id: ['device_id', 'str'], device_owner: ['device_owner', 'str'], admin_state_up: ['admin_state_up', 'bool'], status: ['status', 'str'], 'binding:host_id': ['binding_host_id', 'str'], fixed_ips: null },
   routers: { id: ['id', 'str'], name: ['name', 'str'], tenant_id: ['tenant_id', 'str'], project_id: ['tenant_id', 'str'], status: ['status', 'str'], admin_state_up: ['admin_state_up', 'bool'] },
   agents: { id: ['id', 'str'], agent_type: ['agent_type', 'str'], binary: ['binary', 'str'], topic: ['topic', 'str'], host: ['host', 'str'], admin_state_up: ['admin_state_up', 'bool'], description: ['description', 'str'], alive: null },
 };
@@ -93,6 +93,8 @@ function filterValues(kind: Kind, key: string, vals: string[]): (string | number
         return toInt(key, v);
       case 'ip':
         return canonicalIp(v) ?? v;
+      case 'mac':
+        return v.toLowerCase().replace(/-/g, ':');
       default:
         return v;
     }
