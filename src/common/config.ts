@@ -20,9 +20,11 @@ export interface Opt<T> {
   readonly cli?: boolean;
   /** Never echo the value (passwords, shared secrets). */
   readonly secret?: boolean;
+  /** What the sample config shows instead of a machine-dependent default (e.g. '<hostname>'). */
+  readonly sample?: string;
 }
 
-type Extra = Partial<Pick<Opt<unknown>, 'choices' | 'min' | 'max' | 'deprecated' | 'cli' | 'secret'>>;
+type Extra = Partial<Pick<Opt<unknown>, 'choices' | 'min' | 'max' | 'deprecated' | 'cli' | 'secret' | 'sample'>>;
 
 export const str = (def: string, help: string, extra: Extra = {}): Opt<string> => ({ kind: 'str', default: def, help, ...extra });
 export const optStr = (help: string, extra: Extra = {}): Opt<string | undefined> => ({ kind: 'str', default: undefined, help, ...extra });
@@ -265,7 +267,7 @@ export function renderSample<S extends Spec>(spec: S, title: string): string {
       lines.push(`# (${bits.join('; ')})`);
       for (const [ds, dn] of opt.deprecated ?? []) lines.push(`# Deprecated name: [${ds}] ${dn}`);
       const d = opt.default;
-      const shown = d === undefined ? '<None>' : Array.isArray(d) ? d.join(',') : typeof d === 'boolean' ? (d ? 'true' : 'false') : String(d);
+      const shown = opt.sample !== undefined ? opt.sample : d === undefined ? '<None>' : Array.isArray(d) ? d.join(',') : typeof d === 'boolean' ? (d ? 'true' : 'false') : String(d);
       lines.push(`#${name} = ${shown}`, '');
     }
   }
