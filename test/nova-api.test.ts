@@ -382,3 +382,33 @@ for (const mk of backends()) {
     });
   });
 }
+
+describe('nova-api-metadata with metadata_workers = 2', () => {
+  test('two worker processes share the port and answer; SIGTERM stops them all', async () => {
+    const { spawnDaemon, getFreePort, waitFor } = await import('./helpers/proc.js');
+    const { insertInstance } = await import('./helpers/nova-fixtures.js');
+    const { migrate } = await import('../src/db/connection.js');
+    const { novaMigrations } = await import('../src/db/nova-schema.js');
+    const { signInstanceId } = await import('../src/common/hmac.js');
+    const dir = mkdtempSync(join(tmpdir(), 'nova-workers-'));
+    const url = `sqlite:///${join(dir, 'nova.sqlite')}`;
+    const h = openDatabase<NovaDatabase>(url);
+    await migrate(h, 'nova', novaMigrations);
+    const uuid = await insertInstance(h.db, { hostname: 'w' });
+    await h.close();
+    const port = await getFreePort();
+    const d = spawnDaemon('nova-api/metadata-main.js', ['--state_path', dir, '--database-connection', url, '--metadata_listen', '127.0.0.1', '--metadata_listen_port', String(port), '--metadata_workers', '2', '--neutron-service_metadata_proxy', '--neutron-metadata_proxy_shared_secret', 's']);
+    try {
+      const headers = { 'X-Instance-ID': uuid, 'X-Tenant-ID': 'proj-a', 'X-Instance-ID-Signature': signInstanceId('s', uuid) };
+      await waitFor(async () => (await http(`http://127.0.0.1:${port}/latest/meta-data/hostname`, { headers })).status === 200, 30_000, 200, 'metadata workers');
+      const children = execFileSync('pgrep', ['-P', String(d.pid)]).toString().trim().split('\n');
+      assert.equal(children.length, 2);
+      for (let i = 0; i < 6; i++) assert.equal((await http(`http://127.0.0.1:${port}/latest/meta-data/hostname`, { headers })).text, 'w.novalocal');
+      await d.stop();
+      for (const c of children) assert.throws(() => process.kill(Number(c), 0));
+    } finally {
+      await d.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -2,7 +2,7 @@
 import { loadConfig } from '../common/config.js';
 import { createLogger } from '../common/log.js';
 import { runService } from '../common/service.js';
-import { startNova } from './app.js';
+import { runNova } from './workers.js';
 import { novaSpec } from './opts.js';
 
 runService('nova-api', async (svc) => {
@@ -10,6 +10,5 @@ runService('nova-api', async (svc) => {
   const log = createLogger({ name: 'nova-api', debug: conf.DEFAULT.debug, verbose: conf.DEFAULT.verbose, log_file: conf.DEFAULT.log_file, log_dir: conf.DEFAULT.log_dir });
   svc.setLogger(log);
   for (const w of warnings) log.warn(w);
-  const app = await startNova(conf, log);
-  svc.onShutdown(() => app.close());
+  await runNova(svc, conf, log, conf.DEFAULT.enabled_apis);
 });

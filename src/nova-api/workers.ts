@@ -1,0 +1,66 @@
+// [DEFAULT] metadata_workers > 1: the metadata API runs in that many worker processes sharing the port
+// (node:cluster), each with its own cache, as Nova's WSGI workers are. The primary supervises them.
+import cluster, { type Worker } from 'node:cluster';
+import type { Logger } from '../common/log.js';
+import type { Service } from '../common/service.js';
+import { migrate, openDatabase } from '../db/connection.js';
+import { novaMigrations, type NovaDatabase } from '../db/nova-schema.js';
+import { databaseUrl, startNova, validateNovaConf, type NovaConf } from './app.js';
+
+/**
+ * Start nova's APIs, forking metadata workers when asked. `apis` are the APIs this program serves.
+ * In the primary with workers: the compute API (if enabled) runs here and the metadata API in the workers.
+ */
+export async function runNova(svc: Service, conf: NovaConf, log: Logger, apis: string[]): Promise<void> {
+  const workers = conf.DEFAULT.metadata_workers;
+  if (cluster.isWorker) {
+    const app = await startNova(conf, log, ['metadata']);
+    svc.onShutdown(() => app.close());
+    return;
+  }
+  if (workers <= 1 || !apis.includes('metadata')) {
+    const app = await startNova(conf, log, apis);
+    svc.onShutdown(() => app.close());
+    return;
+  }
+  validateNovaConf(conf);
+  // Migrate once here so the workers do not race each other over it.
+  const db = openDatabase<NovaDatabase>(databaseUrl(conf));
+  try {
+    await migrate(db, 'nova', novaMigrations);
+  } finally {
+    await db.close();
+  }
+  const rest = apis.filter((a) => a !== 'metadata');
+  if (rest.length) {
+    const app = await startNova(conf, log, rest);
+    svc.onShutdown(() => app.close());
+  }
+  let stopping = false;
+  const live = new Set<Worker>();
+  const fork = () => {
+    const w = cluster.fork();
+    live.add(w);
+    w.on('exit', (code, signal) => {
+      live.delete(w);
+      if (stopping) return;
+      log.error({ pid: w.process.pid, code, signal }, 'metadata worker died; starting another');
+      setTimeout(fork, 1000).unref();
+    });
+  };
+  for (let i = 0; i < workers; i++) fork();
+  log.info(`metadata API: ${workers} workers on ${conf.DEFAULT.metadata_listen}:${conf.DEFAULT.metadata_listen_port}`);
+  svc.onShutdown(async () => {
+    stopping = true;
+    await Promise.all(
+      [...live].map(
+        (w) =>
+          new Promise<void>((resolve) => {
+            w.once('exit', () => resolve());
+            w.process.kill('SIGTERM');
+            setTimeout(() => w.process.kill('SIGKILL'), 5000).unref();
+          }),
+      ),
+    );
+  });
+}
