@@ -369,7 +369,9 @@ describe('quantum-ns-metadata-proxy: command line and daemon', () => {
     const pid = Number(readFileSync(pidFile, 'utf8').trim());
     assert.ok(alive(pid));
     try {
-      assert.match(readFileSync(`/proc/${pid}/cmdline`, 'utf8'), new RegExp(ROUTER));
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      assert.match(cmdline, new RegExp(ROUTER));
+      assert.match(cmdline, /--max-semi-space-size=1\0/, 'the detached child runs with a small young generation');
       assert.equal((await guestGet(port, '/latest')).status, 200);
       // Same uuid, live pid → refused.
       const twin = await runCli([...args.filter((a) => !a.startsWith('--metadata_port')), `--metadata_port=${await getFreePort()}`]);

@@ -55,12 +55,14 @@ export function removePidFile(path: string, pid = process.pid): boolean {
 export type ReadyMessage = { qmDaemon: 'ready' } | { qmDaemon: 'error'; message: string };
 
 /**
- * Re-run this same program detached with `childArgs` (the caller adds --nodaemonize), stdio closed, and
+ * Re-run this same program detached with `childArgs` (the caller adds --nodaemonize) and `nodeFlags`, stdio closed, and
  * wait until the child reports ready (exit 0) or fails (its message on stderr, exit 1).
  */
-export function daemonize(childArgs: readonly string[], prog: string, timeoutMs = 15_000): Promise<never> {
+export function daemonize(childArgs: readonly string[], prog: string, timeoutMs = 15_000, nodeFlags: readonly string[] = []): Promise<never> {
   return new Promise<never>(() => {
-    const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...childArgs], {
+    // Extra node flags (e.g. a smaller young generation) unless the caller already chose them.
+    const extra = nodeFlags.filter((f) => !process.execArgv.some((a) => a.split('=')[0] === f.split('=')[0]));
+    const child = spawn(process.execPath, [...process.execArgv, ...extra, process.argv[1]!, ...childArgs], {
       detached: true,
       stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
     });

@@ -35,7 +35,8 @@ async function main(): Promise<void> {
     if (other !== undefined) throw new ConfigError(`Pidfile ${c.pid_file} already exist. Daemon already running? (pid ${other})`);
   }
   if (c.daemonize) {
-    await daemonize([...argv, '--nodaemonize'], PROG);
+    // A 1 MB young generation keeps the heap of each of the many proxies small at no measurable cost.
+    await daemonize([...argv, '--nodaemonize'], PROG, 15_000, ['--max-semi-space-size=1']);
     return;
   }
 
