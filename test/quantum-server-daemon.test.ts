@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer } from 'node:net';
 import { QuantumClient, type Port } from '../src/common/quantum-client.js';
 import { getFreePort, spawnDaemon, waitFor, waitForListen, type Daemon } from './helpers/proc.js';
 
@@ -65,6 +66,19 @@ describe('quantum-server daemon', () => {
     daemons.push(db);
     assert.equal(await exitOf(db), 1);
     assert.match(db.output(), /unsupported database 'postgres'/);
+  });
+
+  test('api_workers that cannot start (port taken) are not respawned forever', async () => {
+    const blocker = createServer();
+    const port = await new Promise<number>((r) => blocker.listen(0, '127.0.0.1', () => r((blocker.address() as { port: number }).port)));
+    try {
+      const d = spawnDaemon('quantum-server/main.js', ['--bind_host', '127.0.0.1', '--bind_port', String(port), '--state_path', tmp(), '--api_workers', '2']);
+      daemons.push(d);
+      assert.equal(await exitOf(d), 1);
+      assert.match(d.output(), /API workers keep dying at start; giving up/);
+    } finally {
+      blocker.close();
+    }
   });
 
   test('api_workers on one SQLite file: 50 concurrent port creates across processes stay unique', async () => {

@@ -25,9 +25,25 @@ runService('quantum-server', async (svc) => {
     const h = await openQuantumDb(connection);
     await h.close();
     let stopping = false;
-    const fork = () => cluster.fork();
+    const born = new Map<number, number>();
+    let quickDeaths = 0;
+    const fork = () => {
+      const w = cluster.fork();
+      born.set(w.id, Date.now());
+    };
     cluster.on('exit', (w, code, signal) => {
       if (stopping) return;
+      // A worker that cannot even start (port taken, database gone) would otherwise be respawned forever.
+      quickDeaths = Date.now() - (born.get(w.id) ?? 0) < 10_000 ? quickDeaths + 1 : 0;
+      born.delete(w.id);
+      if (quickDeaths >= 5) {
+        log.error({ pid: w.process.pid, code, signal }, 'API workers keep dying at start; giving up');
+        stopping = true;
+        for (const o of Object.values(cluster.workers ?? {})) o?.kill('SIGTERM');
+        process.exitCode = 1;
+        setTimeout(() => process.exit(1), 2000).unref();
+        return;
+      }
       log.error({ pid: w.process.pid, code, signal }, 'API worker died, starting a new one');
       setTimeout(fork, 500);
     });
