@@ -4,7 +4,7 @@
 // network gets its address by dhclient and its metadata through the qdhcp proxy.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -150,5 +150,26 @@ describe('isolated network path', () => {
     assert.match(routes, /169\.254\.169\.254 via 172\.17\.17\.\d+ dev eth0/);
     const meta = JSON.parse(await waitFor(() => curl(g, 'http://169.254.169.254/openstack/latest/meta_data.json').catch(() => ''), 15_000, 200, 'metadata')) as { uuid: string };
     assert.equal(meta.uuid, id);
+  });
+});
+
+describe('agent shutdown', () => {
+  test('SIGTERM stops each agent promptly and leaves its proxies and dnsmasq serving (adopted on the next start)', async (t) => {
+    const pidsDir = join(state, 'external', 'pids');
+    const children = readdirSync(pidsDir).map((f) => Number(readFileSync(join(pidsDir, f), 'utf8')));
+    assert.ok(children.length >= 3, `proxies: ${children.length}`);
+    for (const name of ['quantum-l3-agent', 'quantum-dhcp-agent']) {
+      const main = name === 'quantum-l3-agent' ? 'l3-agent/main.js' : 'dhcp-agent/main.js';
+      const d = daemons.find((x) => x.proc.spawnargs.some((a) => a.endsWith(main)))!;
+      const t0 = Date.now();
+      const exited = new Promise<number | null>((r) => d.proc.once('exit', (code) => r(code)));
+      d.proc.kill('SIGTERM');
+      const code = await exited;
+      const took = Date.now() - t0;
+      t.diagnostic(`${name} stopped in ${took} ms`);
+      assert.equal(code, 0);
+      assert.ok(took < 3000, `${name} took ${took} ms to stop`);
+    }
+    for (const p of children) assert.ok(readFileSync(`/proc/${p}/cmdline`, 'utf8').length > 0, `child ${p} still running`);
   });
 });
