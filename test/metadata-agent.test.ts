@@ -4,6 +4,7 @@
 // nova-api is test/metadata-path.test.ts).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createNetServer } from 'node:net';
 import { request } from 'node:http';
@@ -345,6 +346,32 @@ describe('lookup and proxying against a real quantum-server', () => {
     });
   });
 
+  test('an unexpected lookup failure is a 500 "unknown error", logged as Unexpected error.', async () => {
+    // Something that answers HTTP but is not quantum-server: the lookup cannot make sense of it.
+    const notQuantum = await captureServer(await getFreePort(), (c, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{"not":"ports"}');
+    });
+    const port = (notQuantum.server.address() as import('node:net').AddressInfo).port;
+    const logFile = join(dir.path, 'unexpected.log');
+    const q = new QuantumClient({ url: `http://127.0.0.1:${port}` });
+    const n = new NovaClient({ host: '127.0.0.1', port: novaPort, protocol: 'http', insecure: false, sharedSecret: 'x' });
+    const h = new MetadataProxyHandler({ lookup: new InstanceLookup(q, 0), nova: n, log: createLogger({ name: 't', log_file: logFile }) });
+    const { createServer } = await import('node:http');
+    const s = createServer(h.listener);
+    const p = join(dir.path, 'unexpected.sock');
+    await new Promise<void>((r) => s.listen(p, () => r()));
+    try {
+      const r = await viaSocket(p, '/x', { 'x-forwarded-for': '10.0.0.5', 'x-neutron-network-id': a.networkId });
+      assert.deepEqual([r.status, r.body], [500, UNKNOWN_ERROR]);
+      await waitFor(() => existsSync(logFile) && readFileSync(logFile, 'utf8').includes('Unexpected error.'), 3000, 50, 'the log line');
+    } finally {
+      s.close();
+      await notQuantum.close();
+      await Promise.all([q.close(), n.close()]);
+    }
+  });
+
   test('state reports: start_flag until accepted, the payload Neutron sends, failures not fatal', async () => {
     const logs: string[] = [];
     const log = createLogger({ name: 't', log_file: join(dir.path, 'report.log') });
@@ -383,7 +410,7 @@ describe('lookup and proxying against a real quantum-server', () => {
     await new Promise<void>((r) => stale.listen(sockPath, () => r()));
     const conf = writeIni(join(dir.path, 'quantum.conf'), { DEFAULT: { state_path: state, quantum_url: qs.url, host: 'proc-node' } });
     const ini = writeIni(join(dir.path, 'metadata_agent.ini'), {
-      DEFAULT: { nova_metadata_host: '127.0.0.1', nova_metadata_port: novaPort, metadata_proxy_shared_secret: 'x', metadata_workers: 2, metadata_proxy_user: '65534', metadata_proxy_group: '65534' },
+      DEFAULT: { nova_metadata_host: '127.0.0.1', nova_metadata_port: novaPort, metadata_proxy_shared_secret: 'x', metadata_workers: 2, metadata_backlog: 77, metadata_proxy_user: '65534', metadata_proxy_group: '65534' },
       AGENT: { report_interval: 1 },
     });
     const d = spawnDaemon('metadata-agent/main.js', ['--config-file', conf, '--config-file', ini]);
@@ -395,6 +422,10 @@ describe('lookup and proxying against a real quantum-server', () => {
           return false;
         }
       }, 10_000, 50, `socket mode 0666: ${d.output()}`);
+      // The listen backlog is the Send-Q of a listening Unix socket in ss.
+      const ss = execFileSync('ss', ['-xl'], { encoding: 'utf8' }).split('\n').find((l) => l.includes(sockPath));
+      assert.ok(ss, 'socket listed by ss');
+      assert.equal(ss.trim().split(/\s+/)[3], '77', `backlog: ${ss}`);
       const hdr = { 'x-forwarded-for': '10.0.0.5', 'x-neutron-router-id': a.routerId };
       for (let i = 0; i < 6; i++) assert.equal(JSON.parse((await viaSocket(sockPath, '/x', hdr)).body).headers['x-instance-id'], INST_A);
       const ag = await waitFor(async () => (await qs.client.listAgents({ host: 'proc-node' }))[0], 5000, 100, 'the state report');

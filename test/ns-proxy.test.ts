@@ -205,6 +205,46 @@ describe('quantum-ns-metadata-proxy: forwarding', () => {
     assert.equal(ok.status, 200);
   });
 
+  test('HEAD, Expect: 100-continue, a half-closed guest and pipelined requests', async () => {
+    const head = await rawRequest(port, 'HEAD /latest HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    assert.equal(head.status, 200);
+    assert.equal(head.body, '');
+    const cont = await new Promise<string>((resolve, reject) => {
+      const s = connect(port, '127.0.0.1');
+      let got = '';
+      s.on('data', (d: Buffer) => {
+        got += d.toString();
+        if (got === 'HTTP/1.1 100 Continue\r\n\r\n') s.write('hello');
+      });
+      s.on('end', () => resolve(got));
+      s.on('error', reject);
+      s.write('POST /pw HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n');
+    });
+    assert.match(cont, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
+    assert.match(cont, /"body":"hello"/);
+    // A guest that shuts down its sending side right after the request still gets the answer.
+    const half = await new Promise<string>((resolve, reject) => {
+      const s = connect(port, '127.0.0.1');
+      let got = '';
+      s.on('data', (d: Buffer) => (got += d.toString()));
+      s.on('end', () => resolve(got));
+      s.on('error', reject);
+      s.end('GET /half HTTP/1.1\r\nHost: x\r\n\r\n');
+    });
+    assert.match(half, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(half, /"url":"\/half"/);
+    // Three pipelined requests in one write: three answers, in order.
+    const piped = await new Promise<string>((resolve, reject) => {
+      const s = connect(port, '127.0.0.1');
+      let got = '';
+      s.on('data', (d: Buffer) => (got += d.toString()));
+      s.on('end', () => resolve(got));
+      s.on('error', reject);
+      s.write('GET /p/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /p/2 HTTP/1.1\r\nHost: x\r\n\r\nGET /p/3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    });
+    assert.deepEqual([...piped.matchAll(/"url":"(\/p\/\d)"/g)].map((m) => m[1]), ['/p/1', '/p/2', '/p/3']);
+  });
+
   test('IPv4-mapped peers are reported as IPv4 on a dual-stack bind', async (t) => {
     const p6 = await getFreePort();
     let d: Daemon;
