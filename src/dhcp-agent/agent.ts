@@ -283,6 +283,7 @@ export class DhcpAgent {
           statePath: d.state_path,
           namespace: ns,
           pidFileWriter: 'process',
+          label: 'metadata-proxy',
           log: this.log,
           cmd: (pidFile) =>
             proxyArgv({

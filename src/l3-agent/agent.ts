@@ -197,10 +197,9 @@ export class L3Agent {
     const present = new Set((await netnsList({ log: this.log })).map(routerIdFromNamespace).filter((x): x is string => !!x));
     for (const id of owned) {
       if (wanted.has(id) || this.routers.has(id)) continue;
-      if (present.has(id)) {
-        this.log.info({ router_id: id }, 'removing stale router namespace left by a previous run');
-        await this.destroyRouter(id, new Map());
-      } else this.markOwned(id, false);
+      // destroyRouter also stops a proxy whose namespace someone else already deleted.
+      if (present.has(id)) this.log.info({ router_id: id }, 'removing stale router namespace left by a previous run');
+      await this.destroyRouter(id, new Map());
     }
   }
 
@@ -211,6 +210,7 @@ export class L3Agent {
       statePath: d.state_path,
       namespace: ns,
       pidFileWriter: 'process',
+      label: 'metadata-proxy',
       log: this.log,
       cmd: (pidFile) =>
         proxyArgv({

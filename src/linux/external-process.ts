@@ -16,6 +16,8 @@ export interface ProcessManagerOptions {
   statePath: string;
   namespace?: string | undefined;
   service?: string;
+  /** Name used in logs (Neutron's service name, e.g. metadata-proxy); defaults to service, else "process". */
+  label?: string;
   /** Explicit pid file (dnsmasq's is $state_path/dhcp/<net>/pid). */
   pidFile?: string;
   /** argv for the process, given its pid file. */
@@ -67,6 +69,10 @@ export class ProcessManager {
     this.service = o.service;
     this.pidFile = o.pidFile ?? join(externalPidsDir(o.statePath), `${o.uuid}.pid${o.service ? `.${o.service}` : ''}`);
     this.log = o.log ?? silentLogger;
+  }
+
+  get label(): string {
+    return this.o.label ?? this.o.service ?? 'process';
   }
 
   get namespace(): string | undefined {
@@ -127,7 +133,7 @@ export class ProcessManager {
     const outFile = this.o.outputFile ?? join(this.o.statePath, 'external', 'logs', `${this.uuid}${this.service ? `.${this.service}` : ''}.log`);
     mkdirSync(dirname(outFile), { recursive: true });
     const fd = openSync(outFile, 'a');
-    this.log.info({ uuid: this.uuid, service: this.service, argv }, 'starting external process');
+    this.log.info({ uuid: this.uuid, service: this.label, argv }, `starting ${this.label}`);
     let child;
     try {
       // `ip netns exec` execs the command in place, so the child's pid is the process's pid.
@@ -164,7 +170,7 @@ export class ProcessManager {
   async disable(graceMs = 5000): Promise<void> {
     const pid = this.pid;
     if (pid !== undefined && this.active) {
-      this.log.info({ uuid: this.uuid, service: this.service, pid }, 'stopping external process');
+      this.log.info({ uuid: this.uuid, service: this.label, pid }, `stopping ${this.label}`);
       try {
         process.kill(pid, 'SIGTERM');
       } catch (e) {
@@ -258,13 +264,13 @@ export class ProcessMonitor {
       for (const [key, pm] of [...this.entries]) {
         if (pm.active) continue;
         if (this.entries.get(key) !== pm) continue;
-        this.log.error({ uuid: pm.uuid, service: pm.service, pid: pm.pid }, `${pm.service ?? 'process'} for ${pm.uuid} with pid ${pm.pid ?? '?'} died`);
+        this.log.error({ uuid: pm.uuid, service: pm.label, pid: pm.pid }, `${pm.label} with uuid ${pm.uuid} not found. The process should not have died`);
         if (this.o.action === 'exit') {
           this.log.error('Exiting agent as programmed in check_child_processes_actions');
           (this.o.onExit ?? (() => process.exit(1)))();
           return;
         }
-        this.log.error({ uuid: pm.uuid, service: pm.service }, `respawning ${pm.service ?? 'process'} for uuid ${pm.uuid}`);
+        this.log.error({ uuid: pm.uuid, service: pm.label }, `respawning ${pm.label} for uuid ${pm.uuid}`);
         try {
           await pm.enable();
           this.respawns++;
