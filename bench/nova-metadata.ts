@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { createServer } from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { signInstanceId } from '../src/common/hmac.js';
@@ -148,6 +148,7 @@ interface Result {
   rps: number;
   p50: string;
   p99: string;
+  cpuUs: number;
   errors: string;
 }
 
@@ -169,7 +170,9 @@ async function measure(url: string, ids: string[], dir: string, path: string, ca
     // Warm the cache as a fleet of booted guests would have: every instance once.
     for (const id of ids) await handler.getMetadataByInstanceId(id, '10.0.0.9');
   }
+  const cpu0 = process.cpuUsage();
   const { stdout } = await run('wrk', ['-t', '4', '-c', String(CONNECTIONS), '-d', `${DURATION}s`, '--latency', '-s', script, base], { maxBuffer: 1 << 20 });
+  const cpu = process.cpuUsage(cpu0);
   await closeServer(server);
   handler.close();
   await quantum.close();
@@ -179,7 +182,10 @@ async function measure(url: string, ids: string[], dir: string, path: string, ca
   const p99 = /\s99%\s+(\S+)/.exec(stdout)?.[1] ?? '?';
   const non200 = /non200=(\d+)/.exec(stdout)?.[1] ?? '?';
   const sockErr = /Socket errors:.*/.exec(stdout)?.[0] ?? '';
-  return { path, cache, rps, p50, p99, errors: `${non200} non-200${sockErr ? `; ${sockErr}` : ''}` };
+  const total = Number(/(\d+) requests in/.exec(stdout)?.[1] ?? 0);
+  // Server CPU per request: a figure that does not depend on what else the machine is doing.
+  const cpuUs = total ? (cpu.user + cpu.system) / total : 0;
+  return { path, cache, rps, p50, p99, cpuUs, errors: `${non200} non-200${sockErr ? `; ${sockErr}` : ''}` };
 }
 
 async function main(): Promise<void> {
@@ -189,7 +195,8 @@ async function main(): Promise<void> {
     const t0 = Date.now();
     const ids = await fill(url);
     process.stdout.write(`filled ${ids.length} servers into ${url.replace(/:[^:@/]*@/, ':***@')} in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
-    process.stdout.write(`wrk: 4 threads, ${CONNECTIONS} connections, ${DURATION} s per run; random instance per request, signed X-Instance-ID\n\n`);
+    process.stdout.write(`wrk: 4 threads, ${CONNECTIONS} connections, ${DURATION} s per run; random instance per request, signed X-Instance-ID\n`);
+    process.stdout.write(`machine: ${cpus().length} CPUs, load average ${loadavg().map((x) => x.toFixed(1)).join(' ')}\n\n`);
     const results: Result[] = [];
     const only = arg('only', '');
     for (const path of ['/latest/meta-data/', '/openstack/latest/meta_data.json']) {
@@ -197,7 +204,7 @@ async function main(): Promise<void> {
         if (only && only !== `${path}:${cache}`) continue;
         const r = await measure(url, ids, dir, path, cache);
         results.push(r);
-        process.stdout.write(`${r.path.padEnd(34)} cache=${String(r.cache).padEnd(3)} ${r.rps.toFixed(0).padStart(7)} req/s   p50 ${r.p50.padEnd(8)} p99 ${r.p99.padEnd(8)} ${r.errors}\n`);
+        process.stdout.write(`${r.path.padEnd(34)} cache=${String(r.cache).padEnd(3)} ${r.rps.toFixed(0).padStart(7)} req/s   ${r.cpuUs.toFixed(0).padStart(5)} µs CPU/req   p50 ${r.p50.padEnd(8)} p99 ${r.p99.padEnd(8)} ${r.errors}\n`);
       }
     }
   } finally {

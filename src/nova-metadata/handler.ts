@@ -243,6 +243,8 @@ export class MetadataHandler {
   }
 
   private sendError(req: IncomingMessage, res: ServerResponse, e: HttpError): void {
+    // Every refused request leaves a line: who asked for what, and why not.
+    this.log.info({ method: req.method, path: req.url, remote: req.socket.remoteAddress, xff: req.headers['x-forwarded-for'], status: e.status }, e.explanation);
     if (req.method === 'HEAD') {
       res.writeHead(e.status, { 'Content-Type': 'text/html; charset=UTF-8', 'Content-Length': 0 });
       res.end();
