@@ -36,6 +36,7 @@ const { values: flags } = parseArgs({
     repeats: { type: 'string' },
     duration: { type: 'string' },
     'chain-duration': { type: 'string' },
+    'node-flags': { type: 'string' },
     conns: { type: 'string' },
     chain: { type: 'boolean', default: true },
     'no-chain': { type: 'boolean', default: false },
@@ -64,6 +65,8 @@ const cfg = {
   chain: flags.chain! && !flags['no-chain'],
   profile: flags['no-profile'] ? false : (flags.profile ?? !quick),
   out: flags.out ?? (quick ? 'quick' : 'latest'),
+  /** Extra node flags for our proxy (e.g. "--max-semi-space-size=1"); default none, as the L3/DHCP agents run it. */
+  nodeFlags: (flags['node-flags'] ?? '').split(' ').filter(Boolean),
 };
 
 function say(msg: string): void {
@@ -268,7 +271,7 @@ async function profilePhase(socket: string, routerId: string, name: string): Pro
     routerId,
     port: PORTS.profile,
     socket,
-    nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${dir}`],
+    nodeArgs: [...cfg.nodeFlags, '--cpu-prof', `--cpu-prof-dir=${dir}`],
   });
   await redirectTo(topo!, PORTS.profile);
   for (const path of cfg.paths) await wrk(topo!.guest, `http://${METADATA_IP}${path}`, 16, quick ? 2 : 4);
@@ -295,6 +298,7 @@ async function chainPhase(stormIp: (i: number) => string): Promise<void> {
       tmp,
       topo: topo!,
       proxyMain: PROXY_MAIN,
+      nodeFlags: cfg.nodeFlags,
       ports: { ours: PORTS.chainOurs, haproxy: PORTS.chainHaproxy },
       stormIps: Array.from({ length: maxN }, (_, i) => stormIp(i)),
       log: say,
@@ -360,6 +364,8 @@ function meta(): Record<string, unknown> {
     haproxy: v('haproxy', ['-v']),
     wrk: v('wrk', ['-v']),
     commit: v('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']),
+    // The build measured may include uncommitted work of the proxy's owner.
+    nsProxyUncommitted: v('git', ['-C', repoRoot, 'status', '--porcelain', '--', 'src/ns-proxy', 'src/common']) !== '',
   };
 }
 
@@ -375,7 +381,7 @@ async function main(): Promise<void> {
   const targets: Target[] = [];
   const haveOurs = existsSync(PROXY_MAIN);
   if (haveOurs) {
-    const p = await startOurProxy('ours', PROXY_MAIN, topo.router, tmp, { routerId, port: PORTS.ours, socket: upstream.socket });
+    const p = await startOurProxy('ours', PROXY_MAIN, topo.router, tmp, { routerId, port: PORTS.ours, socket: upstream.socket, nodeArgs: cfg.nodeFlags });
     targets.push({ name: 'ours', label: 'quantum-ns-metadata-proxy', ns: topo.guest, url: (p2) => `http://${METADATA_IP}${p2}`, port: PORTS.ours, proc: p, upstream });
   } else result.notes.push(`our proxy is not built (${PROXY_MAIN} missing): measured haproxy and direct only`);
   const h = await startHaproxy('haproxy', topo.router, tmp, { routerId, port: PORTS.haproxy, socket: upstream.socket });
@@ -517,11 +523,21 @@ function checks(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeof 
 }
 
 function markdown(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeof ratios>, storm: ReturnType<typeof stormSummary>, chk: ReturnType<typeof checks>): string {
-  const m = result.meta as { date: string; host: { cpus: number; model?: string; kernel: string; loadavgStart: number[] }; loadavgEnd?: number[]; node: string; haproxy: string; wrk: string; commit: string };
+  const m = result.meta as {
+    date: string;
+    host: { cpus: number; model?: string; kernel: string; loadavgStart: number[] };
+    loadavgEnd?: number[];
+    node: string;
+    haproxy: string;
+    wrk: string;
+    commit: string;
+    nsProxyUncommitted: boolean;
+  };
   const L: string[] = [];
   L.push(`# Metadata proxy benchmark (${m.date})`, '');
   L.push(
-    `Machine: ${m.host.cpus} CPUs (${m.host.model ?? '?'}), kernel ${m.host.kernel}, node ${m.node}, ${m.haproxy.replace(/ - https.*/, '')}, ${m.wrk.replace(/ Copyright.*/, '')}; commit ${m.commit}. ` +
+    `Machine: ${m.host.cpus} CPUs (${m.host.model ?? '?'}), kernel ${m.host.kernel}, node ${m.node}, ${m.haproxy.replace(/ - https.*/, '')}, ${m.wrk.replace(/ Copyright.*/, '')}; commit ${m.commit}${m.nsProxyUncommitted ? ' (+ uncommitted changes in src/ns-proxy or src/common)' : ''}. ` +
+      `Our proxy runs as the L3 agent runs it: \`node main.js --nodaemonize ...\`${cfg.nodeFlags.length ? ` with node flags \`${cfg.nodeFlags.join(' ')}\`` : ' (no extra node flags)'}. ` +
       `Load average at start ${m.host.loadavgStart.map((x) => x.toFixed(2)).join(' ')}, at end ${(m.loadavgEnd ?? []).map((x) => x.toFixed(2)).join(' ')} (shared machine: other builds/tests were running).`,
   );
   L.push(

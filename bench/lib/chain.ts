@@ -24,6 +24,7 @@ export interface ChainOptions {
   tmp: string;
   topo: Topology;
   proxyMain: string;
+  nodeFlags: string[];
   ports: { ours: number; haproxy: number };
   /** Extra servers for the boot storm: their fixed IPs (the storm guests' addresses). */
   stormIps: string[];
@@ -174,7 +175,7 @@ export async function buildChain(o: ChainOptions): Promise<Chain> {
     } finally {
       await q.close();
     }
-    const ours = await startOurProxy('chain-ours', o.proxyMain, o.topo.router, dir, { routerId, port: o.ports.ours, socket });
+    const ours = await startOurProxy('chain-ours', o.proxyMain, o.topo.router, dir, { routerId, port: o.ports.ours, socket, nodeArgs: o.nodeFlags });
     procs.push(ours);
     const haproxy = await startHaproxy('chain-haproxy', o.topo.router, dir, { routerId, port: o.ports.haproxy, socket });
     procs.push(haproxy);
