@@ -423,9 +423,9 @@ describe('lookup and proxying against a real quantum-server', () => {
         }
       }, 10_000, 50, `socket mode 0666: ${d.output()}`);
       // The listen backlog is the Send-Q of a listening Unix socket in ss.
-      const ss = execFileSync('ss', ['-xl'], { encoding: 'utf8' }).split('\n').find((l) => l.includes(sockPath));
-      assert.ok(ss, 'socket listed by ss');
-      assert.equal(ss.trim().split(/\s+/)[3], '77', `backlog: ${ss}`);
+      // (The stale listener this test left behind is listed under the same name with node's default 511.)
+      const ss = execFileSync('ss', ['-xl'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(sockPath));
+      assert.ok(ss.some((l) => l.trim().split(/\s+/)[3] === '77'), `backlog: ${ss.join('\n')}`);
       const hdr = { 'x-forwarded-for': '10.0.0.5', 'x-neutron-router-id': a.routerId };
       for (let i = 0; i < 6; i++) assert.equal(JSON.parse((await viaSocket(sockPath, '/x', hdr)).body).headers['x-instance-id'], INST_A);
       const ag = await waitFor(async () => (await qs.client.listAgents({ host: 'proc-node' }))[0], 5000, 100, 'the state report');

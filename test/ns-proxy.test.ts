@@ -245,6 +245,39 @@ describe('quantum-ns-metadata-proxy: forwarding', () => {
     assert.deepEqual([...piped.matchAll(/"url":"(\/p\/\d)"/g)].map((m) => m[1]), ['/p/1', '/p/2', '/p/3']);
   });
 
+  test('fuzz: 400 mutated requests never crash the proxy nor smuggle a header to the agent', async () => {
+    const base = 'POST /openstack/latest/password?a=b HTTP/1.1\r\nHost: 169.254.169.254\r\nX-Instance-ID: evil\r\nX-Forwarded-For: 6.6.6.6\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello';
+    const alphabet = ['\r', '\n', '\0', ' ', '\t', ':', ',', '\x7f', '\xff', 'X-Forwarded-For: 7.7.7.7\r\n', '\r\n', '\r\n\r\n', 'Transfer-Encoding: chunked\r\n', 'Content-Length: 0\r\n', '0\r\n\r\n', 'GET / HTTP/1.1\r\n'];
+    let seed = 12345;
+    const rnd = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const before = agent.requests.length;
+    const statuses = new Map<number, number>();
+    for (let i = 0; i < 400; i++) {
+      let m = base;
+      for (let k = 0, n = 1 + rnd(4); k < n; k++) {
+        const at = rnd(m.length);
+        const op = rnd(3);
+        if (op === 0) m = m.slice(0, at) + alphabet[rnd(alphabet.length)]! + m.slice(at);
+        else if (op === 1) m = m.slice(0, at) + m.slice(at + 1 + rnd(4));
+        else m = m.slice(0, at) + String.fromCharCode(rnd(256)) + m.slice(at + 1);
+      }
+      const r = await rawRequest(port, Buffer.from(m, 'latin1'), { timeoutMs: 1500, halfClose: true }).catch(() => ({ status: -1 }));
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+    }
+    const allowed = new Set(['host', 'x-forwarded-for', 'x-quantum-router-id', 'x-neutron-router-id', 'content-type', 'content-length']);
+    for (const c of agent.requests.slice(before)) {
+      for (const h of Object.keys(c.headers)) assert.ok(allowed.has(h), `header ${h} reached the agent`);
+      assert.equal(c.headers['x-forwarded-for'], '127.0.0.1');
+      assert.equal(c.headers['x-neutron-router-id'], ROUTER);
+      assert.equal(c.rawHeaders.length / 2, new Set(c.rawHeaders.filter((_, i) => i % 2 === 0).map((h) => h.toLowerCase())).size, 'no duplicated header');
+    }
+    assert.ok((statuses.get(400) ?? 0) > 50, `statuses: ${JSON.stringify([...statuses])}`);
+    assert.equal((await guestGet(port, '/still-alive')).status, 200);
+  });
+
   test('IPv4-mapped peers are reported as IPv4 on a dual-stack bind', async (t) => {
     const p6 = await getFreePort();
     let d: Daemon;

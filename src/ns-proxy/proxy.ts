@@ -210,6 +210,7 @@ class Guest {
     this.deadline = Date.now() + this.proxy.cfg.timeoutKeepAlive;
     if (sock.isPaused()) sock.resume();
     if (this.buf !== undefined && this.buf.length > 0) this.process();
+    else this.buf = undefined;
   }
 }
 

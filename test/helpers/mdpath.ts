@@ -137,7 +137,7 @@ export interface RawResponse {
  * Send raw bytes over one TCP connection (optionally from a chosen local address, e.g. 127.0.0.5, to
  * play a given guest) and read one HTTP/1.x response. Used for requests node's client will not write.
  */
-export function rawRequest(port: number, data: string | Buffer, opts: { host?: string; localAddress?: string; timeoutMs?: number } = {}): Promise<RawResponse> {
+export function rawRequest(port: number, data: string | Buffer, opts: { host?: string; localAddress?: string; timeoutMs?: number; halfClose?: boolean } = {}): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const s: Socket = connect({ port, host: opts.host ?? '127.0.0.1', ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
     let buf = Buffer.alloc(0);
@@ -181,7 +181,8 @@ export function rawRequest(port: number, data: string | Buffer, opts: { host?: s
       if (buf.length) tryParse(true);
       else reject(e);
     });
-    s.write(data);
+    if (opts.halfClose) s.end(data);
+    else s.write(data);
   });
 }
 
