@@ -3,7 +3,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -452,6 +452,11 @@ describe('quantum-ns-metadata-proxy: command line and daemon', () => {
       assert.match(twin.out, /already exist\. Daemon already running\?/);
       const logFile = join(logDir, `quantum-ns-metadata-proxy-${ROUTER}.log`);
       await waitFor(() => existsSync(logFile) && readFileSync(logFile, 'utf8').includes('metadata proxy listening'), 3000, 50, 'the log line');
+      // logrotate: the file is moved away, SIGHUP makes the proxy write a new one (and not die).
+      renameSync(logFile, `${logFile}.1`);
+      process.kill(pid, 'SIGHUP');
+      await waitFor(() => existsSync(logFile) && readFileSync(logFile, 'utf8').includes('log file reopened'), 3000, 50, 'the reopened log');
+      assert.ok(alive(pid));
       // In-flight request survives SIGTERM.
       const slow = guestGet(port, '/slow/700');
       await sleep(150);

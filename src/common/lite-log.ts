@@ -16,6 +16,8 @@ export interface LiteLogger {
   error(fields: Fields | string, msg?: string): void;
   /** Flush and close a log file (no-op on stderr). */
   close(): Promise<void>;
+  /** Reopen the log file by name (after logrotate moved it away); no-op on stderr. */
+  reopen(): void;
 }
 
 function errFields(e: Error): Fields {
@@ -27,12 +29,14 @@ function errFields(e: Error): Fields {
 
 export function createLiteLogger(o: { name: string; debug?: boolean; path?: string | undefined }): LiteLogger {
   let stream: WriteStream | undefined;
-  if (o.path) {
-    mkdirSync(dirname(o.path), { recursive: true });
-    stream = createWriteStream(o.path, { flags: 'a' });
+  const open = (path: string) => {
+    mkdirSync(dirname(path), { recursive: true });
+    const s = createWriteStream(path, { flags: 'a' });
     // A log file that cannot be written must not take the daemon down.
-    stream.on('error', (e) => process.stderr.write(`${o.name}: cannot write log ${o.path}: ${e.message}\n`));
-  }
+    s.on('error', (e) => process.stderr.write(`${o.name}: cannot write log ${path}: ${e.message}\n`));
+    return s;
+  };
+  if (o.path) stream = open(o.path);
   const min = o.debug ? LEVELS.debug : LEVELS.info;
   const head = `,"pid":${process.pid},"name":${JSON.stringify(o.name)}`;
   const write = (level: Level, a: Fields | string, msg?: string) => {
@@ -59,5 +63,11 @@ export function createLiteLogger(o: { name: string; debug?: boolean; path?: stri
     warn: (a, m) => write('warn', a, m),
     error: (a, m) => write('error', a, m),
     close: () => new Promise<void>((r) => (stream ? stream.end(() => r()) : r())),
+    reopen: () => {
+      if (!o.path || !stream) return;
+      const old = stream;
+      stream = open(o.path);
+      old.end();
+    },
   };
 }

@@ -22,6 +22,8 @@ runService(PROG, async (svc) => {
   svc.setLogger(log);
   for (const w of warnings) log.warn(w);
   const { socketPath, cacheTtlMs } = resolveAgentConf(conf);
+  // Node's default for SIGHUP is to exit; an agent must survive a terminal hang-up or a stray reload signal.
+  process.on('SIGHUP', () => log.info('SIGHUP received: configuration is read at start only; restart the agent to apply changes'));
   const workers = d.metadata_workers;
 
   if (cluster.isWorker) {

@@ -54,13 +54,26 @@ export class NovaClient {
     this.pool = new Pool(this.origin, { connections: o.connections ?? 128, headersTimeout: t, bodyTimeout: t, keepAliveTimeout: 30_000, connect });
   }
 
+  /** Signatures of recent instances: a boot storm asks for the same few over and over. */
+  private readonly sigs = new Map<string, string>();
+
+  private sign(instanceId: string): string {
+    let s = this.sigs.get(instanceId);
+    if (s === undefined) {
+      s = signInstanceId(this.o.sharedSecret, instanceId);
+      if (this.sigs.size >= 4096) this.sigs.delete(this.sigs.keys().next().value!);
+      this.sigs.set(instanceId, s);
+    }
+    return s;
+  }
+
   /** The four headers Nova sees, and nothing else the guest sent. */
   headersFor(remoteAddress: string, id: Identity): Record<string, string> {
     return {
       'x-forwarded-for': remoteAddress,
       'x-instance-id': id.instanceId,
       'x-tenant-id': id.tenantId,
-      'x-instance-id-signature': signInstanceId(this.o.sharedSecret, id.instanceId),
+      'x-instance-id-signature': this.sign(id.instanceId),
     };
   }
 

@@ -87,6 +87,11 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+  // SIGHUP would kill a node process by default; here it reopens the log file (logrotate's postrotate).
+  process.on('SIGHUP', () => {
+    log!.reopen();
+    log!.info('SIGHUP: log file reopened');
+  });
   // A daemon with stdio closed must not die on EPIPE writing to stderr.
   process.stderr.on('error', () => {});
   log.info({ bind: c.bind_address, port, socket: socketPath, router_id: c.router_id, network_id: c.network_id, uid: process.getuid?.(), gid: process.getgid?.() }, 'metadata proxy listening');
