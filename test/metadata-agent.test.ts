@@ -443,3 +443,66 @@ describe('lookup and proxying against a real quantum-server', () => {
     assert.match(bad.output(), /exists and is not a socket/);
   });
 });
+
+describe('https to Nova: CA, insecure, client certificate', () => {
+  const d = tempDir();
+  const f = (n: string) => join(d.path, n);
+  let hasOpenssl = true;
+  before(() => {
+    try {
+      const ossl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
+      ossl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.crt'), '-subj', '/CN=mdpath-test-ca', '-days', '2');
+      for (const who of ['server', 'client']) {
+        ossl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f(`${who}.key`), '-out', f(`${who}.csr`), '-subj', `/CN=${who === 'server' ? '127.0.0.1' : 'metadata-agent'}`);
+        writeFileSync(f(`${who}.ext`), who === 'server' ? 'subjectAltName=IP:127.0.0.1\n' : 'extendedKeyUsage=clientAuth\n');
+        ossl('x509', '-req', '-in', f(`${who}.csr`), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f(`${who}.crt`), '-days', '2', '-extfile', f(`${who}.ext`));
+      }
+    } catch {
+      hasOpenssl = false;
+    }
+  });
+  after(() => d.rm());
+
+  async function httpsNova(requireClientCert: boolean): Promise<{ port: number; close(): Promise<void> }> {
+    const { createServer } = await import('node:https');
+    const s = createServer({ key: readFileSync(f('server.key')), cert: readFileSync(f('server.crt')), ca: readFileSync(f('ca.crt')), requestCert: requireClientCert, rejectUnauthorized: requireClientCert }, (req, res) => {
+      const peer = (req.socket as import('node:tls').TLSSocket).getPeerCertificate();
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ client: peer?.subject?.CN ?? null, instance: req.headers['x-instance-id'] }));
+    });
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+    return { port: (s.address() as import('node:net').AddressInfo).port, close: () => new Promise<void>((r) => { s.close(() => r()); s.closeAllConnections(); }) };
+  }
+
+  test('verify with auth_ca_cert; refuse an unknown CA; insecure skips the check; client cert when both files are set', async (t) => {
+    if (!hasOpenssl) return t.skip('openssl not available');
+    const id = { instanceId: 'i-1', tenantId: 't-1' };
+    const plain = await httpsNova(false);
+    const mutual = await httpsNova(true);
+    const clients: NovaClient[] = [];
+    const mk = (port: number, o: Partial<ConstructorParameters<typeof NovaClient>[0]>) => {
+      const c = new NovaClient({ host: '127.0.0.1', port, protocol: 'https', insecure: false, sharedSecret: 's', ...o });
+      clients.push(c);
+      return c;
+    };
+    try {
+      const ok = await mk(plain.port, { caCert: f('ca.crt') }).forward('GET', '/', '10.0.0.5', id, undefined);
+      assert.equal(ok.kind, 'response');
+      assert.equal(ok.kind === 'response' && JSON.parse(ok.body.toString()).instance, 'i-1');
+      const unknownCa = await mk(plain.port, {}).forward('GET', '/', '10.0.0.5', id, undefined);
+      assert.equal(unknownCa.kind, 'unreachable', 'the system CAs do not know the test CA');
+      const insecure = await mk(plain.port, { insecure: true }).forward('GET', '/', '10.0.0.5', id, undefined);
+      assert.equal(insecure.kind, 'response');
+      const noClientCert = await mk(mutual.port, { caCert: f('ca.crt') }).forward('GET', '/', '10.0.0.5', id, undefined);
+      assert.notEqual(noClientCert.kind === 'response' && noClientCert.status, 200, 'a server that requires a client certificate refuses us without one');
+      const withCert = await mk(mutual.port, { caCert: f('ca.crt'), clientCert: f('client.crt'), clientKey: f('client.key') }).forward('GET', '/', '10.0.0.5', id, undefined);
+      assert.equal(withCert.kind, 'response');
+      assert.equal(withCert.kind === 'response' && JSON.parse(withCert.body.toString()).client, 'metadata-agent');
+      assert.throws(() => new NovaClient({ host: '127.0.0.1', port: 1, protocol: 'https', insecure: false, sharedSecret: 's', caCert: f('missing.crt') }), /auth_ca_cert .*missing\.crt: ENOENT/);
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+      await plain.close();
+      await mutual.close();
+    }
+  });
+});
