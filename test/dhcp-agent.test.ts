@@ -8,8 +8,12 @@ import { createServer, type Server } from 'node:http';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
+import { randomUUID } from 'node:crypto';
 import { loadConfig } from '../src/common/config.js';
-import { silentLogger } from '../src/common/log.js';
+import { createLogger, silentLogger } from '../src/common/log.js';
+
+// AGENT_TEST_LOG=<file> keeps the in-process agents' debug log for a failing run.
+const testLog = process.env.AGENT_TEST_LOG ? createLogger({ name: 'agent-test', debug: true, log_file: process.env.AGENT_TEST_LOG }) : silentLogger;
 import { ConfigError } from '../src/common/errors.js';
 import { QuantumClient, type Network, type Port, type Subnet } from '../src/common/quantum-client.js';
 import { execute } from '../src/linux/exec.js';
@@ -31,7 +35,7 @@ const dhclientPids: string[] = [];
 function makeAgent(extra: string[] = []): DhcpAgent {
   const { conf } = loadConfig(dhcpAgentSpec, ['--config-file', confFile, ...extra], { prog: 'quantum-dhcp-agent', description: '' });
   validateDhcpConf(conf);
-  const a = new DhcpAgent(conf, silentLogger);
+  const a = new DhcpAgent(conf, testLog);
   agents.push(a);
   return a;
 }
@@ -236,13 +240,43 @@ describe('isolated network: dnsmasq, dhclient, option 121, metadata proxy on 169
     await waitFor(() => existsSync(pxPidFile), 10_000, 50, 'proxy back once isolated again');
   });
 
+  let sub2: Subnet | undefined;
+  test('a second subnet: the DHCP port gets an IP on it, dnsmasq restarts with a second range, routes are on-link', async () => {
+    const pidFile = join(state, 'dhcp', net.id, 'pid');
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    sub2 = await q.createSubnet({ network_id: net.id, cidr: '10.72.0.0/24', ip_version: 4, gateway_ip: null });
+    const p2 = await waitFor(async () => {
+      const p = (await q.listPorts({ network_id: net.id, device_owner: 'network:dhcp' }))[0];
+      return p && p.fixed_ips.some((f) => f.subnet_id === sub2!.id) ? p : undefined;
+    }, 10_000, 100, 'DHCP port on the second subnet');
+    const ip2 = p2.fixed_ips.find((f) => f.subnet_id === sub2!.id)!.ip_address;
+    await waitFor(() => {
+      try {
+        const n = Number(readFileSync(pidFile, 'utf8'));
+        return n !== pid && !processGone(n) && readFileSync(`/proc/${n}/cmdline`, 'utf8').includes('set:tag1,10.72.0.0,static,86400s');
+      } catch {
+        return false;
+      }
+    }, 10_000, 50, 'dnsmasq restarted with two ranges');
+    assert.ok(processGone(pid));
+    assert.match(await inNs(ns, ['ip', '-4', '-o', 'addr', 'show', 'dev', tapDeviceName(dport.id)]), new RegExp(`${ip2.replace(/\./g, '\\.')}/24`));
+    const opts = readFileSync(join(state, 'dhcp', net.id, 'opts'), 'utf8').split('\n');
+    const dip = dport.fixed_ips[0]!.ip_address;
+    assert.ok(opts.includes(`tag:tag0,option:classless-static-route,10.72.0.0/24,0.0.0.0,169.254.169.254/32,${dip},0.0.0.0/0,10.71.0.1`), opts.join('\n'));
+    assert.ok(opts.includes(`tag:tag1,option:classless-static-route,10.71.0.0/24,0.0.0.0,169.254.169.254/32,${ip2}`), opts.join('\n'));
+    assert.ok(opts.includes('tag:tag1,option:router'), opts.join('\n'));
+  });
+
   test('a restarted agent adopts dnsmasq and the proxy (same pids)', async () => {
     const dm = Number(readFileSync(join(state, 'dhcp', net.id, 'pid'), 'utf8'));
     const px = Number(readFileSync(join(state, 'external', 'pids', `${net.id}.pid`), 'utf8'));
     await agent.stop();
+    // Another stack's DHCP namespace on this machine: not ours (no conf dir under our state path), never touched.
+    const foreign = fx.namespace(dhcpNamespace(randomUUID()));
     agent = makeAgent();
     agent.start();
-    await waitFor(() => agent.syncs > 0, 10_000);
+    await waitFor(() => agent.syncs > 1, 10_000);
+    assert.ok(listNamespaces().includes(foreign));
     assert.equal(Number(readFileSync(join(state, 'dhcp', net.id, 'pid'), 'utf8')), dm);
     assert.equal(Number(readFileSync(join(state, 'external', 'pids', `${net.id}.pid`), 'utf8')), px);
   });
@@ -251,6 +285,7 @@ describe('isolated network: dnsmasq, dhclient, option 121, metadata proxy on 169
     const dm = Number(readFileSync(join(state, 'dhcp', net.id, 'pid'), 'utf8'));
     const px = Number(readFileSync(join(state, 'external', 'pids', `${net.id}.pid`), 'utf8'));
     await q.updateSubnet(sub.id, { enable_dhcp: false });
+    if (sub2) await q.updateSubnet(sub2.id, { enable_dhcp: false });
     // The conf dir goes last.
     await waitFor(() => !existsSync(join(state, 'dhcp', net.id)), 10_000, 50, 'network torn down');
     assert.ok(!listNamespaces().includes(ns));

@@ -8,7 +8,10 @@ import { createServer, type Server } from 'node:http';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../src/common/config.js';
-import { silentLogger } from '../src/common/log.js';
+import { createLogger, silentLogger } from '../src/common/log.js';
+
+// AGENT_TEST_LOG=<file> keeps the in-process agents' debug log for a failing run.
+const testLog = process.env.AGENT_TEST_LOG ? createLogger({ name: 'agent-test', debug: true, log_file: process.env.AGENT_TEST_LOG }) : silentLogger;
 import { QuantumClient, type Network, type Port, type Router, type Subnet } from '../src/common/quantum-client.js';
 import { IptablesManager } from '../src/linux/iptables.js';
 import { execute } from '../src/linux/exec.js';
@@ -30,7 +33,7 @@ const agents: L3Agent[] = [];
 function makeAgent(extra: string[] = []): L3Agent {
   const { conf } = loadConfig(l3AgentSpec, ['--config-file', confFile, ...extra], { prog: 'quantum-l3-agent', description: '' });
   validateL3Conf(conf);
-  const a = new L3Agent(conf, silentLogger);
+  const a = new L3Agent(conf, testLog);
   agents.push(a);
   return a;
 }

@@ -52,6 +52,7 @@ interface NetState {
   portId?: string;
   networkFingerprint?: string;
   dnsmasq?: ProcessManager;
+  dnsmasqArgv?: (pidFile: string) => string[];
   proxy?: ProcessManager;
   proxyUuid?: string;
 }
@@ -253,12 +254,16 @@ export class DhcpAgent {
     const optsChanged = writeIfChanged(join(confDir, 'opts'), buildOptsFile({ subnets: v4, ports, dhcpIpBySubnet, conf: metaConf }));
     const argvFor = (pidFile: string) =>
       buildDnsmasqArgv({ networkId: n.id, confDir, interfaceName: device, subnets: v4, leaseDuration: d.dhcp_lease_duration, domain: d.dhcp_domain, leaseMax: d.dnsmasq_lease_max ?? 2 ** 24, configFile: d.dnsmasq_config_file }, pidFile);
-    if (!st.dnsmasq) st.dnsmasq = new ProcessManager({ uuid: n.id, statePath: d.state_path, pidFile: join(confDir, 'pid'), service: DNSMASQ_SERVICE, namespace: ns, pidFileWriter: 'process', cmd: argvFor, log: this.log });
+    // The manager (shared with the monitor) always starts dnsmasq with the arguments of the latest sync.
+    st.dnsmasqArgv = argvFor;
+    const state = st;
+    if (!st.dnsmasq) st.dnsmasq = new ProcessManager({ uuid: n.id, statePath: d.state_path, pidFile: join(confDir, 'pid'), service: DNSMASQ_SERVICE, namespace: ns, pidFileWriter: 'process', cmd: (pf) => state.dnsmasqArgv!(pf), log: this.log });
     const dm = st.dnsmasq;
     if (dm.active) {
       const running = readCmdline(dm.pid!);
-      if (running !== argvFor(dm.pidFile).join(' ')) {
-        this.log.info({ network_id: n.id }, 'dnsmasq arguments changed; restarting');
+      const wanted = argvFor(dm.pidFile).join(' ');
+      if (running !== wanted) {
+        this.log.info({ network_id: n.id, running, wanted }, 'dnsmasq arguments changed; restarting');
         await dm.disable();
         await dm.enable();
       } else if (hostsChanged || optsChanged) {

@@ -157,7 +157,13 @@ export class ProcessManager {
       if (this.active) return;
       await sleep(20);
     }
-    throw new Error(`${argv.join(' ')}: no live process in ${this.pidFile} after ${opts.timeoutMs ?? 10_000} ms (see ${outFile})`);
+    let tail = '';
+    try {
+      tail = readFileSync(outFile, 'utf8').slice(-600).trim();
+    } catch {
+      /* no output */
+    }
+    throw new Error(`${argv.join(' ')}: no live process in ${this.pidFile} after ${opts.timeoutMs ?? 10_000} ms; output (${outFile}): ${tail}`);
   }
 
   /** SIGHUP the process (dnsmasq re-reads its hosts and opts files). */
