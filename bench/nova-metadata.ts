@@ -28,6 +28,7 @@ const N = Number(arg('servers', '10000'));
 const DURATION = Number(arg('duration', '10'));
 const CONNECTIONS = Number(arg('connections', '64'));
 const SECRET = 'bench-secret';
+const CACHE_ON = Number(arg('cache', '3600'));
 
 const VIF = (i: number) => [
   {
@@ -200,7 +201,10 @@ async function main(): Promise<void> {
     const results: Result[] = [];
     const only = arg('only', '');
     for (const path of ['/latest/meta-data/', '/openstack/latest/meta_data.json']) {
-      for (const cache of [15, 0]) {
+      // "On" uses a long expiration so the warm-up (every server once, which takes longer than 15 s on
+      // MariaDB) is still cached while wrk runs: it measures the warm path, which is what 15 s gives a guest
+      // that asks for a handful of paths in a row.
+      for (const cache of [CACHE_ON, 0]) {
         if (only && only !== `${path}:${cache}`) continue;
         const r = await measure(url, ids, dir, path, cache);
         results.push(r);
