@@ -442,6 +442,12 @@ for (const mk of backends()) {
       assert.equal(bm.availability_zone, null);
     });
 
+    test('an x509 keypair type is passed through in keys', async () => {
+      const x = await insertInstance(db.db, { key_name: 'cert', keypairs: [{ name: 'cert', type: 'x509', public_key: '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n' }] });
+      const md = JSON.parse((await get(x, '/openstack/latest/meta_data.json')).text) as { keys: { type: string; name: string }[] };
+      assert.deepEqual(md.keys.map((k) => [k.name, k.type]), [['cert', 'x509']]);
+    });
+
     test('network_data.json: exact netutils output as text/plain, for every version; {} without network', async () => {
       const r = await get(full, '/openstack/latest/network_data.json');
       assert.equal(r.headers['content-type'], 'text/plain; charset=UTF-8');
@@ -497,12 +503,12 @@ for (const mk of backends()) {
       const vp = await listen(vd, '127.0.0.1', 0);
       const u = (p: string) => `http://127.0.0.1:${vp}${p}`;
       const mkDyn = (targets: string[], fatal = false) => new DynamicVendorData({ targets, connectTimeoutS: 3, readTimeoutS: 1, failureFatal: fatal }, servers[0]!.handler['log']);
-      const dyn = mkDyn([`first@${u('/ok')}`, `second@${u('/created')}`, `first@${u('/created')}`, 'noname', `empty@${u('/empty')}`, `err@${u('/err')}`, `bad@${u('/bad')}`, `slow@${u('/slow')}`, `static@${u('/ok')}`]);
+      const dyn = mkDyn([`first@${u('/ok')}`, `second@${u('/created')}`, `first@${u('/created')}`, 'noname', `empty@${u('/empty')}`, `err@${u('/err')}`, `bad@${u('/bad')}`, `slow@${u('/slow')}`, `tls@https://127.0.0.1:${vp}/ok`, `static@${u('/ok')}`]);
       const s = await start({ vendordataProviders: ['StaticJSON', 'DynamicJSON'], vendordataJsonfilePath: join(dir, 'vendor.json') }, dyn);
       const r = await get(full, '/openstack/latest/vendor_data2.json', {}, s.port);
       assert.equal(r.status, 200);
       assert.equal(r.headers['content-type'], 'application/json');
-      assert.equal(r.text, '{"static": {"1": "one", "a": "b", "\\u00fcn\\u00ef": "\\u00e7"}, "first": {"k": "v", "n": 1}, "second": {"c": true}, "empty": {}, "err": {}, "bad": {}, "slow": {}}');
+      assert.equal(r.text, '{"static": {"1": "one", "a": "b", "\\u00fcn\\u00ef": "\\u00e7"}, "first": {"k": "v", "n": 1}, "second": {"c": true}, "empty": {}, "err": {}, "bad": {}, "slow": {}, "tls": {}}');
       assert.ok(s.logs.some((l) => l.includes('Removing duplicate metadata key: static')));
       const first = posted.find((p) => p.url === '/ok')!;
       assert.deepEqual(Object.keys(first.body), ['project-id', 'instance-id', 'image-id', 'user-data', 'hostname', 'metadata', 'boot-roles']);
