@@ -181,6 +181,15 @@ describe('ProcessManager and ProcessMonitor', () => {
     assert.ok(processGone(pid));
   });
 
+  test('a process that fails to start is reported at once, with its output', async () => {
+    const id = uuid();
+    const pm = new ProcessManager({ uuid: id, statePath: state, namespace: ns, pidFileWriter: 'process', cmd: () => [process.execPath, '-e', "console.error('port 80 already in use'); process.exit(3)", '--', id] });
+    const t0 = Date.now();
+    await assert.rejects(pm.enable(), /exited with 3.*port 80 already in use/s);
+    assert.ok(Date.now() - t0 < 3000);
+    assert.equal(pm.active, false);
+  });
+
   test('disable escalates to SIGKILL after the grace period', async () => {
     const id = uuid();
     const ready = join(state, `${id}.ready`);

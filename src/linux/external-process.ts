@@ -152,18 +152,28 @@ export class ProcessManager {
       writeFileSync(this.pidFile, `${child.pid}\n`);
       return;
     }
+    // A launcher that exits non-zero (bad flags, port in use) has failed: say so now, not at the deadline.
+    let failed: string | undefined;
+    child.once('exit', (code, signal) => {
+      if (code !== 0) failed = `exited with ${code ?? signal}`;
+    });
+    child.once('error', (e) => {
+      failed = e.message;
+    });
     const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
-    while (Date.now() < deadline) {
+    while (Date.now() < deadline && failed === undefined) {
       if (this.active) return;
       await sleep(20);
     }
+    if (this.active) return;
     let tail = '';
     try {
       tail = readFileSync(outFile, 'utf8').slice(-600).trim();
     } catch {
       /* no output */
     }
-    throw new Error(`${argv.join(' ')}: no live process in ${this.pidFile} after ${opts.timeoutMs ?? 10_000} ms; output (${outFile}): ${tail}`);
+    const why = failed ?? `no live process in ${this.pidFile} after ${opts.timeoutMs ?? 10_000} ms`;
+    throw new Error(`${argv.join(' ')}: ${why}; output (${outFile}): ${tail}`);
   }
 
   /** SIGHUP the process (dnsmasq re-reads its hosts and opts files). */
