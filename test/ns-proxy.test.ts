@@ -278,6 +278,28 @@ describe('quantum-ns-metadata-proxy: forwarding', () => {
     assert.equal((await guestGet(port, '/still-alive')).status, 200);
   });
 
+  test('a request dripped byte by byte is still parsed right', async () => {
+    const req = 'GET /drip?x=1 HTTP/1.1\r\nHost: x\r\nX-Instance-ID: evil\r\nConnection: close\r\n\r\n';
+    const got = await new Promise<string>((resolve, reject) => {
+      const s = connect(port, '127.0.0.1');
+      s.setNoDelay(true);
+      let out = '';
+      s.on('data', (d: Buffer) => (out += d.toString()));
+      s.on('end', () => resolve(out));
+      s.on('error', reject);
+      s.on('connect', async () => {
+        for (const ch of req) {
+          s.write(ch);
+          await sleep(2);
+        }
+      });
+    });
+    assert.match(got, /^HTTP\/1\.1 200 OK\r\n/);
+    const body = JSON.parse(got.slice(got.indexOf('\r\n\r\n') + 4)) as Captured;
+    assert.equal(body.url, '/drip?x=1');
+    assert.equal(body.headers['x-instance-id'], undefined);
+  });
+
   test('IPv4-mapped peers are reported as IPv4 on a dual-stack bind', async (t) => {
     const p6 = await getFreePort();
     let d: Daemon;

@@ -69,6 +69,8 @@ class Guest {
   need = 0;
   decoder: ChunkedDecoder | undefined;
   keepAlive = true;
+  /** Bytes of `buf` already searched for the end of the head (a guest dripping bytes costs O(n), not O(n²)). */
+  scanned = 0;
   readonly peer: string;
 
   constructor(
@@ -100,23 +102,30 @@ class Guest {
           // Tolerate stray CRLFs between requests (RFC 9112 2.2).
           let s = 0;
           while (s + 1 < buf.length && buf[s] === 13 && buf[s + 1] === 10) s += 2;
-          if (s) buf = this.buf = buf.subarray(s);
+          if (s) {
+            buf = this.buf = buf.subarray(s);
+            this.scanned = 0;
+          }
           if (buf.length === 0) return;
           if (this.state === G.Idle) {
             this.state = G.Head;
+            this.scanned = 0;
             this.deadline = Date.now() + this.proxy.cfg.timeoutHttpRequest;
           }
-          const end = buf.indexOf(CRLF2);
+          const from = this.scanned > 3 ? this.scanned - 3 : 0;
+          const end = buf.indexOf(CRLF2, from);
           const max = this.proxy.cfg.maxHeaderSize;
           if (end < 0) {
             if (buf.length > max) throw new HttpError(431, 'request header block too large');
             // A head using bare LF line ends would never complete: refuse it now, not at the timeout.
-            for (let i = buf.indexOf(10); i >= 0; i = buf.indexOf(10, i + 1)) if (i === 0 || buf[i - 1] !== 13) throw new HttpError(400, 'bare LF in head');
+            for (let i = buf.indexOf(10, from); i >= 0; i = buf.indexOf(10, i + 1)) if (i === 0 || buf[i - 1] !== 13) throw new HttpError(400, 'bare LF in head');
+            this.scanned = buf.length;
             return;
           }
           if (end + 4 > max) throw new HttpError(431, 'request header block too large');
           const head = parseRequestHead(buf.toString('latin1', 0, end));
           this.buf = buf.subarray(end + 4);
+          this.scanned = 0;
           const path = upstreamPath(head.target);
           if (path === undefined) throw new HttpError(400, 'bad request target');
           this.head = head;
