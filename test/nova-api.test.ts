@@ -412,3 +412,23 @@ describe('nova-api-metadata with metadata_workers = 2', () => {
     }
   });
 });
+
+test('sanitize_hostname gives what Nova 26 gives (outputs taken from nova.utils.sanitize_hostname)', async () => {
+  const { sanitizeHostname } = await import('../src/nova-api/util.js');
+  const cases: [string, string][] = [
+    ['Web Server_1.example', 'web-server-1-example'],
+    ['ÜBER  Ünïcode ☃ host', 'über--ünïcode--host'],
+    ['--a..b--', 'a--b'],
+    ['....', ''],
+    [`${'x'.repeat(70)}-y`, 'x'.repeat(63)],
+    ['a_b.c d', 'a-b-c-d'],
+    ['Ab²³¼ºª', 'ab²³¼ºª'],
+    ['tab\there', 'tabhere'],
+    ['ŁódźCity', 'ódcity'],
+    ['日本', ''],
+    ['A-B_C.D E', 'a-b-c-d-e'],
+  ];
+  for (const [i, o] of cases) assert.equal(sanitizeHostname(i), o, i);
+  // An empty result falls back to Server-<uuid> at boot.
+  assert.equal(sanitizeHostname('日本', 'Server-x'), 'Server-x');
+});
