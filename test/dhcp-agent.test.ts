@@ -228,7 +228,8 @@ describe('isolated network: dnsmasq, dhclient, option 121, metadata proxy on 169
     const pxPidFile = join(state, 'external', 'pids', `${net.id}.pid`);
     const px = Number(readFileSync(pxPidFile, 'utf8'));
     await waitFor(() => !existsSync(pxPidFile), 10_000, 50, 'proxy stopped');
-    assert.ok(processGone(px));
+    // The proxy removes its own pid file on SIGTERM just before it exits.
+    await waitFor(() => processGone(px), 3000, 20, 'proxy process gone');
     const addrs = await inNs(ns, ['ip', '-4', '-o', 'addr', 'show', 'dev', tapDeviceName(dport.id)]);
     assert.doesNotMatch(addrs, /169\.254\.169\.254/);
     assert.equal(
