@@ -158,7 +158,10 @@ async function cleanup(): Promise<void> {
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
     say(`${sig}: stopping, removing namespaces ${prefix}-*`);
-    void cleanup().finally(() => process.exit(130));
+    void cleanup().finally(() => {
+      if (tmp) rmSync(tmp, { recursive: true, force: true });
+      process.exit(130);
+    });
   });
 }
 
