@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { Writable } from 'node:stream';
+import { connect } from 'node:net';
 import { migrate, openDatabase, type Db } from '../src/db/connection.js';
 import { novaMigrations, type NovaDatabase } from '../src/db/nova-schema.js';
 import { signInstanceId } from '../src/common/hmac.js';
@@ -567,8 +568,7 @@ for (const mk of backends()) {
     test('proxy mode: repeated X-Instance-ID or X-Tenant-ID headers are 400', async () => {
       const raw = (extra: string) =>
         new Promise<string>((resolve, reject) => {
-          const net = require_net();
-          const s = net.connect(port, '127.0.0.1', () => {
+          const s = connect(port, '127.0.0.1', () => {
             s.write(`GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Instance-ID: ${full}\r\nX-Tenant-ID: proj-a\r\nX-Instance-ID-Signature: ${signInstanceId(SECRET, full)}\r\n${extra}\r\n`);
           });
           let out = '';
@@ -752,12 +752,6 @@ test('pyNormpath is posixpath.normpath', () => {
   ];
   for (const [i, o] of cases) assert.equal(pyNormpath(i), o, i);
 });
-
-// node:net via a dynamic-free import (ESM): kept here so the raw-socket test reads simply.
-import * as netModule from 'node:net';
-function require_net(): typeof netModule {
-  return netModule;
-}
 
 // Provider (load-balancer) mode needs a Neutron that knows `advanced_service_providers` on subnets,
 // which quantum-server does not implement; a small stand-in speaking the Neutron v2.0 JSON answers

@@ -5,6 +5,8 @@ import type { Kysely } from 'kysely';
 import type { NovaDatabase } from '../../src/db/nova-schema.js';
 import type { DeviceMeta, NetworkInfo } from '../../src/nova-metadata/model.js';
 import { uuidToIntId } from '../../src/nova-metadata/store.js';
+import { QuantumClient } from '../../src/common/quantum-client.js';
+import { getFreePort, spawnDaemon, waitForListen, type Daemon } from './proc.js';
 
 export interface FixtureInstance {
   uuid?: string;
@@ -141,9 +143,6 @@ export async function insertInstance(db: Kysely<NovaDatabase>, f: FixtureInstanc
 }
 
 // ---- real daemons for the integration tests ------------------------------------------------------
-
-import { QuantumClient } from '../../src/common/quantum-client.js';
-import { getFreePort, spawnDaemon, waitForListen, type Daemon } from './proc.js';
 
 export interface RunningDaemon {
   url: string;
