@@ -378,6 +378,7 @@ async function main(): Promise<void> {
   prefix = runPrefix();
   tmp = mkdtempSync(join(tmpdir(), `${prefix}-`));
   say(`run ${prefix}, tmp ${tmp}, ${JSON.stringify(cfg)}`);
+  if (cfg.repeats < 3) result.notes.push(`only ${cfg.repeats} repeat(s) per figure: medians of fewer than 3 runs are not robust on a shared machine`);
   topo = await createTopology(prefix, PORTS.ours);
   const routerId = randomUUID();
   const upstream = await startUpstream(UPSTREAM_MAIN, topo.router, tmp, `0.0.0.0:${UPSTREAM_TCP_PORT}`);
