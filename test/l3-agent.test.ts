@@ -267,7 +267,7 @@ function spawnText(argv: string[]): string {
 void mkdirSync;
 
 describe('enable_metadata_proxy = False', () => {
-  test('only the mark and the scope drop are installed, no REDIRECT, no INPUT rules, no proxy', async () => {
+  test('only the mark and the scope drop are installed, no REDIRECT, no INPUT rules, no proxy (an adopted one is stopped)', async () => {
     for (const a of agents) await a.stop();
     const net = await q.createNetwork({ name: `${fx.prefix}-n4` });
     fx.trackBridge(bridgeName(net.id));
@@ -276,10 +276,18 @@ describe('enable_metadata_proxy = False', () => {
     const ns = fx.trackNamespace(routerNamespace(router.id));
     const info = await q.addRouterInterface(router.id, { subnet_id: sub.id });
     fx.trackLink(tapDeviceName(info.port_id));
+    // First with the proxy on, then restarted with it off: the adopted proxy and its rules go.
+    const on = makeAgent();
+    on.start();
+    const pidFile = join(state, 'external', 'pids', `${router.id}.pid`);
+    await waitFor(() => existsSync(pidFile), 10_000, 50, 'proxy');
+    const pid = Number(readFileSync(pidFile, 'utf8'));
+    await on.stop();
     const a = makeAgent(['--noenable_metadata_proxy']);
     a.start();
     await waitFor(() => linkExistsSync(routerDeviceName(info.port_id), ns), 10_000, 50, 'router plumbing');
     await waitFor(() => a.syncs > 1, 5000);
+    assert.ok(processGone(pid));
     const all = [...(await IptablesManager.readRules('filter', ns)), ...(await IptablesManager.readRules('nat', ns)), ...(await IptablesManager.readRules('mangle', ns))];
     const ours = all.filter((r) => /^-A quantum-l3-agent-\S+ /.test(r));
     assert.deepEqual(ours.sort(), [

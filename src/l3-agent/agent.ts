@@ -292,6 +292,9 @@ export class L3Agent {
         await ri.proxy.enable();
         this.monitor.register(ri.proxy);
       }
+    } else if (fresh) {
+      // Proxy switched off since a previous run: its adopted copy goes.
+      await this.proxyManager(r.id, ri.ns).disable();
     }
   }
 
