@@ -363,7 +363,8 @@ export class ComputeApi {
       'OS-EXT-AZ:availability_zone': i.availability_zone ?? '',
       config_drive: '',
       key_name: i.key_name,
-      'OS-SRV-USG:launched_at': i.launched_at ? i.launched_at.replace('T', 'T').replace(/Z$/, '') : null,
+      // Nova prints this one as Python's isoformat with microseconds and no zone.
+      'OS-SRV-USG:launched_at': i.launched_at ? i.launched_at.replace(/\.(\d{3})Z$/, '.$1000').replace(/Z$/, '.000000') : null,
       'OS-SRV-USG:terminated_at': null,
       'OS-EXT-STS:task_state': i.task_state,
       'OS-EXT-STS:vm_state': i.vm_state,
@@ -374,17 +375,13 @@ export class ComputeApi {
   }
 
   private async listServers(ctx: Ctx, detail: boolean, q: URLSearchParams): Promise<Json> {
-    let query = this.db.selectFrom('instances').select('uuid').where('project_id', '=', ctx.projectId);
+    let query = this.db.selectFrom('instances').select(['uuid', 'display_name']).where('project_id', '=', ctx.projectId);
     const name = q.get('name');
     if (name) query = query.where('display_name', '=', name);
     const rows = await query.orderBy('created_at', 'desc').orderBy('id', 'desc').execute();
+    if (!detail) return { servers: rows.map((r) => ({ id: r.uuid, links: this.serverLinks(ctx, r.uuid), name: r.display_name })) };
     const servers: Json[] = [];
-    for (const r of rows) {
-      if (!detail) {
-        const row = await this.db.selectFrom('instances').select(['uuid', 'display_name']).where('uuid', '=', r.uuid).executeTakeFirst();
-        if (row) servers.push({ id: row.uuid, links: this.serverLinks(ctx, row.uuid), name: row.display_name });
-      } else servers.push(this.serverView(ctx, await this.getInstance(ctx, r.uuid), true));
-    }
+    for (const r of rows) servers.push(this.serverView(ctx, await this.getInstance(ctx, r.uuid), true));
     return { servers };
   }
 
