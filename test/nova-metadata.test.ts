@@ -597,6 +597,16 @@ for (const mk of backends()) {
       assert.match(d.output(), /nova-api-metadata: \[neutron\] service_metadata_proxy = True needs a non-empty \[neutron\] metadata_proxy_shared_secret/);
     });
 
+    test('remote-address mode with quantum-server unreachable: 500 "An unknown error…" at once, not a hang', async () => {
+      const r = await start({ serviceMetadataProxy: false });
+      const t0 = Date.now();
+      const res = await call(r.port, '/latest/meta-data/');
+      assert.equal(res.status, 500);
+      assert.equal(res.text, '500 Internal Server Error\n\nAn unknown error has occurred. Please try your request again.\n\n   ');
+      assert.ok(Date.now() - t0 < 5000);
+      assert.ok(r.logs.some((l) => l.includes('Failed to get metadata for IP 127.0.0.1')));
+    });
+
     test('cache: expiration 15 → one backend lookup for two requests; 0 → two', async () => {
       const c15 = await start({ cacheExpiration: 15 });
       await get(full, '/latest/meta-data/hostname', {}, c15.port);
