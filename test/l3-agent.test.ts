@@ -5,7 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../src/common/config.js';
 import { createLogger, silentLogger } from '../src/common/log.js';
@@ -15,6 +15,7 @@ const testLog = process.env.AGENT_TEST_LOG ? createLogger({ name: 'agent-test', 
 import { QuantumClient, type Network, type Port, type Router, type Subnet } from '../src/common/quantum-client.js';
 import { IptablesManager } from '../src/linux/iptables.js';
 import { execute } from '../src/linux/exec.js';
+import { netnsPids } from '../src/linux/ip-lib.js';
 import { bridgeName, routerDeviceName, routerNamespace, tapDeviceName } from '../src/linux/names.js';
 import { L3Agent } from '../src/l3-agent/agent.js';
 import { l3AgentSpec, validateL3Conf } from '../src/l3-agent/opts.js';
@@ -203,7 +204,7 @@ describe('router namespace with metadata proxy', () => {
     agent.start();
     await waitFor(() => agent.syncs > 0, 10_000);
     assert.equal(Number(readFileSync(pidFile, 'utf8')), before);
-    const proxies = nsPids(ns).filter((p) => (readFileSync(`/proc/${p}/cmdline`, 'utf8') || '').includes('ns-proxy'));
+    const proxies = (await netnsPids(ns)).filter((p) => (readFileSync(`/proc/${p}/cmdline`, 'utf8') || '').includes('ns-proxy'));
     assert.deepEqual(proxies, [before]);
     assert.equal(JSON.parse(await curl(guest, 'http://169.254.169.254/')).headers['x-neutron-router-id'], router.id);
   });
@@ -253,18 +254,6 @@ describe('restart cleanup touches only namespaces this agent made', () => {
   });
 });
 
-function nsPids(ns: string): number[] {
-  const out = nsExec(ns, ['true']) === '' ? readNsPids(ns) : [];
-  return out;
-}
-function readNsPids(ns: string): number[] {
-  return spawnText(['ip', 'netns', 'pids', ns]).split('\n').filter(Boolean).map(Number);
-}
-import { execFileSync } from 'node:child_process';
-function spawnText(argv: string[]): string {
-  return execFileSync(argv[0]!, argv.slice(1), { encoding: 'utf8' });
-}
-void mkdirSync;
 
 describe('enable_metadata_proxy = False', () => {
   test('only the mark and the scope drop are installed, no REDIRECT, no INPUT rules, no proxy (an adopted one is stopped)', async () => {

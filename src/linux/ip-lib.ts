@@ -39,6 +39,17 @@ export async function netnsEnsure(name: string, ctx: Ctx = {}): Promise<void> {
   await execute(['ip', 'link', 'set', 'lo', 'up'], { netns: name, log: ctx.log });
 }
 
+/** Run a command inside a namespace (`ip netns exec`); returns stdout. */
+export async function netnsExec(name: string, argv: readonly string[], ctx: Ctx & { input?: string } = {}): Promise<string> {
+  return execute(argv, { netns: name, log: ctx.log, ...(ctx.input !== undefined ? { input: ctx.input } : {}) });
+}
+
+/** Pids of the processes living in a namespace (`ip netns pids`). */
+export async function netnsPids(name: string, ctx: Ctx = {}): Promise<number[]> {
+  const out = await execute(['ip', 'netns', 'pids', name], { log: ctx.log });
+  return out.split('\n').filter((l) => l.trim() !== '').map((l) => Number.parseInt(l, 10));
+}
+
 export async function netnsDelete(name: string, ctx: Ctx = {}): Promise<void> {
   if (!(await netnsExists(name, ctx))) return;
   await execute(['ip', 'netns', 'delete', name], { log: ctx.log });
