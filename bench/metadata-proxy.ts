@@ -26,7 +26,7 @@ const repoRoot = resolve(buildRoot, '..');
 const PROXY_MAIN = resolve(buildRoot, 'src/ns-proxy/main.js');
 const UPSTREAM_MAIN = resolve(here, 'lib/upstream.js');
 
-const PORTS = { ours: 9697, haproxy: 9698, chainOurs: 9699, chainHaproxy: 9700, profile: 9701 };
+const PORTS = { ours: 9697, haproxy: 9698, chainOurs: 9699, chainHaproxy: 9700, profile: 9701, scaleBase: 9800 };
 const UPSTREAM_TCP_PORT = 8080;
 
 const { values: flags } = parseArgs({
@@ -37,6 +37,7 @@ const { values: flags } = parseArgs({
     duration: { type: 'string' },
     'chain-duration': { type: 'string' },
     'node-flags': { type: 'string' },
+    scale: { type: 'string' },
     conns: { type: 'string' },
     chain: { type: 'boolean', default: true },
     'no-chain': { type: 'boolean', default: false },
@@ -67,6 +68,8 @@ const cfg = {
   out: flags.out ?? (quick ? 'quick' : 'latest'),
   /** Extra node flags for our proxy (e.g. "--max-semi-space-size=1"); default none, as the L3/DHCP agents run it. */
   nodeFlags: (flags['node-flags'] ?? '').split(' ').filter(Boolean),
+  /** Idle copies of each proxy started at once to measure the per-router memory on a network node. */
+  scale: Number(flags.scale ?? (quick ? 5 : 20)),
 };
 
 function say(msg: string): void {
@@ -137,6 +140,7 @@ const result = {
   runs: [] as RunRecord[],
   memory: {} as Record<string, MemRecord>,
   storm: [] as (StormResult & { target: string; rep: number })[],
+  scale: [] as { target: string; copies: number; rssKbEach: number; privateKbEach: number; pssKbEach: number }[],
   profiles: {} as Record<string, ProfileSummary>,
 };
 
@@ -262,6 +266,39 @@ async function stormPhase(targets: Target[], guestIps: (i: number) => string, si
         lastLoad[t.name] = Date.now();
         say(`storm ${t.name} N=${n}: ${r.requests} requests in ${fmt(r.totalMs, 0)} ms, p99 ${fmt(r.p99Ms, 1)} ms, errors ${r.errors}`);
       }
+    }
+  }
+}
+
+/**
+ * Many routers on one network node: start `scale` idle copies of each proxy (each serves one request so it
+ * is really up), and report the mean RSS, private and Pss per copy. Pss splits shared pages (the node binary,
+ * haproxy's text) among the copies, so it is what each additional router costs.
+ */
+async function scalePhase(socket: string, routerId: string, haveOurs: boolean): Promise<void> {
+  say(`starting ${cfg.scale} idle copies of each proxy`);
+  const kinds: { target: string; start: (i: number) => Promise<Proc> }[] = [];
+  if (haveOurs)
+    kinds.push({
+      target: 'ours',
+      start: (i) => startOurProxy(`scale-ours-${i}`, PROXY_MAIN, topo!.router, tmp, { routerId, port: PORTS.scaleBase + i, socket, nodeArgs: cfg.nodeFlags }),
+    });
+  kinds.push({ target: 'haproxy', start: (i) => startHaproxy(`scale-haproxy-${i}`, topo!.router, tmp, { routerId, port: PORTS.scaleBase + 100 + i, socket }) });
+  for (const k of kinds) {
+    const procs: Proc[] = [];
+    try {
+      for (let i = 0; i < cfg.scale; i++) procs.push(await k.start(i));
+      for (let i = 0; i < procs.length; i++) {
+        await redirectTo(topo!, PORTS.scaleBase + (k.target === 'haproxy' ? 100 : 0) + i);
+        await curlOnce(topo!.guest, `http://${METADATA_IP}/openstack/latest/meta_data.json`);
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+      const ms = procs.map((p) => memory(p.pid));
+      const mean = (f: (m: Mem) => number) => ms.reduce((a, m) => a + f(m), 0) / ms.length;
+      result.scale.push({ target: k.target, copies: procs.length, rssKbEach: mean((m) => m.rssKb), privateKbEach: mean((m) => m.privateKb), pssKbEach: mean((m) => m.pssKb) });
+      say(`${procs.length} × ${k.target}: ${fmt(mean((m) => m.pssKb) / 1024)} MB Pss each`);
+    } finally {
+      for (const p of procs) await p.stop();
     }
   }
 }
@@ -405,6 +442,8 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 2000));
     for (const t of targets) if (t.proc) result.memory[t.name]!.afterLoad = memory(t.proc.pid);
   }
+
+  if (cfg.scale > 0) await scalePhase(upstream.socket, routerId, haveOurs);
 
   if (cfg.profile && haveOurs) {
     say('profiling our proxy under load (--cpu-prof)');
@@ -619,6 +658,16 @@ function markdown(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeo
       ['ours', 'haproxy', 'chain-ours', 'chain-haproxy'].map(mrow).filter((r): r is string[] => !!r),
     ),
   );
+  if (result.scale.length)
+    L.push(
+      '',
+      '## Many routers on one node (idle copies started together, mean per copy, MB)',
+      '',
+      table(
+        ['proxy', 'copies', 'RSS each', 'private each', 'Pss each (fair share of shared pages)'],
+        result.scale.map((x) => [x.target, x.copies, fmt(x.rssKbEach / 1024), fmt(x.privateKbEach / 1024), fmt(x.pssKbEach / 1024)]),
+      ),
+    );
   if (storm.length)
     L.push(
       '',

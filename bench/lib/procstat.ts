@@ -44,10 +44,12 @@ export interface Mem {
   hwmKb: number;
   /** Private_Clean + Private_Dirty (smaps_rollup), KiB: what the process costs beyond shared pages. */
   privateKb: number;
+  /** Pss (smaps_rollup): shared pages divided among the processes sharing them, i.e. the fair per-process cost. */
+  pssKb: number;
 }
 
 export function memory(pid: number): Mem {
-  const m: Mem = { rssKb: 0, hwmKb: 0, privateKb: 0 };
+  const m: Mem = { rssKb: 0, hwmKb: 0, privateKb: 0, pssKb: 0 };
   for (const p of processTree(pid)) {
     try {
       const st = readFileSync(`/proc/${p}/status`, 'utf8');
@@ -55,6 +57,7 @@ export function memory(pid: number): Mem {
       m.hwmKb += Number(/VmHWM:\s+(\d+)/.exec(st)?.[1] ?? 0);
       const sm = readFileSync(`/proc/${p}/smaps_rollup`, 'utf8');
       m.privateKb += Number(/Private_Clean:\s+(\d+)/.exec(sm)?.[1] ?? 0) + Number(/Private_Dirty:\s+(\d+)/.exec(sm)?.[1] ?? 0);
+      m.pssKb += Number(/^Pss:\s+(\d+)/m.exec(sm)?.[1] ?? 0);
     } catch {
       /* exited between listing and reading */
     }
