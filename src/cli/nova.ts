@@ -167,7 +167,7 @@ function parseKv(items: string[], what: string, needValue: boolean): Record<stri
 
 const COMMANDS: Record<string, Command> = {
   boot: {
-    usage: 'boot NAME --flavor FLAVOR --image IMAGE [--key-name KEY] [--user-data FILE] [--meta key=value]... [--nic net-id=NET[,v4-fixed-ip=IP]|port-id=PORT]... [--availability-zone AZ] [--security-groups a,b] [--block-device-mapping-v2 key=value,...]...',
+    usage: 'boot NAME --flavor FLAVOR --image IMAGE [--key-name KEY] [--user-data FILE] [--meta key=value]... [--nic net-id=NET[,v4-fixed-ip=IP]|port-id=PORT]... [--availability-zone AZ] [--security-groups a,b] [--block-device source=volume|image|blank,id=UUID,dest=volume|local,bootindex=N,size=GB,device=NAME,format=swap]...',
     help: 'Boot a new server.',
     spec: { flavor: 'string', image: 'string', 'key-name': 'string', 'user-data': 'string', meta: 'list', nic: 'list', 'availability-zone': 'string', 'security-groups': 'string', 'block-device': 'list' },
     async run(c) {
