@@ -105,6 +105,15 @@ describe('nova CLI', () => {
     assert.equal((await cli('list', '-f', 'json')).out.trim(), '[]');
   });
 
+  test('boot --block-device: a data volume shows as attached', async () => {
+    const vol = '5e7f0c1a-1111-4222-8333-944455566677';
+    const b = await cli('boot', 'vol-vm', '--flavor', '1', '--image', IMAGE, '--nic', `net-id=${netId}`, '--block-device', `source=volume,id=${vol},dest=volume,bootindex=1`, '-f', 'json');
+    assert.equal(b.code, 0, b.err);
+    const s = JSON.parse(b.out) as { id: string; 'os-extended-volumes:volumes_attached': { id: string }[] };
+    assert.deepEqual(s['os-extended-volumes:volumes_attached'], [{ id: vol }]);
+    assert.equal((await cli('delete', s.id)).code, 0);
+  });
+
   test('usage errors exit 2; no project exits 1', async () => {
     const r = await cli('boot', 'x', '--image', IMAGE);
     assert.equal(r.code, 2);

@@ -30,6 +30,8 @@ export interface ComputeOptions {
   onInstanceChange?: (uuid: string) => void;
 }
 
+type InstanceView = InstanceRow & { _meta: Record<string, string>; _nw: NetworkInfo; _volumes: string[] };
+
 interface Ctx {
   projectId: string;
   userId: string;
@@ -310,14 +312,20 @@ export class ComputeApi {
 
   // ---- servers -------------------------------------------------------------------------------
 
-  private async getInstance(ctx: Ctx, id: string): Promise<InstanceRow & { _meta: Record<string, string>; _nw: NetworkInfo }> {
+  private async getInstance(ctx: Ctx, id: string): Promise<InstanceView> {
     const row = await this.db.selectFrom('instances').selectAll().where('uuid', '=', id).where('project_id', '=', ctx.projectId).executeTakeFirst();
     if (!row) throw notFound(`Instance ${id} could not be found.`);
-    const [meta, cache] = await Promise.all([
+    const [meta, cache, vols] = await Promise.all([
       this.db.selectFrom('instance_metadata').select(['key', 'value']).where('instance_uuid', '=', id).orderBy('id').execute(),
       this.db.selectFrom('instance_info_caches').select('network_info').where('instance_uuid', '=', id).executeTakeFirst(),
+      this.db.selectFrom('block_device_mapping').select('volume_id').where('instance_uuid', '=', id).where('destination_type', '=', 'volume').orderBy('id').execute(),
     ]);
-    return { ...row, _meta: Object.fromEntries(meta.map((m) => [m.key, m.value])), _nw: cache ? (JSON.parse(cache.network_info) as NetworkInfo) : [] };
+    return {
+      ...row,
+      _meta: Object.fromEntries(meta.map((m) => [m.key, m.value])),
+      _nw: cache ? (JSON.parse(cache.network_info) as NetworkInfo) : [],
+      _volumes: vols.map((v) => v.volume_id).filter((v): v is string => !!v),
+    };
   }
 
   private serverLinks(ctx: Ctx, id: string) {
@@ -327,7 +335,7 @@ export class ComputeApi {
     ];
   }
 
-  private serverView(ctx: Ctx, i: InstanceRow & { _meta: Record<string, string>; _nw: NetworkInfo }, _detail: boolean): Json {
+  private serverView(ctx: Ctx, i: InstanceView, _detail: boolean): Json {
     const addresses: Record<string, Json[]> = {};
     for (const vif of i._nw) {
       if (!vif.network) continue;
@@ -369,7 +377,7 @@ export class ComputeApi {
       'OS-EXT-STS:task_state': i.task_state,
       'OS-EXT-STS:vm_state': i.vm_state,
       'OS-EXT-STS:power_state': Number(i.power_state),
-      'os-extended-volumes:volumes_attached': [],
+      'os-extended-volumes:volumes_attached': i._volumes.map((v) => ({ id: v })),
       security_groups: (JSON.parse(i.security_groups) as string[]).map((name) => ({ name })),
     };
   }
