@@ -16,7 +16,7 @@ export const commonAgentOpts = {
     state_path: str('/var/lib/quantum', 'Top-level directory for maintaining the agent\'s state (pid files, dnsmasq files, the metadata proxy socket).'),
     quantum_url: str('http://127.0.0.1:9696', 'URL of quantum-server.'),
     auth_strategy: str('noauth', 'The type of authentication to use with quantum-server.', { choices: ['noauth'] }),
-    host: str(hostname(), 'Hostname to be used by the agent when reporting its state and binding ports. Defaults to the machine\'s hostname.'),
+    host: str(hostname(), 'Hostname to be used by the agent when reporting its state and binding ports. Defaults to the machine\'s hostname.', { sample: '<hostname>' }),
     interface_driver: str('linuxbridge', 'The driver used to plug interfaces: linuxbridge (quantum.agent.linux.interface.BridgeInterfaceDriver) is the only one.'),
     polling_interval: int(2, 'Seconds between two syncs with quantum-server.', { min: 1 }),
     metadata_proxy_socket: optStr('Location of the metadata agent\'s Unix domain socket (passed to the proxies; default $state_path/metadata_proxy).'),
