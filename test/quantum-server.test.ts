@@ -216,6 +216,8 @@ for (const mk of backends()) {
       assert.deepEqual((await qc.listNetworks({ name: 'flt-b' })).map((n) => n.id), [bn.id]);
       assert.deepEqual((await qc.listSubnets({ network_id: a.id, cidr: '10.77.0.0/24' })).map((s) => s.id), [sa.id]);
       assert.equal((await qc.listNetworks({ 'router:external': 'True' })).length, 0);
+      // Nova's X-Metadata-Provider lookup: no subnet here has a service provider, so none match (Nova then answers 400).
+      assert.deepEqual(await qc.listSubnets({ advanced_service_providers: 'lb-1' }), []);
 
       const trimmed = await call('GET', `/v2.0/ports?device_id=vm-a&fields=id&fields=device_id`);
       assert.deepEqual(trimmed.body.ports, [{ id: vmA.id, device_id: 'vm-a' }]);

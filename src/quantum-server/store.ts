@@ -78,7 +78,7 @@ class Retry extends Error {}
 type Kind = 'str' | 'bool' | 'int' | 'ip' | 'mac';
 const FILTERS: Record<string, Record<string, [string, Kind] | null>> = {
   networks: { id: ['id', 'str'], name: ['name', 'str'], tenant_id: ['tenant_id', 'str'], project_id: ['tenant_id', 'str'], status: ['status', 'str'], admin_state_up: ['admin_state_up', 'bool'], shared: ['shared', 'bool'], mtu: ['mtu', 'int'], 'router:external': null },
-  subnets: { id: ['id', 'str'], name: ['name', 'str'], tenant_id: ['tenant_id', 'str'], project_id: ['tenant_id', 'str'], network_id: ['network_id', 'str'], cidr: ['cidr', 'str'], ip_version: ['ip_version', 'int'], gateway_ip: ['gateway_ip', 'ip'], enable_dhcp: ['enable_dhcp', 'bool'], ipv6_ra_mode: ['ipv6_ra_mode', 'str'], ipv6_address_mode: ['ipv6_address_mode', 'str'] },
+  subnets: { id: ['id', 'str'], name: ['name', 'str'], tenant_id: ['tenant_id', 'str'], project_id: ['tenant_id', 'str'], network_id: ['network_id', 'str'], cidr: ['cidr', 'str'], ip_version: ['ip_version', 'int'], gateway_ip: ['gateway_ip', 'ip'], enable_dhcp: ['enable_dhcp', 'bool'], ipv6_ra_mode: ['ipv6_ra_mode', 'str'], ipv6_address_mode: ['ipv6_address_mode', 'str'], advanced_service_providers: null },
   ports: { id: ['id', 'str'], name: ['name', 'str'], tenant_id: ['tenant_id', 'str'], project_id: ['tenant_id', 'str'], network_id: ['network_id', 'str'], mac_address: ['mac_address', 'mac'], device_id: ['device_id', 'str'], device_owner: ['device_owner', 'str'], admin_state_up: ['admin_state_up', 'bool'], status: ['status', 'str'], 'binding:host_id': ['binding_host_id', 'str'], fixed_ips: null },
   routers: { id: ['id', 'str'], name: ['name', 'str'], tenant_id: ['tenant_id', 'str'], project_id: ['tenant_id', 'str'], status: ['status', 'str'], admin_state_up: ['admin_state_up', 'bool'] },
   agents: { id: ['id', 'str'], agent_type: ['agent_type', 'str'], binary: ['binary', 'str'], topic: ['topic', 'str'], host: ['host', 'str'], admin_state_up: ['admin_state_up', 'bool'], description: ['description', 'str'], alive: null },
@@ -275,6 +275,8 @@ export class QuantumStore {
   }
 
   async listSubnets(filters: Filters): Promise<Subnet[]> {
+    // No subnet here is served by an advanced service provider (what Nova's X-Metadata-Provider mode asks for).
+    if (filters.advanced_service_providers?.length) return [];
     const rows = await applyFilters(this.db.selectFrom('subnets').selectAll(), 'subnets', filters).execute();
     return sortRows(rows).map((r) => this.subnetOut(r));
   }
