@@ -6,8 +6,8 @@ import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { DEVICE_OWNER_DHCP, QuantumClient, type Network, type Port, type Subnet } from '../common/quantum-client.js';
-import { Poller, StateReporter, proxyArgv, proxyCommandPrefix } from '../linux/agent-common.js';
+import { DEVICE_OWNER_DHCP, type QuantumClient, type Network, type Port, type Subnet } from '../common/quantum-client.js';
+import { AgentLoop, proxyArgv, proxyCommandPrefix } from '../linux/agent-common.js';
 import {
   METADATA_CIDR,
   METADATA_DEFAULT_PORT,
@@ -21,7 +21,7 @@ import {
   shouldEnableMetadata,
   writeIfChanged,
 } from '../linux/dnsmasq.js';
-import { ProcessManager, ProcessMonitor, readCmdline } from '../linux/external-process.js';
+import { ProcessManager, readCmdline } from '../linux/external-process.js';
 import { initL3, plug, unplug } from '../linux/interface.js';
 import { linkList, netnsDelete, netnsEnsure, netnsList, routeDelete, routeList, routeReplace } from '../linux/ip-lib.js';
 import { bridgeName, dhcpNamespace, dhcpRootDeviceName, tapDeviceName, DHCP_ROOT_PREFIX, TAP_PREFIX } from '../linux/names.js';
@@ -57,64 +57,27 @@ interface NetState {
   proxyUuid?: string;
 }
 
-export class DhcpAgent {
+export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
   readonly networks = new Map<string, NetState>();
-  readonly monitor: ProcessMonitor;
-  private readonly client: QuantumClient;
-  private readonly ownClient: boolean;
-  private readonly poller: Poller;
-  private readonly reporter: StateReporter;
   private firstSync = true;
   private fullSync = true;
-  private stopped = false;
   syncs = 0;
   private counts = { networks: 0, subnets: 0, ports: 0 };
 
-  constructor(
-    readonly conf: DhcpAgentConf,
-    private readonly log: Logger,
-    deps: { client?: QuantumClient } = {},
-  ) {
-    const d = conf.DEFAULT;
-    this.client = deps.client ?? new QuantumClient({ url: d.quantum_url, timeoutMs: 15_000 });
-    this.ownClient = !deps.client;
-    this.monitor = new ProcessMonitor({ intervalSec: conf.AGENT.check_child_processes_interval, action: conf.AGENT.check_child_processes_action as 'respawn' | 'exit', log });
-    this.poller = new Poller(d.polling_interval * 1000, () => this.sync());
-    this.reporter = new StateReporter(
-      this.client,
-      conf.AGENT.report_interval,
-      () => ({
-        binary: BINARY,
-        host: d.host,
-        topic: TOPIC,
-        agent_type: AGENT_TYPE,
-        configurations: {
-          dhcp_driver: d.dhcp_driver,
-          use_namespaces: true,
-          dhcp_lease_duration: d.dhcp_lease_duration,
-          enable_isolated_metadata: d.enable_isolated_metadata,
-          force_metadata: d.force_metadata,
-          ...this.counts,
-        },
-      }),
-      log,
-    );
+  constructor(conf: DhcpAgentConf, log: Logger, deps: { client?: QuantumClient } = {}) {
+    super(conf, log, { binary: BINARY, topic: TOPIC, agent_type: AGENT_TYPE, name: 'DHCP agent' }, deps);
   }
 
-  start(): void {
-    this.log.info({ host: this.conf.DEFAULT.host, state_path: this.conf.DEFAULT.state_path }, 'DHCP agent started');
-    this.poller.start();
-    this.reporter.start();
-  }
-
-  /** Stop syncing; dnsmasq and proxies keep serving and are adopted by the next start (as Neutron's are). */
-  async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    this.reporter.stop();
-    await this.poller.stop();
-    this.monitor.stop();
-    if (this.ownClient) await this.client.close();
+  protected override reportConfigurations(): Record<string, unknown> {
+    const d = this.conf.DEFAULT;
+    return {
+      dhcp_driver: d.dhcp_driver,
+      use_namespaces: true,
+      dhcp_lease_duration: d.dhcp_lease_duration,
+      enable_isolated_metadata: d.enable_isolated_metadata,
+      force_metadata: d.force_metadata,
+      ...this.counts,
+    };
   }
 
   /** Networks this agent serves on this host: a directory under $state_path/dhcp is the marker. */
@@ -128,7 +91,7 @@ export class DhcpAgent {
     }
   }
 
-  async sync(): Promise<void> {
+  override async sync(): Promise<void> {
     let networks: Network[];
     let subnets: Subnet[];
     let ports: Port[];

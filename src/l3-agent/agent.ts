@@ -5,9 +5,9 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { QuantumClient, ROUTER_INTERFACE_OWNERS, type Port, type Router, type Subnet } from '../common/quantum-client.js';
-import { Poller, StateReporter, proxyArgv, proxyCommandPrefix } from '../linux/agent-common.js';
-import { ProcessManager, ProcessMonitor } from '../linux/external-process.js';
+import { ROUTER_INTERFACE_OWNERS, type QuantumClient, type Port, type Router, type Subnet } from '../common/quantum-client.js';
+import { AgentLoop, proxyArgv, proxyCommandPrefix } from '../linux/agent-common.js';
+import { ProcessManager } from '../linux/external-process.js';
 import { initL3, plug, unplug } from '../linux/interface.js';
 import { linkList, netnsDelete, netnsEnsure, netnsList, sysctlSet } from '../linux/ip-lib.js';
 import { IptablesManager } from '../linux/iptables.js';
@@ -47,73 +47,37 @@ export interface L3AgentDeps {
   client?: QuantumClient;
 }
 
-export class L3Agent {
+export class L3Agent extends AgentLoop<L3AgentConf> {
   readonly routers = new Map<string, RouterInfo>();
-  readonly monitor: ProcessMonitor;
-  private readonly client: QuantumClient;
-  private readonly ownClient: boolean;
-  private readonly poller: Poller;
-  private readonly reporter: StateReporter;
   private fullSync = true;
-  private stopped = false;
   private readonly stateFile: string;
   private readonly mark: string;
   /** Syncs completed, for tests and the state report. */
   syncs = 0;
   lastError: string | undefined;
 
-  constructor(
-    readonly conf: L3AgentConf,
-    private readonly log: Logger,
-    deps: L3AgentDeps = {},
-  ) {
+  constructor(conf: L3AgentConf, log: Logger, deps: L3AgentDeps = {}) {
+    super(conf, log, { binary: BINARY, topic: TOPIC, agent_type: AGENT_TYPE, name: 'L3 agent' }, deps);
     const d = conf.DEFAULT;
-    this.client = deps.client ?? new QuantumClient({ url: d.quantum_url, timeoutMs: 15_000 });
-    this.ownClient = !deps.client;
     this.stateFile = join(d.state_path, 'l3-agent', 'routers.json');
     this.mark = `0x${Number(d.metadata_access_mark).toString(16)}`;
-    this.monitor = new ProcessMonitor({ intervalSec: conf.AGENT.check_child_processes_interval, action: conf.AGENT.check_child_processes_action as 'respawn' | 'exit', log });
-    this.poller = new Poller(d.polling_interval * 1000, () => this.sync());
-    this.reporter = new StateReporter(
-      this.client,
-      conf.AGENT.report_interval,
-      () => ({
-        binary: BINARY,
-        host: d.host,
-        topic: TOPIC,
-        agent_type: AGENT_TYPE,
-        configurations: {
-          use_namespaces: true,
-          router_id: '',
-          handle_internal_only_routers: true,
-          gateway_external_network_id: '',
-          interface_driver: d.interface_driver,
-          routers: this.routers.size,
-          interfaces: [...this.routers.values()].reduce((n, r) => n + r.ports.size, 0),
-          ex_gw_ports: 0,
-          floating_ips: 0,
-          enable_metadata_proxy: d.enable_metadata_proxy,
-          metadata_port: d.metadata_port,
-        },
-      }),
-      log,
-    );
   }
 
-  start(): void {
-    this.log.info({ host: this.conf.DEFAULT.host, state_path: this.conf.DEFAULT.state_path }, 'L3 agent started');
-    this.poller.start();
-    this.reporter.start();
-  }
-
-  /** Stop syncing. Proxies and namespaces stay: a restarted agent adopts them (as Neutron's does). */
-  async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    this.reporter.stop();
-    await this.poller.stop();
-    this.monitor.stop();
-    if (this.ownClient) await this.client.close();
+  protected override reportConfigurations(): Record<string, unknown> {
+    const d = this.conf.DEFAULT;
+    return {
+      use_namespaces: true,
+      router_id: '',
+      handle_internal_only_routers: true,
+      gateway_external_network_id: '',
+      interface_driver: d.interface_driver,
+      routers: this.routers.size,
+      interfaces: [...this.routers.values()].reduce((n, r) => n + r.ports.size, 0),
+      ex_gw_ports: 0,
+      floating_ips: 0,
+      enable_metadata_proxy: d.enable_metadata_proxy,
+      metadata_port: d.metadata_port,
+    };
   }
 
   // ---- state file: the routers whose namespaces this agent made ----
@@ -144,7 +108,7 @@ export class L3Agent {
   // ---- sync ----
 
   /** One pass: fetch routers and their interface ports, converge every namespace. */
-  async sync(): Promise<void> {
+  override async sync(): Promise<void> {
     let routers: Router[];
     let ports: Port[];
     let subnets: Subnet[];

@@ -1,12 +1,14 @@
 // What the L3 and DHCP agents share: their common options, the metadata proxy command line, the log
-// arguments handed to spawned proxies, and the periodic state report.
+// arguments handed to spawned proxies, the periodic state report, and the loop (sync + report + child
+// monitor) both agent classes run.
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bool, int, optStr, str, type Spec } from '../common/config.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import type { AgentReport, QuantumClient } from '../common/quantum-client.js';
+import { QuantumClient, type AgentReport } from '../common/quantum-client.js';
+import { ProcessMonitor } from './external-process.js';
 
 export const INTERFACE_DRIVERS = ['linuxbridge', 'quantum.agent.linux.interface.BridgeInterfaceDriver', 'neutron.agent.linux.interface.BridgeInterfaceDriver'];
 
@@ -157,5 +159,75 @@ export class Poller {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     await this.running?.catch(() => undefined);
+  }
+}
+
+/** The options AgentLoop reads (both agents' confs have them: commonAgentOpts + loggingOpts). */
+export interface AgentLoopConf {
+  DEFAULT: { quantum_url: string; host: string; state_path: string; polling_interval: number };
+  AGENT: { report_interval: number; check_child_processes_interval: number; check_child_processes_action: string };
+}
+
+/** Who an agent says it is in its state reports. */
+export interface AgentIdentity {
+  binary: string;
+  topic: string;
+  agent_type: string;
+  /** Name in the "<name> started" log line. */
+  name: string;
+}
+
+/**
+ * The part both agents share: a Quantum client (their own unless injected), a child-process monitor, a
+ * non-overlapping sync loop and the state reporter. Subclasses supply sync() and their report's
+ * configurations.
+ */
+export abstract class AgentLoop<C extends AgentLoopConf> {
+  readonly monitor: ProcessMonitor;
+  protected readonly client: QuantumClient;
+  private readonly ownClient: boolean;
+  private readonly poller: Poller;
+  private readonly reporter: StateReporter;
+  private stopped = false;
+
+  constructor(
+    readonly conf: C,
+    protected readonly log: Logger,
+    private readonly identity: AgentIdentity,
+    deps: { client?: QuantumClient | undefined } = {},
+  ) {
+    const d = conf.DEFAULT;
+    this.client = deps.client ?? new QuantumClient({ url: d.quantum_url, timeoutMs: 15_000 });
+    this.ownClient = !deps.client;
+    this.monitor = new ProcessMonitor({ intervalSec: conf.AGENT.check_child_processes_interval, action: conf.AGENT.check_child_processes_action as 'respawn' | 'exit', log });
+    this.poller = new Poller(d.polling_interval * 1000, () => this.sync());
+    this.reporter = new StateReporter(
+      this.client,
+      conf.AGENT.report_interval,
+      () => ({ binary: identity.binary, host: d.host, topic: identity.topic, agent_type: identity.agent_type, configurations: this.reportConfigurations() }),
+      log,
+    );
+  }
+
+  /** One pass bringing this host in step with quantum-server. */
+  abstract sync(): Promise<void>;
+
+  /** The `configurations` of the state report (called at each report). */
+  protected abstract reportConfigurations(): Record<string, unknown>;
+
+  start(): void {
+    this.log.info({ host: this.conf.DEFAULT.host, state_path: this.conf.DEFAULT.state_path }, `${this.identity.name} started`);
+    this.poller.start();
+    this.reporter.start();
+  }
+
+  /** Stop syncing; children (dnsmasq, proxies) and namespaces stay and are adopted by the next start. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.reporter.stop();
+    await this.poller.stop();
+    this.monitor.stop();
+    if (this.ownClient) await this.client.close();
   }
 }
