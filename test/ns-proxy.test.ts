@@ -401,6 +401,48 @@ describe('quantum-ns-metadata-proxy: failures and limits', () => {
   });
 });
 
+describe('quantum-ns-metadata-proxy: half-closed guests', () => {
+  const dir = tempDir();
+  const sock = join(dir.path, 'agent.sock');
+  after(() => dir.rm());
+
+  test('a guest that never closes after "Connection: close" frees its maxconn slot after timeout_client', async () => {
+    const port = await getFreePort();
+    const agent = await captureServer(sock, agentBehaviour);
+    const proxy = await startProxy([`--router_id=${ROUTER}`, `--metadata_proxy_socket=${sock}`, '--maxconn=1', '--timeout_client=1'], port);
+    try {
+      // startProxy's readiness probe held the only slot for a moment; wait until it is free again.
+      await waitFor(async () => (await guestGet(port, '/warm').catch(() => ({ status: 0 }))).status === 200, 5000, 100, 'a free slot');
+      // Open the lingering guest (retrying while the probe's connection still holds the slot).
+      const linger = () =>
+        new Promise<{ s: import('node:net').Socket; answer: string }>((resolve) => {
+          const s = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+          let answer = '';
+          s.on('data', (d: Buffer) => (answer += d.toString()));
+          s.on('error', () => {});
+          // 'end': the proxy answered and ended its side, ours stays open. 'close': refused.
+          s.once('end', () => resolve({ s, answer }));
+          s.once('close', () => resolve({ s, answer }));
+          s.write('GET /linger HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+        });
+      const lingering = await waitFor(async () => {
+        const l = await linger();
+        if (/^HTTP\/1\.1 200 OK/.test(l.answer) && !l.s.destroyed) return l.s;
+        l.s.destroy();
+        await sleep(100);
+        return undefined;
+      }, 5000, 0, 'the lingering guest to be served');
+      const t0 = Date.now();
+      await waitFor(async () => (await guestGet(port, '/next').catch(() => ({ status: 0 }))).status === 200, 5000, 100, 'the slot to be freed');
+      assert.ok(Date.now() - t0 < 4000);
+      lingering.destroy();
+    } finally {
+      await proxy.stop();
+      await agent.close();
+    }
+  });
+});
+
 describe('quantum-ns-metadata-proxy: command line and daemon', () => {
   const dir = tempDir();
   const sock = join(dir.path, 'metadata_proxy');

@@ -212,6 +212,8 @@ class Guest {
     this.head = undefined;
     if (closing) {
       this.state = G.Closing;
+      // A guest that never closes its side must not hold a maxconn slot for ever.
+      this.deadline = Date.now() + this.proxy.cfg.timeoutClient;
       sock.end();
       return;
     }
@@ -452,7 +454,8 @@ export class MetadataProxy {
           g.keepAlive = false;
           g.reply(408, TEXT, Buffer.from('Request Timeout\n'));
         }
-      } else if (g.drainDeadline !== 0 && g.drainDeadline < now) g.sock.destroy();
+      } else if (g.state === G.Closing && g.deadline !== 0 && g.deadline < now) g.sock.destroy();
+      else if (g.drainDeadline !== 0 && g.drainDeadline < now) g.sock.destroy();
     }
     for (const ex of this.exchanges) {
       if (ex.deadline < now && !ex.done) {
