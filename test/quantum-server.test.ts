@@ -362,7 +362,8 @@ for (const mk of backends()) {
 
 describe('address arithmetic', () => {
   test('IPv4/IPv6 parse, canonical text, CIDR validation, default pools', async () => {
-    const { canonicalIp, validateSubnetCidr, defaultPools, formatIp, parseCidrLoose } = await import('../src/quantum-server/ipaddr.js');
+    const { canonicalIp, formatIp, parseCidrLoose } = await import('../src/common/ipaddr.js');
+    const { validateSubnetCidr, defaultPools } = await import('../src/quantum-server/ipaddr.js');
     assert.equal(canonicalIp('2001:DB8:0:0:0:0:0:1'), '2001:db8::1');
     assert.equal(canonicalIp('2001:db8:0:1:0:0:0:0'), '2001:db8:0:1::');
     assert.equal(canonicalIp('2001:0:0:1:0:0:0:1'), '2001:0:0:1::1');

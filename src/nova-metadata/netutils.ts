@@ -1,5 +1,6 @@
 // nova/virt/netutils.py: network_data.json and the EC2 ip info, from the network info cache.
 import { BlockList, isIPv4 } from 'node:net';
+import { formatIp, ipBits, parseIp } from '../common/ipaddr.js';
 import type { NetworkInfo, NwSubnet, Vif } from './model.js';
 
 const LEGACY_EXPOSED_VIF_TYPES = new Set(['bridge', 'dvs', 'hw_veb', 'hyperv', 'ovs', 'tap', 'vhostuser', 'vif']);
@@ -10,65 +11,17 @@ function parseCidr(cidr: string): { ip: string; prefix: number; version: 4 | 6 }
   return { ip, prefix: p === undefined ? (version === 4 ? 32 : 128) : Number(p), version };
 }
 
-function v4ToInt(ip: string): number {
-  return ip.split('.').reduce((a, o) => (a * 256 + Number(o)) >>> 0, 0);
-}
-function intToV4(n: number): string {
-  return [24, 16, 8, 0].map((s) => (n >>> s) & 255).join('.');
-}
-
-function v6ToBig(ip: string): bigint {
-  let [head, tail] = ip.includes('::') ? (ip.split('::') as [string, string]) : [ip, undefined];
-  const conv = (s: string): string[] => {
-    if (!s) return [];
-    const parts = s.split(':');
-    const last = parts[parts.length - 1]!;
-    if (last.includes('.')) {
-      const n = v4ToInt(last);
-      parts.splice(parts.length - 1, 1, ((n >>> 16) & 0xffff).toString(16), (n & 0xffff).toString(16));
-    }
-    return parts;
-  };
-  const h = conv(head);
-  const t = tail === undefined ? [] : conv(tail);
-  const fill = tail === undefined ? [] : Array(8 - h.length - t.length).fill('0');
-  return [...h, ...fill, ...t].reduce((a, x) => (a << 16n) | BigInt(parseInt(x || '0', 16)), 0n);
-}
-
-/** Compact IPv6 text as netaddr/Python's ipaddress prints it (RFC 5952). */
-function bigToV6(n: bigint): string {
-  const g: number[] = [];
-  for (let i = 7; i >= 0; i--) g.push(Number((n >> BigInt(i * 16)) & 0xffffn));
-  let bs = -1;
-  let bl = 0;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bl && j - i > 1) {
-      bs = i;
-      bl = j - i;
-    }
-    i = j;
-  }
-  const hex = g.map((x) => x.toString(16));
-  if (bs < 0) return hex.join(':');
-  return `${hex.slice(0, bs).join(':')}::${hex.slice(bs + bl).join(':')}`;
-}
-
 /** (network address, netmask) of a CIDR as strings, like netaddr's IPNetwork(cidr).network / .netmask. */
 export function netAndMask(cidr: string): { network: string; netmask: string } {
   const c = parseCidr(cidr);
-  if (c.version === 4) {
-    const mask = c.prefix === 0 ? 0 : (0xffffffff << (32 - c.prefix)) >>> 0;
-    return { network: intToV4((v4ToInt(c.ip) & mask) >>> 0), netmask: intToV4(mask) };
-  }
-  const all = (1n << 128n) - 1n;
-  const mask = c.prefix === 0 ? 0n : (all << BigInt(128 - c.prefix)) & all;
-  return { network: bigToV6(v6ToBig(c.ip) & mask), netmask: bigToV6(mask) };
+  const width = ipBits(c.version);
+  // The cache holds quantum-server's canonical CIDRs; a malformed one never throws here (bad prefix: a host
+  // mask, bad address: all zeros).
+  const prefix = Number.isInteger(c.prefix) && c.prefix >= 0 && c.prefix <= width ? c.prefix : width;
+  const all = (1n << BigInt(width)) - 1n;
+  const mask = (all << BigInt(width - prefix)) & all;
+  const value = parseIp(c.ip)?.value ?? 0n;
+  return { network: formatIp(value & mask, c.version), netmask: formatIp(mask, c.version) };
 }
 
 /** True if ip lies inside cidr (FixedIP.is_in_subnet). */

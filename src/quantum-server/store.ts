@@ -20,21 +20,8 @@ import {
   type Subnet,
 } from '../common/quantum-client.js';
 import { faults } from './faults.js';
-import {
-  canonicalIp,
-  cidrContains,
-  cidrFirst,
-  cidrLast,
-  cidrsOverlap,
-  defaultPools,
-  formatCidr,
-  formatIp,
-  parseCidrLoose,
-  parseIp,
-  type Cidr,
-  type IpVersion,
-  type Range,
-} from './ipaddr.js';
+import { canonicalIp, cidrContains, cidrFirst, cidrLast, cidrsOverlap, formatCidr, formatIp, parseCidrLoose, parseIp, type Cidr, type IpVersion } from '../common/ipaddr.js';
+import { defaultPools, type Range } from './ipaddr.js';
 import { checkAttrs, toBool, toCidr, toDict, toInt, toIp, toList, toMac, toStr, toUuid, type Body } from './validate.js';
 
 export type NetworkBody = Network & { 'router:external': boolean };

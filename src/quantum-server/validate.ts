@@ -1,6 +1,7 @@
 // Request-body attribute checks the way Neutron's attribute maps do them (convert_to_boolean, type:uuid, ...).
 import { faults } from './faults.js';
-import { canonicalIp, parseIp, validateSubnetCidr, type Cidr } from './ipaddr.js';
+import { canonicalIp, parseIp, type Cidr } from '../common/ipaddr.js';
+import { validateSubnetCidr } from './ipaddr.js';
 
 export type Body = Record<string, unknown>;
 
