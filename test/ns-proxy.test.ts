@@ -383,17 +383,29 @@ describe('quantum-ns-metadata-proxy: failures and limits', () => {
       assert.ok(took < 4000, `slow client cut after ${took} ms`);
       assert.match(answer, /^HTTP\/1\.1 408 /);
 
-      // maxconn=3: three held connections, the fourth is refused at once, a slot frees when one closes.
+      // maxconn=3: three held connections; the fourth waits unread (as in haproxy's backlog) and is served
+      // as soon as one of the three closes; beyond another maxconn waiting, connections are closed at once.
       const held = await Promise.all([0, 1, 2].map(() => new Promise<import('node:net').Socket>((res) => {
         const s = connect(port, '127.0.0.1', () => res(s));
         s.on('error', () => {});
       })));
       await sleep(100);
-      const fourth = await rawRequest(port, 'GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { timeoutMs: 3000 }).catch((e: Error) => e);
-      assert.ok(fourth instanceof Error || fourth.status === 0, 'the connection over maxconn gets no answer');
+      let fourthDone = false;
+      const fourth = rawRequest(port, 'GET /fourth HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { timeoutMs: 5000 }).finally(() => (fourthDone = true));
+      const waiting = await Promise.all([0, 1].map(() => new Promise<import('node:net').Socket>((res) => {
+        const s = connect(port, '127.0.0.1', () => res(s));
+        s.on('error', () => {});
+      })));
+      await sleep(300);
+      assert.equal(fourthDone, false, 'the fourth waits for a slot');
+      const overflow = await rawRequest(port, 'GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', { timeoutMs: 3000 }).catch((e: Error) => e);
+      assert.ok(overflow instanceof Error || overflow.status === 0, 'beyond maxconn waiting, closed at once');
       held[0]!.destroy();
+      const r4 = await fourth;
+      assert.equal(r4.status, 200);
+      assert.match(r4.body, /"url":"\/fourth"/);
+      for (const s of [...held, ...waiting]) s.destroy();
       await waitFor(async () => (await guestGet(port, '/after')).status === 200, 5000, 100, 'a free slot');
-      for (const s of held) s.destroy();
     } finally {
       await proxy.stop();
       await agent.close();

@@ -28,7 +28,7 @@ export const proxyOpts = {
     timeout_client: int(32, 'Seconds of guest inactivity before its connection is closed (haproxy timeout client).', { min: 1 }),
     timeout_server: int(32, 'Seconds to wait for the metadata agent\'s answer (haproxy timeout server).', { min: 1 }),
     timeout_http_keep_alive: int(30, 'Seconds an idle keep-alive guest connection is kept (haproxy timeout http-keep-alive).', { min: 1 }),
-    maxconn: int(1024, 'Maximum concurrent guest connections (haproxy maxconn); more are refused.', { min: 1 }),
+    maxconn: int(1024, 'Maximum concurrent guest connections (haproxy maxconn); up to as many more wait, unread, for a free slot (at most timeout_http_request), the rest are closed.', { min: 1 }),
     max_header_size: int(16384, 'Maximum size in bytes of a guest request\'s header block (haproxy tune.bufsize).', { min: 1024 }),
     max_body_size: int(65536, 'Maximum size in bytes of a guest request body (metadata POSTs are tiny: the password).', { min: 0 }),
     upstream_connections: int(64, 'Keep-alive connections kept open to the metadata agent.', { min: 1 }),

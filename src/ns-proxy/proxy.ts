@@ -402,8 +402,8 @@ export class MetadataProxy {
       : `X-Quantum-Network-ID: ${cfg.networkId}\r\nX-Neutron-Network-ID: ${cfg.networkId}\r\n`;
     if (!/^[\x21-\x7e]+$/.test((cfg.routerId ?? cfg.networkId)!)) throw new Error('the router/network id must be printable ASCII without spaces');
     // allowHalfOpen: a guest that shuts down its sending side after the request still gets the answer.
-    this.server = createServer({ noDelay: true, allowHalfOpen: true }, (sock) => this.accept(sock));
-    this.server.maxConnections = cfg.maxconn;
+    // pauseOnConnect: nothing is read from a connection until it has one of the maxconn slots.
+    this.server = createServer({ noDelay: true, allowHalfOpen: true, pauseOnConnect: true }, (sock) => this.accept(sock));
   }
 
   /** Requests being proxied right now. */
@@ -411,11 +411,38 @@ export class MetadataProxy {
     return this.exchanges.size;
   }
 
+  /**
+   * Beyond maxconn, haproxy stops accepting and connections wait in the kernel's backlog. Node cannot pause
+   * accept(), so they wait here instead, unread, up to maxconn of them and timeout_http_request long each;
+   * a slot freed by a closing guest goes to the oldest. More than that are closed at once.
+   */
+  private readonly parked: { sock: Socket; since: number }[] = [];
+
   private accept(sock: Socket): void {
     if (this.closing) {
       sock.destroy();
       return;
     }
+    if (this.guests.size >= this.cfg.maxconn) {
+      if (this.parked.length >= this.cfg.maxconn) {
+        sock.destroy();
+        return;
+      }
+      sock.on('error', () => {});
+      this.parked.push({ sock, since: Date.now() });
+      return;
+    }
+    this.admit(sock);
+  }
+
+  private unpark(): void {
+    while (this.guests.size < this.cfg.maxconn && this.parked.length > 0 && !this.closing) {
+      const p = this.parked.shift()!;
+      if (!p.sock.destroyed) this.admit(p.sock);
+    }
+  }
+
+  private admit(sock: Socket): void {
     const g = new Guest(sock, this);
     this.guests.add(g);
     sock.on('data', (d: Buffer) => g.onData(d));
@@ -428,7 +455,9 @@ export class MetadataProxy {
     sock.on('close', () => {
       this.guests.delete(g);
       if (this.closing && this.guests.size === 0) this.onDrained?.();
+      else this.unpark();
     });
+    sock.resume();
   }
 
   listen(): Promise<number> {
@@ -447,6 +476,7 @@ export class MetadataProxy {
   /** Every deadline in one place: requests too slow to arrive, answers too slow to come, stuck writes. */
   private sweep(): void {
     const now = Date.now();
+    while (this.parked.length > 0 && (this.parked[0]!.sock.destroyed || this.parked[0]!.since + this.cfg.timeoutHttpRequest < now)) this.parked.shift()!.sock.destroy();
     for (const g of this.guests) {
       if (g.deadline !== 0 && g.deadline < now && (g.state === G.Idle || g.state === G.Head || g.state === G.Body)) {
         if (g.state === G.Idle) g.sock.destroy();
@@ -546,6 +576,7 @@ export class MetadataProxy {
   async close(graceMs = this.cfg.timeoutServer + 1000): Promise<void> {
     this.closing = true;
     const closed = new Promise<void>((r) => this.server.close(() => r()));
+    for (const p of this.parked.splice(0)) p.sock.destroy();
     for (const g of this.guests) {
       // Idle keep-alive guests go now; busy ones after their answer (reply() sees `closing`).
       if (g.state === G.Idle && (g.buf === undefined || g.buf.length === 0)) g.sock.destroy();
