@@ -8,7 +8,7 @@ export const SOCKET_MODES = ['deduce', 'user', 'group', 'all'] as const;
 
 export const agentOpts = {
   DEFAULT: {
-    host: str(hostname(), 'Hostname to be used by the agent when reporting its state.'),
+    host: str(hostname(), 'Hostname to be used by the agent when reporting its state.', { sample: '<hostname>' }),
     state_path: str('/var/lib/quantum', 'Where to store Quantum state files. This directory must be writable by the agent.'),
     quantum_url: str('http://127.0.0.1:9696', 'URL of quantum-server (the Neutron v2.0 API) used for port lookups and state reports.'),
     auth_strategy: str('noauth', 'The type of authentication to use with quantum-server.', { choices: ['noauth'] }),
@@ -17,7 +17,7 @@ export const agentOpts = {
     metadata_proxy_socket_mode: str('deduce', "Metadata Proxy UNIX domain socket mode, 4 values allowed: 'deduce': deduce mode from metadata_proxy_user/group values, 'user': set metadata proxy socket mode to 0o644, to use when metadata_proxy_user is agent effective user or root, 'group': set metadata proxy socket mode to 0o664, to use when metadata_proxy_group is agent effective group or root, 'all': set metadata proxy socket mode to 0o666, to use otherwise.", { choices: [...SOCKET_MODES] }),
     metadata_proxy_user: str('', 'User (uid or name) running metadata proxy after its initialization (if empty: agent effective user).'),
     metadata_proxy_group: str('', 'Group (gid or name) running metadata proxy after its initialization (if empty: agent effective group).'),
-    metadata_workers: int(Math.max(1, Math.floor(cpus().length / 2)), 'Number of separate worker processes for metadata server (defaults to half of the number of CPUs). 0 or 1 serve in the agent process itself.', { min: 0 }),
+    metadata_workers: int(Math.max(1, Math.floor(cpus().length / 2)), 'Number of separate worker processes for metadata server (defaults to half of the number of CPUs). 0 or 1 serve in the agent process itself.', { min: 0, sample: '<half the CPUs, at least 1>' }),
     metadata_backlog: int(4096, 'Number of backlog requests to configure the metadata server socket with.', { min: 1 }),
     nova_metadata_host: str('127.0.0.1', 'IP address or DNS name of Nova metadata server.', { deprecated: [['DEFAULT', 'nova_metadata_ip']] }),
     nova_metadata_port: int(8775, 'TCP Port used by Nova metadata server.', { min: 1, max: 65535 }),
