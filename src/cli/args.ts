@@ -87,3 +87,63 @@ export function parseKeyValues(arg: string, what: string, allowed: readonly stri
   }
   return out;
 }
+
+// ---- plumbing both clients' main() share ----
+
+/** Global options of both clients (each adds its own). */
+export const COMMON_GLOBALS: Record<string, ArgKind> = { 'os-url': 'string', 'os-project-id': 'string', 'os-tenant-id': 'string', format: 'string', help: 'flag' };
+/** Spellings of the global options that take a value (their value is never the subcommand). */
+export const COMMON_GLOBALS_WITH_VALUE = ['--os-url', '--os_url', '--os-project-id', '--os_project_id', '--os-tenant-id', '--os_tenant_id', '--format', '-f'];
+
+export interface FoundCommand {
+  /** The subcommand, undefined when argv has none. */
+  name: string | undefined;
+  index: number;
+  /** argv without the subcommand (globals may stand on either side of it). */
+  rest: string[];
+}
+
+/** The subcommand is the first word that is neither an option nor a global option's value. */
+export function findCommand(argv: string[], globalWithValue: ReadonlySet<string>): FoundCommand {
+  let index = -1;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (globalWithValue.has(a)) {
+      i++;
+      continue;
+    }
+    if (!a.startsWith('-')) {
+      index = i;
+      break;
+    }
+  }
+  const name = index >= 0 ? argv[index]! : undefined;
+  return { name, index, rest: index >= 0 ? [...argv.slice(0, index), ...argv.slice(index + 1)] : argv };
+}
+
+/** `prog`, `prog help` and `prog help CMD`: writes the usage and returns the exit status (2 when no command was given at all). */
+export function writeHelp(prog: string, argv: string[], found: FoundCommand, commands: Record<string, { usage: string; help: string }>, usage: () => string, write: (s: string) => void): number {
+  const topic = found.name === 'help' ? argv[found.index + 1] : undefined;
+  if (topic && commands[topic]) write(`usage: ${prog} ${commands[topic].usage}\n\n${commands[topic].help}\n`);
+  else write(usage());
+  return found.name || argv.includes('--help') || argv.includes('-h') ? 0 : 2;
+}
+
+/** -f/--format's value, or argparse's message for a bad one. */
+export function outputFormat(opts: ParsedArgs['opts']): { format: 'table' | 'json' | 'value' } | { error: string } {
+  const format = (opts.format as string | undefined) ?? 'table';
+  if (format === 'table' || format === 'json' || format === 'value') return { format };
+  return { error: `argument -f/--format: invalid choice: '${format}' (choose from 'table', 'json', 'value')` };
+}
+
+/** --os-project-id, --os-tenant-id, $OS_PROJECT_ID, $OS_TENANT_ID: the first one given. */
+export function projectIdOf(opts: ParsedArgs['opts']): string | undefined {
+  return (opts['os-project-id'] as string | undefined) ?? (opts['os-tenant-id'] as string | undefined) ?? process.env.OS_PROJECT_ID ?? process.env.OS_TENANT_ID;
+}
+
+/** The i-th positional, or a usage error naming it. */
+export function positional(args: ParsedArgs, i: number, what: string): string {
+  const v = args.positionals[i];
+  if (v === undefined) throw new UsageError(`too few arguments: ${what} is required`);
+  return v;
+}

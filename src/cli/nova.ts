@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { parseArgs, UsageError, type ArgKind, type ParsedArgs } from './args.js';
+import { COMMON_GLOBALS, COMMON_GLOBALS_WITH_VALUE, findCommand, outputFormat, parseArgs, positional, projectIdOf, UsageError, writeHelp, type ArgKind, type ParsedArgs } from './args.js';
 import { formatValue, printList, renderTable, type OutputFormat } from './table.js';
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -87,9 +87,9 @@ interface Command {
   run(c: Ctx): Promise<void>;
 }
 
-const GLOBAL: Record<string, ArgKind> = { 'os-url': 'string', 'os-project-id': 'string', 'os-tenant-id': 'string', format: 'string', help: 'flag' };
+const GLOBAL: Record<string, ArgKind> = COMMON_GLOBALS;
 const SHORT = { '-f': 'format', '-h': 'help' };
-const GLOBAL_WITH_VALUE = new Set(['--os-url', '--os_url', '--os-project-id', '--os_project_id', '--os-tenant-id', '--os_tenant_id', '--format', '-f']);
+const GLOBAL_WITH_VALUE = new Set(COMMON_GLOBALS_WITH_VALUE);
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** novaclient's find_resource: an id, else exactly one server with that name. */
@@ -415,31 +415,14 @@ function usage(): string {
 }
 
 export async function main(argv: string[], write: (s: string) => void = (s) => void process.stdout.write(s)): Promise<number> {
-  let cmdIndex = -1;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (GLOBAL_WITH_VALUE.has(a)) {
-      i++;
-      continue;
-    }
-    if (!a.startsWith('-')) {
-      cmdIndex = i;
-      break;
-    }
-  }
-  const name = cmdIndex >= 0 ? argv[cmdIndex]! : undefined;
-  if (!name || name === 'help') {
-    const topic = name === 'help' ? argv[cmdIndex + 1] : undefined;
-    if (topic && COMMANDS[topic]) write(`usage: nova ${COMMANDS[topic].usage}\n\n${COMMANDS[topic].help}\n`);
-    else write(usage());
-    return name || argv.includes('--help') || argv.includes('-h') ? 0 : 2;
-  }
+  const found = findCommand(argv, GLOBAL_WITH_VALUE);
+  const { name, rest } = found;
+  if (!name || name === 'help') return writeHelp('nova', argv, found, COMMANDS, usage, write);
   const cmd = COMMANDS[name];
   if (!cmd) {
     process.stderr.write(`usage: nova <subcommand> ...\nerror: argument <subcommand>: invalid choice: '${name}'\nTry 'nova help' for more information.\n`);
     return 2;
   }
-  const rest = [...argv.slice(0, cmdIndex), ...argv.slice(cmdIndex + 1)];
   let args: ParsedArgs;
   try {
     args = parseArgs(rest, { ...GLOBAL, ...(cmd.spec ?? {}) }, { short: SHORT });
@@ -451,13 +434,14 @@ export async function main(argv: string[], write: (s: string) => void = (s) => v
     write(`usage: nova ${cmd.usage}\n\n${cmd.help}\n`);
     return 0;
   }
-  const format = ((args.opts.format as string | undefined) ?? 'table') as OutputFormat;
-  if (!['table', 'json', 'value'].includes(format)) {
-    process.stderr.write(`nova ${name}: error: argument -f/--format: invalid choice: '${format}' (choose from 'table', 'json', 'value')\n`);
+  const fmt = outputFormat(args.opts);
+  if ('error' in fmt) {
+    process.stderr.write(`nova ${name}: error: ${fmt.error}\n`);
     return 2;
   }
+  const format: OutputFormat = fmt.format;
   const url = (args.opts['os-url'] as string | undefined) ?? process.env.OS_URL ?? 'http://127.0.0.1:8774';
-  const projectId = (args.opts['os-project-id'] as string | undefined) ?? (args.opts['os-tenant-id'] as string | undefined) ?? process.env.OS_PROJECT_ID ?? process.env.OS_TENANT_ID ?? '';
+  const projectId = projectIdOf(args.opts) ?? '';
   if (!projectId) {
     process.stderr.write('ERROR (CommandError): You must provide a project id via either --os-project-id or env[OS_PROJECT_ID]\n');
     return 1;
@@ -468,11 +452,7 @@ export async function main(argv: string[], write: (s: string) => void = (s) => v
     format,
     o: (n) => args.opts[n] as string | undefined,
     list: (n) => (args.opts[n] as string[] | undefined) ?? [],
-    pos: (i, what) => {
-      const v = args.positionals[i];
-      if (v === undefined) throw new UsageError(`too few arguments: ${what} is required`);
-      return v;
-    },
+    pos: (i, what) => positional(args, i, what),
     write,
   };
   try {

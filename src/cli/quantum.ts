@@ -1,8 +1,8 @@
 // `quantum`: the operator's client for quantum-server, with python-quantumclient's commands and tables.
 import { ApiError } from '../common/errors.js';
 import { QuantumClient, type Filters } from '../common/quantum-client.js';
-import { parseArgs, parseKeyValues, UsageError, type ArgKind, type ParsedArgs } from './args.js';
-import { printList, printShow, type OutputFormat, type OutputOptions } from './table.js';
+import { COMMON_GLOBALS, COMMON_GLOBALS_WITH_VALUE, findCommand, outputFormat, parseArgs, parseKeyValues, positional, projectIdOf, UsageError, writeHelp, type ArgKind, type ParsedArgs } from './args.js';
+import { printList, printShow, type OutputOptions } from './table.js';
 
 type Obj = Record<string, unknown>;
 
@@ -25,9 +25,9 @@ interface Command {
   run(c: Ctx): Promise<void>;
 }
 
-const GLOBAL: Record<string, ArgKind> = { 'os-url': 'string', 'os-project-id': 'string', 'os-tenant-id': 'string', format: 'string', column: 'list', help: 'flag' };
+const GLOBAL: Record<string, ArgKind> = { ...COMMON_GLOBALS, column: 'list' };
 const SHORT = { '-f': 'format', '-c': 'column', '-h': 'help' };
-const GLOBAL_WITH_VALUE = new Set(['--os-url', '--os_url', '--os-project-id', '--os_project_id', '--os-tenant-id', '--os_tenant_id', '--format', '-f', '--column', '-c']);
+const GLOBAL_WITH_VALUE = new Set([...COMMON_GLOBALS_WITH_VALUE, '--column', '-c']);
 
 const KIND_PLURAL: Record<string, string> = { network: 'networks', subnet: 'subnets', port: 'ports', router: 'routers', agent: 'agents' };
 
@@ -281,32 +281,14 @@ function usage(): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  // The command is the first word that is neither an option nor a global option's value.
-  let cmdIndex = -1;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (GLOBAL_WITH_VALUE.has(a)) {
-      i++;
-      continue;
-    }
-    if (!a.startsWith('-')) {
-      cmdIndex = i;
-      break;
-    }
-  }
-  const name = cmdIndex >= 0 ? argv[cmdIndex]! : undefined;
-  if (!name || name === 'help') {
-    const topic = name === 'help' ? argv[cmdIndex + 1] : undefined;
-    if (topic && COMMANDS[topic]) process.stdout.write(`usage: quantum ${COMMANDS[topic].usage}\n\n${COMMANDS[topic].help}\n`);
-    else process.stdout.write(usage());
-    return name || argv.includes('--help') || argv.includes('-h') ? 0 : 2;
-  }
+  const found = findCommand(argv, GLOBAL_WITH_VALUE);
+  const { name, rest } = found;
+  if (!name || name === 'help') return writeHelp('quantum', argv, found, COMMANDS, usage, (s) => void process.stdout.write(s));
   const cmd = COMMANDS[name];
   if (!cmd) {
     process.stderr.write(`quantum: '${name}' is not a quantum command. See 'quantum help'.\n`);
     return 2;
   }
-  const rest = [...argv.slice(0, cmdIndex), ...argv.slice(cmdIndex + 1)];
   let args: ParsedArgs;
   try {
     args = parseArgs(rest, { ...GLOBAL, ...(cmd.spec ?? {}) }, { short: SHORT, allowExtra: cmd.filters });
@@ -318,13 +300,13 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(`usage: quantum ${cmd.usage}\n\n${cmd.help}\n`);
     return 0;
   }
-  const format = (args.opts.format as string | undefined) ?? 'table';
-  if (!['table', 'json', 'value'].includes(format)) {
-    process.stderr.write(`quantum ${name}: error: argument -f/--format: invalid choice: '${format}' (choose from 'table', 'json', 'value')\n`);
+  const fmt = outputFormat(args.opts);
+  if ('error' in fmt) {
+    process.stderr.write(`quantum ${name}: error: ${fmt.error}\n`);
     return 2;
   }
   const url = (args.opts['os-url'] as string | undefined) ?? process.env.OS_URL ?? 'http://127.0.0.1:9696';
-  const projectId = (args.opts['os-project-id'] as string | undefined) ?? (args.opts['os-tenant-id'] as string | undefined) ?? process.env.OS_PROJECT_ID ?? process.env.OS_TENANT_ID;
+  const projectId = projectIdOf(args.opts);
   let qc: QuantumClient;
   try {
     qc = new QuantumClient({ url, projectId: projectId || undefined, timeoutMs: 30_000, connections: 4 });
@@ -335,15 +317,11 @@ export async function main(argv: string[]): Promise<number> {
   const c: Ctx = {
     qc,
     args,
-    out: { format: format as OutputFormat, columns: (args.opts.column as string[] | undefined) ?? [] },
+    out: { format: fmt.format, columns: (args.opts.column as string[] | undefined) ?? [] },
     o: (n) => args.opts[n] as string | undefined,
     list: (n) => (args.opts[n] as string[] | undefined) ?? [],
     flag: (n) => args.opts[n] === true,
-    pos: (i, what) => {
-      const v = args.positionals[i];
-      if (v === undefined) throw new UsageError(`too few arguments: ${what} is required`);
-      return v;
-    },
+    pos: (i, what) => positional(args, i, what),
   };
   try {
     await cmd.run(c);
