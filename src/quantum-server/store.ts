@@ -42,6 +42,17 @@ export interface StoreOptions {
 
 type Q = Kysely<QuantumDatabase> | Transaction<QuantumDatabase>;
 
+/** The tables whose rows are looked up by id (each has its own NotFound fault). */
+type ById = { networks: NetworkRow; subnets: SubnetRow; ports: PortRow; routers: RouterRow; agents: AgentRow };
+
+/** One row by id, or the resource's NotFound fault. */
+async function rowById<T extends keyof ById>(q: Q, table: T, id: string, notFound: (id: string) => ApiError): Promise<ById[T]> {
+  // Widened to the union so Kysely can type the query; the row is of `table`, hence ById[T].
+  const row = await q.selectFrom(table as keyof ById).selectAll().where('id', '=', id).executeTakeFirst();
+  if (!row) throw notFound(id);
+  return row as ById[T];
+}
+
 const DEVICE_OWNER_ROUTER_GW = 'network:router_gateway';
 const now = () => new Date().toISOString();
 const CHUNK = 500;
@@ -144,10 +155,8 @@ export class QuantumStore {
 
   // ---------------------------------------------------------------- networks
 
-  private async networkRow(q: Q, id: string): Promise<NetworkRow> {
-    const row = await q.selectFrom('networks').selectAll().where('id', '=', id).executeTakeFirst();
-    if (!row) throw faults.networkNotFound(id);
-    return row;
+  private networkRow(q: Q, id: string): Promise<NetworkRow> {
+    return rowById(q, 'networks', id, faults.networkNotFound);
   }
 
   private async networksOut(q: Q, rows: NetworkRow[]): Promise<NetworkBody[]> {
@@ -236,10 +245,8 @@ export class QuantumStore {
 
   // ---------------------------------------------------------------- subnets
 
-  private async subnetRow(q: Q, id: string): Promise<SubnetRow> {
-    const row = await q.selectFrom('subnets').selectAll().where('id', '=', id).executeTakeFirst();
-    if (!row) throw faults.subnetNotFound(id);
-    return row;
+  private subnetRow(q: Q, id: string): Promise<SubnetRow> {
+    return rowById(q, 'subnets', id, faults.subnetNotFound);
   }
 
   private subnetOut(r: SubnetRow): Subnet {
@@ -436,10 +443,8 @@ export class QuantumStore {
 
   // ---------------------------------------------------------------- ports
 
-  private async portRow(q: Q, id: string): Promise<PortRow> {
-    const row = await q.selectFrom('ports').selectAll().where('id', '=', id).executeTakeFirst();
-    if (!row) throw faults.portNotFound(id);
-    return row;
+  private portRow(q: Q, id: string): Promise<PortRow> {
+    return rowById(q, 'ports', id, faults.portNotFound);
   }
 
   private async portsOut(q: Q, rows: PortRow[]): Promise<Port[]> {
@@ -702,10 +707,8 @@ export class QuantumStore {
 
   // ---------------------------------------------------------------- routers
 
-  private async routerRow(q: Q, id: string): Promise<RouterRow> {
-    const row = await q.selectFrom('routers').selectAll().where('id', '=', id).executeTakeFirst();
-    if (!row) throw faults.routerNotFound(id);
-    return row;
+  private routerRow(q: Q, id: string): Promise<RouterRow> {
+    return rowById(q, 'routers', id, faults.routerNotFound);
   }
 
   private routerOut(r: RouterRow): Router {
@@ -892,9 +895,7 @@ export class QuantumStore {
   }
 
   async getAgent(id: string): Promise<Agent> {
-    const row = await this.db.selectFrom('agents').selectAll().where('id', '=', id).executeTakeFirst();
-    if (!row) throw faults.agentNotFound(id);
-    return this.agentOut(row);
+    return this.agentOut(await rowById(this.db, 'agents', id, faults.agentNotFound));
   }
 
   /** report_state: upsert keyed by (agent_type, host); started_at resets when start_flag is set. */
