@@ -4,28 +4,24 @@
 // reloads, kill -9 respawn, the isolated → routed transition, and the teardown when DHCP goes away.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { randomUUID } from 'node:crypto';
 import { loadConfig } from '../src/common/config.js';
-import { createLogger, silentLogger } from '../src/common/log.js';
 
-// AGENT_TEST_LOG=<file> keeps the in-process agents' debug log for a failing run.
-const testLog = process.env.AGENT_TEST_LOG ? createLogger({ name: 'agent-test', debug: true, log_file: process.env.AGENT_TEST_LOG }) : silentLogger;
 import { ConfigError } from '../src/common/errors.js';
-import { QuantumClient, type Network, type Port, type Subnet } from '../src/common/quantum-client.js';
+import type { Network, Port, QuantumClient, Subnet } from '../src/common/quantum-client.js';
 import { execute } from '../src/linux/exec.js';
 import { bridgeName, dhcpNamespace, dhcpRootDeviceName, routerNamespace, tapDeviceName } from '../src/linux/names.js';
 import { DhcpAgent, dhcpDeviceId, uuid5, NAMESPACE_DNS } from '../src/dhcp-agent/agent.js';
 import { dhcpAgentSpec, validateDhcpConf } from '../src/dhcp-agent/opts.js';
 import { NetFixture, linkExistsSync, listNamespaces, processGone, type Guest } from './helpers/netns.js';
-import { getFreePort, spawnDaemon, waitFor, waitForListen, type Daemon } from './helpers/proc.js';
+import { agentTestLog as testLog, killDhclients, startAgentBackend, type AgentBackend } from './helpers/agents.js';
+import { waitFor } from './helpers/proc.js';
 
 const fx = new NetFixture();
-let server: Daemon | undefined;
-let standIn: Server | undefined;
+let backend: AgentBackend | undefined;
 let q: QuantumClient;
 let state: string;
 let confFile: string;
@@ -44,15 +40,9 @@ const inNs = (ns: string, argv: string[]) => execute(argv, { netns: ns });
 
 before(async () => {
   state = fx.statePath();
-  const port = await getFreePort();
-  server = spawnDaemon('quantum-server/main.js', ['--bind_host', '127.0.0.1', '--bind_port', String(port), '--state_path', state, '--database-connection', `sqlite:///${join(state, 'q.sqlite')}`]);
-  await waitForListen({ host: '127.0.0.1', port }, 20_000);
-  q = new QuantumClient({ url: `http://127.0.0.1:${port}` });
-  standIn = createServer((req, res) => {
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ path: req.url, headers: req.headers }));
-  });
-  await new Promise<void>((r) => standIn!.listen(join(state, 'metadata_proxy'), r));
+  backend = await startAgentBackend(state);
+  const port = backend.quantum.port;
+  q = backend.quantum.client;
   confFile = join(state, 'dhcp_agent.ini');
   writeFileSync(
     confFile,
@@ -62,18 +52,9 @@ before(async () => {
 });
 
 after(async () => {
-  for (const pf of dhclientPids) {
-    try {
-      const pid = Number(readFileSync(pf, 'utf8'));
-      if (pid > 1 && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(pf)) process.kill(pid, 'SIGKILL');
-    } catch {
-      /* not running */
-    }
-  }
+  killDhclients(dhclientPids);
   for (const a of agents) await a.stop().catch(() => undefined);
-  standIn?.close();
-  await q?.close();
-  await server?.stop();
+  await backend?.stop();
   fx.cleanup();
 });
 

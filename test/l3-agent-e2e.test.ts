@@ -12,6 +12,7 @@ import { QuantumClient, type Network, type Port } from '../src/common/quantum-cl
 import { execute } from '../src/linux/exec.js';
 import { bridgeName, dhcpNamespace, routerNamespace } from '../src/linux/names.js';
 import { NetFixture, type Guest } from './helpers/netns.js';
+import { killDhclients } from './helpers/agents.js';
 import { getFreePort, spawnDaemon, waitFor, waitForListen, type Daemon } from './helpers/proc.js';
 
 const fx = new NetFixture();
@@ -73,14 +74,7 @@ before(async () => {
 });
 
 after(async () => {
-  for (const pf of dhclientPids) {
-    try {
-      const pid = Number(readFileSync(pf, 'utf8'));
-      if (pid > 1 && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(pf)) process.kill(pid, 'SIGKILL');
-    } catch {
-      /* not running */
-    }
-  }
+  killDhclients(dhclientPids);
   for (const d of daemons.reverse()) await d.stop();
   await q?.close();
   fx.cleanup();

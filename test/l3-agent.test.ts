@@ -4,15 +4,11 @@
 // live interface changes, restart adoption, stale cleanup limited to our own namespaces, router delete.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../src/common/config.js';
-import { createLogger, silentLogger } from '../src/common/log.js';
 
-// AGENT_TEST_LOG=<file> keeps the in-process agents' debug log for a failing run.
-const testLog = process.env.AGENT_TEST_LOG ? createLogger({ name: 'agent-test', debug: true, log_file: process.env.AGENT_TEST_LOG }) : silentLogger;
-import { QuantumClient, type Network, type Port, type Router, type Subnet } from '../src/common/quantum-client.js';
+import type { Network, Port, QuantumClient, Router, Subnet } from '../src/common/quantum-client.js';
 import { IptablesManager } from '../src/linux/iptables.js';
 import { execute } from '../src/linux/exec.js';
 import { netnsPids } from '../src/linux/ip-lib.js';
@@ -21,11 +17,11 @@ import { L3Agent } from '../src/l3-agent/agent.js';
 import { l3AgentSpec, validateL3Conf } from '../src/l3-agent/opts.js';
 import { ConfigError } from '../src/common/errors.js';
 import { NetFixture, linkExistsSync, listNamespaces, nsExec, processGone, uuid, type Guest } from './helpers/netns.js';
-import { getFreePort, spawnDaemon, waitFor, waitForListen, type Daemon } from './helpers/proc.js';
+import { agentTestLog as testLog, startAgentBackend, type AgentBackend } from './helpers/agents.js';
+import { waitFor } from './helpers/proc.js';
 
 const fx = new NetFixture();
-let server: Daemon | undefined;
-let standIn: Server | undefined;
+let backend: AgentBackend | undefined;
 let q: QuantumClient;
 let state: string;
 let confFile: string;
@@ -46,17 +42,10 @@ function curl(g: Guest, url: string, args: string[] = []): Promise<string> {
 
 before(async () => {
   state = fx.statePath();
-  const port = await getFreePort();
-  server = spawnDaemon('quantum-server/main.js', ['--bind_host', '127.0.0.1', '--bind_port', String(port), '--state_path', state, '--database-connection', `sqlite:///${join(state, 'q.sqlite')}`]);
-  await waitForListen({ host: '127.0.0.1', port }, 20_000);
-  q = new QuantumClient({ url: `http://127.0.0.1:${port}` });
-  // Stand-in for quantum-metadata-agent on the proxy socket: echoes what the proxy sent.
-  const sock = join(state, 'metadata_proxy');
-  standIn = createServer((req, res) => {
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ path: req.url, headers: req.headers }));
-  });
-  await new Promise<void>((r) => standIn!.listen(sock, r));
+  // quantum-server, and a stand-in for quantum-metadata-agent on the proxy socket echoing what the proxy sent.
+  backend = await startAgentBackend(state);
+  const port = backend.quantum.port;
+  q = backend.quantum.client;
   confFile = join(state, 'l3_agent.ini');
   writeFileSync(
     confFile,
@@ -67,9 +56,7 @@ before(async () => {
 
 after(async () => {
   for (const a of agents) await a.stop().catch(() => undefined);
-  standIn?.close();
-  await q?.close();
-  await server?.stop();
+  await backend?.stop();
   fx.cleanup();
 });
 

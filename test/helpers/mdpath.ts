@@ -14,42 +14,7 @@ export function tempDir(prefix = 'qm-mdpath-'): { path: string; rm(): void } {
   return { path, rm: () => rmSync(path, { recursive: true, force: true }) };
 }
 
-export interface RunningQuantum {
-  url: string;
-  port: number;
-  client: QuantumClient;
-  daemon: Daemon;
-  stop(): Promise<void>;
-}
-
-/** A real quantum-server on a free loopback port with its own SQLite file. */
-export async function startQuantumServer(dir: string): Promise<RunningQuantum> {
-  const port = await getFreePort();
-  const daemon = spawnDaemon('quantum-server/main.js', [
-    '--bind_host=127.0.0.1',
-    `--bind_port=${port}`,
-    `--state_path=${dir}`,
-    `--database-connection=sqlite:///${join(dir, 'quantum.sqlite')}`,
-  ]);
-  try {
-    await waitForListen({ host: '127.0.0.1', port }, 20_000);
-  } catch (e) {
-    await daemon.stop();
-    throw new Error(`quantum-server did not start: ${daemon.output()}`);
-  }
-  const url = `http://127.0.0.1:${port}`;
-  const client = new QuantumClient({ url });
-  return {
-    url,
-    port,
-    client,
-    daemon,
-    async stop() {
-      await client.close();
-      await daemon.stop();
-    },
-  };
-}
+export { startQuantumServer, type RunningQuantum } from './quantum-server.js';
 
 export interface TenantNet {
   tenantId: string;

@@ -5,7 +5,6 @@ import type { Kysely } from 'kysely';
 import type { NovaDatabase } from '../../src/db/nova-schema.js';
 import type { DeviceMeta, NetworkInfo } from '../../src/nova-metadata/model.js';
 import { uuidToIntId } from '../../src/nova-metadata/store.js';
-import { QuantumClient } from '../../src/common/quantum-client.js';
 import { getFreePort, spawnDaemon, waitForListen, type Daemon } from './proc.js';
 
 export interface FixtureInstance {
@@ -144,36 +143,8 @@ export async function insertInstance(db: Kysely<NovaDatabase>, f: FixtureInstanc
 
 // ---- real daemons for the integration tests ------------------------------------------------------
 
-export interface RunningDaemon {
-  url: string;
-  port: number;
-  daemon: Daemon;
-  stop(): Promise<void>;
-}
-
 /** quantum-server on a free loopback port with its own SQLite file under dir. */
-export async function spawnQuantumServer(dir: string): Promise<RunningDaemon & { client: QuantumClient }> {
-  const port = await getFreePort();
-  const daemon = spawnDaemon('quantum-server/main.js', ['--bind_host', '127.0.0.1', '--bind_port', String(port), '--state_path', dir, '--database-connection', `sqlite:///${dir}/quantum.sqlite`]);
-  try {
-    await waitForListen({ host: '127.0.0.1', port }, 20_000);
-  } catch {
-    await daemon.stop();
-    throw new Error(`quantum-server did not start: ${daemon.output()}`);
-  }
-  const url = `http://127.0.0.1:${port}`;
-  const client = new QuantumClient({ url });
-  return {
-    url,
-    port,
-    daemon,
-    client,
-    async stop() {
-      await client.close();
-      await daemon.stop();
-    },
-  };
-}
+export { startQuantumServer as spawnQuantumServer } from './quantum-server.js';
 
 /** nova-api (compute + metadata) on free loopback ports. */
 export async function spawnNovaApi(dir: string, opts: { quantumUrl: string; dbUrl?: string; args?: string[] }): Promise<{ compute: string; metadata: string; computePort: number; metadataPort: number; daemon: Daemon; stop(): Promise<void> }> {
