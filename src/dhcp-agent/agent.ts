@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { ApiError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { DEVICE_OWNER_DHCP, type QuantumClient, type Network, type Port, type Subnet } from '../common/quantum-client.js';
-import { AgentLoop, proxyArgv, proxyCommandPrefix } from '../linux/agent-common.js';
+import { AgentLoop, metadataProxyManager } from '../linux/agent-common.js';
 import {
   METADATA_CIDR,
   METADATA_DEFAULT_PORT,
@@ -246,27 +246,7 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
       if (st.proxy && st.proxyUuid !== uuid) await this.stopProxy(st);
       if (!st.proxy) {
         st.proxyUuid = uuid;
-        st.proxy = new ProcessManager({
-          uuid,
-          statePath: d.state_path,
-          namespace: ns,
-          pidFileWriter: 'process',
-          label: 'metadata-proxy',
-          log: this.log,
-          cmd: (pidFile) =>
-            proxyArgv({
-              prefix: proxyCommandPrefix(d.metadata_proxy_cmd),
-              pidFile,
-              ...(routerId ? { routerId } : { networkId: n.id }),
-              statePath: d.state_path,
-              port: METADATA_DEFAULT_PORT,
-              socket: d.metadata_proxy_socket,
-              bindAddress: METADATA_IP,
-              user: d.metadata_proxy_user,
-              group: d.metadata_proxy_group,
-              log: d,
-            }),
-        });
+        st.proxy = metadataProxyManager({ uuid, namespace: ns, conf: d, port: METADATA_DEFAULT_PORT, ...(routerId ? { routerId } : { networkId: n.id }), bindAddress: METADATA_IP, log: this.log });
       }
       await st.proxy.enable();
       this.monitor.register(st.proxy);

@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { ROUTER_INTERFACE_OWNERS, type QuantumClient, type Port, type Router, type Subnet } from '../common/quantum-client.js';
-import { AgentLoop, proxyArgv, proxyCommandPrefix } from '../linux/agent-common.js';
+import { AgentLoop, metadataProxyManager } from '../linux/agent-common.js';
 import { ProcessManager } from '../linux/external-process.js';
 import { initL3, plug, unplug } from '../linux/interface.js';
 import { linkList, netnsDelete, netnsEnsure, netnsList, sysctlSet } from '../linux/ip-lib.js';
@@ -169,26 +169,7 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
 
   private proxyManager(id: string, ns: string): ProcessManager {
     const d = this.conf.DEFAULT;
-    return new ProcessManager({
-      uuid: id,
-      statePath: d.state_path,
-      namespace: ns,
-      pidFileWriter: 'process',
-      label: 'metadata-proxy',
-      log: this.log,
-      cmd: (pidFile) =>
-        proxyArgv({
-          prefix: proxyCommandPrefix(d.metadata_proxy_cmd),
-          pidFile,
-          routerId: id,
-          statePath: d.state_path,
-          port: d.metadata_port,
-          socket: d.metadata_proxy_socket,
-          user: d.metadata_proxy_user,
-          group: d.metadata_proxy_group,
-          log: d,
-        }),
-    });
+    return metadataProxyManager({ uuid: id, namespace: ns, conf: d, port: d.metadata_port, routerId: id, log: this.log });
   }
 
   private buildIptables(ns: string): IptablesManager {

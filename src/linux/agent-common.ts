@@ -8,7 +8,7 @@ import { bool, int, optStr, str, type Spec } from '../common/config.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { QuantumClient, type AgentReport } from '../common/quantum-client.js';
-import { ProcessMonitor } from './external-process.js';
+import { ProcessManager, ProcessMonitor } from './external-process.js';
 
 export const INTERFACE_DRIVERS = ['linuxbridge', 'quantum.agent.linux.interface.BridgeInterfaceDriver', 'neutron.agent.linux.interface.BridgeInterfaceDriver'];
 
@@ -98,6 +98,44 @@ export function proxyArgv(a: ProxyArgs): string[] {
   if (a.group) argv.push(`--metadata_proxy_group=${a.group}`);
   argv.push('--nodaemonize', ...proxyLogArgs(a.log, uuid));
   return argv;
+}
+
+/** The agent options a metadata proxy's command line is made from. */
+export interface ProxyConf extends LogConf {
+  state_path: string;
+  metadata_proxy_cmd?: string | undefined;
+  metadata_proxy_socket?: string | undefined;
+  metadata_proxy_user?: string | undefined;
+  metadata_proxy_group?: string | undefined;
+}
+
+/**
+ * The supervised quantum-ns-metadata-proxy of a router (routerId) or an isolated network (networkId), in
+ * `namespace`, keyed by `uuid`; it writes its own pid file.
+ */
+export function metadataProxyManager(o: { uuid: string; namespace: string; conf: ProxyConf; port: number; routerId?: string | undefined; networkId?: string | undefined; bindAddress?: string | undefined; log: Logger }): ProcessManager {
+  const d = o.conf;
+  return new ProcessManager({
+    uuid: o.uuid,
+    statePath: d.state_path,
+    namespace: o.namespace,
+    pidFileWriter: 'process',
+    label: 'metadata-proxy',
+    log: o.log,
+    cmd: (pidFile) =>
+      proxyArgv({
+        prefix: proxyCommandPrefix(d.metadata_proxy_cmd),
+        pidFile,
+        ...(o.routerId ? { routerId: o.routerId } : { networkId: o.networkId }),
+        statePath: d.state_path,
+        port: o.port,
+        socket: d.metadata_proxy_socket,
+        bindAddress: o.bindAddress,
+        user: d.metadata_proxy_user,
+        group: d.metadata_proxy_group,
+        log: d,
+      }),
+  });
 }
 
 /** Heartbeats: the first carries start_flag; failures are logged and retried at the next interval. */
