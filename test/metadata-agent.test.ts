@@ -424,7 +424,12 @@ describe('lookup and proxying against a real quantum-server', () => {
       }, 10_000, 50, `socket mode 0666: ${d.output()}`);
       // The listen backlog is the Send-Q of a listening Unix socket in ss.
       // (The stale listener this test left behind is listed under the same name with node's default 511.)
-      const ss = execFileSync('ss', ['-xl'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(sockPath));
+      // Each worker applies it in its own listen() on the shared socket, so give both a moment under load.
+      let ss: string[] = [];
+      await waitFor(() => {
+        ss = execFileSync('ss', ['-xl'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(sockPath));
+        return ss.some((l) => l.trim().split(/\s+/)[3] === '77');
+      }, 5000, 100, 'the listen backlog').catch(() => undefined);
       assert.ok(ss.some((l) => l.trim().split(/\s+/)[3] === '77'), `backlog: ${ss.join('\n')}`);
       const hdr = { 'x-forwarded-for': '10.0.0.5', 'x-neutron-router-id': a.routerId };
       for (let i = 0; i < 6; i++) assert.equal(JSON.parse((await viaSocket(sockPath, '/x', hdr)).body).headers['x-instance-id'], INST_A);

@@ -132,7 +132,9 @@ export class NetFixture {
     const rootDevice = this.trackLink(`${this.prefix}g${n}`);
     if (!linkExistsSync(o.bridge)) {
       this.trackBridge(o.bridge);
-      sh(['ip', 'link', 'add', o.bridge, 'type', 'bridge']);
+      // An agent plugging its port at the same moment may create the bridge first: that is fine.
+      const r = spawnSync('ip', ['link', 'add', o.bridge, 'type', 'bridge'], { encoding: 'utf8' });
+      if (r.status !== 0 && !linkExistsSync(o.bridge)) throw new Error(`ip link add ${o.bridge} type bridge failed: ${r.stderr}`);
       sh(['ip', 'link', 'set', o.bridge, 'up']);
     }
     sh(['ip', 'link', 'add', rootDevice, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
