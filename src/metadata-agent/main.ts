@@ -62,9 +62,6 @@ runService(PROG, async (svc) => {
       log.error({ pid: w.process.pid, code, signal }, 'metadata worker died, starting a new one');
       setTimeout(() => cluster.fork(), 500);
     });
-    // Each worker accepts on the shared socket itself (the kernel spreads connections), and its listen()
-    // applies metadata_backlog; under round-robin the primary's listener would keep node's default of 511.
-    cluster.schedulingPolicy = cluster.SCHED_NONE;
     for (let i = 0; i < workers; i++) cluster.fork();
     const quantum = new QuantumClient({ url: d.quantum_url, timeoutMs: d.quantum_timeout * 1000 });
     const reporter = createReporter(conf, quantum, socketPath, log);
