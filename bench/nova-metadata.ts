@@ -13,7 +13,7 @@ import { closeServer, listen } from '../src/common/http.js';
 import { silentLogger } from '../src/common/log.js';
 import { QuantumClient } from '../src/common/quantum-client.js';
 import { migrate, openDatabase } from '../src/db/connection.js';
-import { novaMigrations, type NovaDatabase } from '../src/db/nova-schema.js';
+import { novaMigrations, type NovaDatabase, runningInstanceState } from '../src/db/nova-schema.js';
 import { MetadataHandler } from '../src/nova-metadata/handler.js';
 import { DbMetadataStore } from '../src/nova-metadata/store.js';
 
@@ -97,14 +97,7 @@ async function fill(url: string): Promise<string[]> {
             security_groups: '["default"]',
             device_metadata: null,
             numa_topology: null,
-            vm_state: 'active',
-            power_state: 1,
-            task_state: null,
-            access_ip_v4: null,
-            access_ip_v6: null,
-            created_at: now,
-            updated_at: now,
-            launched_at: now,
+            ...runningInstanceState(now),
           })) as never,
         )
         .execute();

@@ -117,6 +117,14 @@ export interface NovaDatabase {
 }
 
 /** Nova's classic default flavors (nova-manage's old defaults): id, name, MB, vCPUs, root GB. */
+/**
+ * The state columns of a server as created here: ACTIVE and running at once (there is no scheduler or
+ * hypervisor), no access IPs, all timestamps the creation time.
+ */
+export function runningInstanceState(now: string): Pick<InstanceRow, 'vm_state' | 'power_state' | 'task_state' | 'access_ip_v4' | 'access_ip_v6' | 'created_at' | 'updated_at' | 'launched_at'> {
+  return { vm_state: 'active', power_state: 1, task_state: null, access_ip_v4: null, access_ip_v6: null, created_at: now, updated_at: now, launched_at: now };
+}
+
 export const CLASSIC_FLAVORS: ReadonlyArray<readonly [string, string, number, number, number]> = [
   ['1', 'm1.tiny', 512, 1, 1],
   ['2', 'm1.small', 2048, 1, 20],

@@ -8,7 +8,7 @@ import { readBody } from '../common/http.js';
 import type { Logger } from '../common/log.js';
 import type { QuantumClient } from '../common/quantum-client.js';
 import { isDuplicateKey } from '../db/connection.js';
-import type { FlavorRow, InstanceRow, NovaDatabase } from '../db/nova-schema.js';
+import { runningInstanceState, type FlavorRow, type InstanceRow, type NovaDatabase } from '../db/nova-schema.js';
 import { extractPassword } from '../nova-metadata/base.js';
 import type { NetworkInfo, Vif } from '../nova-metadata/model.js';
 import { setSystemPassword, uuidToIntId } from '../nova-metadata/store.js';
@@ -537,14 +537,7 @@ export class ComputeApi {
             security_groups: JSON.stringify(groups),
             device_metadata: null,
             numa_topology: null,
-            vm_state: 'active',
-            power_state: 1,
-            task_state: null,
-            access_ip_v4: null,
-            access_ip_v6: null,
-            created_at: now,
-            updated_at: now,
-            launched_at: now,
+            ...runningInstanceState(now),
           } as never)
           .execute();
         for (const [k, v] of Object.entries(metadata)) await tx.insertInto('instance_metadata').values({ instance_uuid: uuid, key: k, value: v } as never).execute();

@@ -2,7 +2,7 @@
 // metadata API tests and the bench.
 import { randomUUID } from 'node:crypto';
 import type { Kysely } from 'kysely';
-import type { NovaDatabase } from '../../src/db/nova-schema.js';
+import { runningInstanceState, type NovaDatabase } from '../../src/db/nova-schema.js';
 import type { DeviceMeta, NetworkInfo } from '../../src/nova-metadata/model.js';
 import { uuidToIntId } from '../../src/nova-metadata/store.js';
 import { getFreePort, spawnDaemon, waitForListen, type Daemon } from './proc.js';
@@ -117,14 +117,7 @@ export async function insertInstance(db: Kysely<NovaDatabase>, f: FixtureInstanc
       security_groups: JSON.stringify(f.security_groups ?? ['default']),
       device_metadata: f.device_metadata ? JSON.stringify(f.device_metadata) : null,
       numa_topology: f.numa_topology ? JSON.stringify(f.numa_topology) : null,
-      vm_state: 'active',
-      power_state: 1,
-      task_state: null,
-      access_ip_v4: null,
-      access_ip_v6: null,
-      created_at: now,
-      updated_at: now,
-      launched_at: now,
+      ...runningInstanceState(now),
     } as never)
     .execute();
   for (const [key, value] of f.metadata ?? []) await db.insertInto('instance_metadata').values({ instance_uuid: uuid, key, value } as never).execute();
