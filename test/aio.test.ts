@@ -7,6 +7,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { buildRoot } from './helpers/paths.js';
+import { CLOUDINIT_PYTHON, CLOUDINIT_RECORDER } from './helpers/cloudinit.js';
 import { getFreePort, sleep, waitFor } from './helpers/proc.js';
 
 const PREFIX = `t${process.pid.toString(36)}${Math.random().toString(36).slice(2, 5)}-`;
@@ -125,21 +126,7 @@ describe('all-in-one stack', { timeout: 600_000 }, () => {
   });
 
   test('cloud-init crawls OpenStack and EC2 metadata in every guest, through both paths', () => {
-    const py = String.raw`
-import json
-from cloudinit import url_helper
-from cloudinit.sources.helpers import openstack, ec2
-seen = []
-real = url_helper.readurl
-def recording(url, *a, **kw):
-    try:
-        r = real(url, *a, **kw)
-        seen.append([url, r.code])
-        return r
-    except url_helper.UrlError as e:
-        seen.append([url, e.code])
-        raise
-url_helper.readurl = recording
+    const py = CLOUDINIT_RECORDER + String.raw`
 base = 'http://169.254.169.254'
 res = openstack.MetadataReader(base, timeout=5, retries=0).read_v2()
 md = res['metadata']
@@ -148,7 +135,7 @@ ud = ec2.get_instance_userdata(api_version='2009-04-04', metadata_address=base, 
 print(json.dumps({'uuid': md['uuid'], 'name': md['name'], 'iid': md2['instance-id'], 'ud': ud.decode() if isinstance(ud, bytes) else ud, 'nd': sorted((res.get('networkdata') or {}).keys()), 'ec2keys': sorted(md2.keys()), 'seen': seen}))
 `;
     for (const s of ['demo-a', 'demo-b', 'demo-iso']) {
-      const r = spawnSync('ip', ['netns', 'exec', ns(s), '/usr/bin/python3', '-c', py], { encoding: 'utf8', timeout: 60_000 });
+      const r = spawnSync('ip', ['netns', 'exec', ns(s), CLOUDINIT_PYTHON, '-c', py], { encoding: 'utf8', timeout: 60_000 });
       assert.equal(r.status, 0, r.stderr);
       const got = JSON.parse(r.stdout.trim().split('\n').pop()!) as { uuid: string; name: string; iid: string; ud: string; nd: string[]; ec2keys: string[]; seen: Array<[string, number]> };
       // Every URL cloud-init fetched answered 200, except the optional files Nova 404s (vendor data without a provider).

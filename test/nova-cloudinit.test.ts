@@ -1,6 +1,7 @@
 // cloud-init's own OpenStack and EC2 datasource readers (Debian's cloud-init, /usr/bin/python3) crawl a
 // server's metadata from the real nova-api process. The test is the guest: it connects from 127.0.0.1,
 // which is the fixed IP of the server's port in quantum-server (remote-address mode).
+import { CLOUDINIT_PYTHON, CLOUDINIT_RECORDER } from './helpers/cloudinit.js';
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -12,26 +13,11 @@ import { SSH_KEY, spawnNovaApi, spawnQuantumServer } from './helpers/nova-fixtur
 import { httpGet } from './helpers/proc.js';
 
 const run = promisify(execFile);
-const PY = '/usr/bin/python3';
+const PY = CLOUDINIT_PYTHON;
 const PROJECT = 'proj-cloudinit';
 
-const CRAWL = String.raw`
-import json, sys
-from cloudinit import url_helper
-from cloudinit.sources.helpers import openstack, ec2
-
+const CRAWL = CLOUDINIT_RECORDER + String.raw`
 base = sys.argv[1]
-seen = []
-real = url_helper.readurl
-def recording(url, *a, **kw):
-    try:
-        r = real(url, *a, **kw)
-        seen.append([url, r.code])
-        return r
-    except url_helper.UrlError as e:
-        seen.append([url, e.code])
-        raise
-url_helper.readurl = recording
 # In a guest the EC2 part of read_v2 goes to 169.254.169.254, which is this same service behind the
 # proxy; here it must go to the nova-api under test (and never off this host).
 openstack.MetadataReader._read_ec2_metadata = lambda self: ec2.get_instance_metadata(
