@@ -19,6 +19,7 @@ import { startHaproxy, startOurProxy, startUpstream, upstreamStats, logTail, typ
 import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
 import { median, fmt, table } from './lib/stats.js';
 import { buildChain, chainReady, type Chain } from './lib/chain.js';
+import { PROXY_NODE_FLAGS } from '../src/common/proxy-runtime.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const buildRoot = resolve(here, '..');
@@ -69,8 +70,8 @@ const cfg = {
   chain: flags.chain! && !flags['no-chain'],
   profile: flags['no-profile'] ? false : (flags.profile ?? !quick),
   out: flags.out ?? (quick ? 'quick' : 'latest'),
-  /** Extra node flags for our proxy (e.g. "--max-semi-space-size=1"); default none, as the L3/DHCP agents run it. */
-  nodeFlags: (flags['node-flags'] ?? '').split(' ').filter(Boolean),
+  /** Node flags for our proxy; default the ones the L3/DHCP agents run it with (src/common/proxy-runtime.ts). */
+  nodeFlags: flags['node-flags'] !== undefined ? flags['node-flags'].split(' ').filter(Boolean) : [...PROXY_NODE_FLAGS],
   /** Idle copies of each proxy started at once to measure the per-router memory on a network node. */
   scale: Number(flags.scale ?? (quick ? 5 : 20)),
 };
@@ -570,6 +571,12 @@ function checks(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeof 
         measured: `${grow >= 0 ? '+' : ''}${fmt(grow)} MB (${fmt(mb(m.idle.rssKb))} idle → ${fmt(mb(m.afterWarmup.rssKb))} warm → ${fmt(mb(m.afterLoad?.rssKb))} right after load → ${fmt(mb(end.rssKb))} after ${m.idleSeconds ?? 0} s idle)`,
         pass: end.rssKb <= m.afterWarmup.rssKb * 1.1,
       });
+      const pgrow = mb(end.privateKb) - mb(m.idle.privateKb);
+      out.push({
+        goal: '(info) private memory growth after load (ours; at the end vs idle; RSS also counts node\'s shared code pages)',
+        measured: `${pgrow >= 0 ? '+' : ''}${fmt(pgrow)} MB (${fmt(mb(m.idle.privateKb))} → ${fmt(mb(end.privateKb))})`,
+        pass: null,
+      });
     }
   }
   for (const r of rat) {
@@ -604,7 +611,7 @@ function markdown(summary: ReturnType<typeof summaryRows>, rat: ReturnType<typeo
   L.push(`# Metadata proxy benchmark (${m.date})`, '');
   L.push(
     `Machine: ${m.host.cpus} CPUs (${m.host.model ?? '?'}), kernel ${m.host.kernel}, node ${m.node}, ${m.haproxy.replace(/ - https.*/, '')}, ${m.wrk.replace(/ Copyright.*/, '')}; commit ${m.commit}${m.nsProxyUncommitted ? ' (+ uncommitted changes in src/ns-proxy or src/common)' : ''}. ` +
-      `Our proxy runs as the L3 agent runs it: \`node main.js --nodaemonize ...\`${cfg.nodeFlags.length ? ` with node flags \`${cfg.nodeFlags.join(' ')}\`` : ' (no extra node flags)'}. ` +
+      `Our proxy runs ${cfg.nodeFlags.join(' ') === PROXY_NODE_FLAGS.join(' ') ? 'as the L3 agent runs it' : '**not** as the L3 agent runs it'}: \`node main.js --nodaemonize ...\`${cfg.nodeFlags.length ? ` with node flags \`${cfg.nodeFlags.join(' ')}\`` : ' (no extra node flags)'}. ` +
       `Load average at start ${m.host.loadavgStart.map((x) => x.toFixed(2)).join(' ')}, at end ${(m.loadavgEnd ?? []).map((x) => x.toFixed(2)).join(' ')} (shared machine: other builds/tests were running).`,
   );
   L.push(

@@ -413,6 +413,57 @@ describe('quantum-ns-metadata-proxy: failures and limits', () => {
   });
 });
 
+describe('quantum-ns-metadata-proxy: quiet after a burst', () => {
+  const dir = tempDir();
+  const sock = join(dir.path, 'agent.sock');
+  after(() => dir.rm());
+
+  test('closes its idle agent connections and compacts its heap once load stops, then serves on', async () => {
+    const agent = await captureServer(sock, agentBehaviour);
+    // Like the real agent (65 s): the agent side would not close them within this test.
+    agent.server.keepAliveTimeout = 60_000;
+    const port = await getFreePort();
+    const proxy = await startProxy([`--router_id=${ROUTER}`, `--metadata_proxy_socket=${sock}`, '--debug'], port);
+    const open = () => new Promise<number>((resolve, reject) => agent.server.getConnections((e, n) => (e ? reject(e) : resolve(n))));
+    try {
+      // 1000 requests (the compaction threshold) from 8 keep-alive guests at once: several agent connections.
+      const ka = new Agent({ keepAlive: true, maxSockets: 8 });
+      const one = (i: number) =>
+        new Promise<void>((resolve, reject) => {
+          const req = request({ host: '127.0.0.1', port, path: `/burst/${i}`, agent: ka }, (res) => {
+            res.resume();
+            res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`status ${res.statusCode}`))));
+          });
+          req.on('error', reject);
+          req.end();
+        });
+      await Promise.all(Array.from({ length: 8 }, async (_, w) => {
+        for (let i = w; i < 1000; i += 8) await one(i);
+      }));
+      ka.destroy();
+      const busy = await open();
+      assert.ok(busy >= 2, `agent connections kept alive after the burst: ${busy}`);
+      assert.doesNotMatch(proxy.output(), /memory compacted/, 'nothing happens while requests still come');
+      const t0 = Date.now();
+      await waitFor(async () => (await open()) === 0, 10_000, 100, 'the idle agent connections to close');
+      const quietMs = Date.now() - t0;
+      assert.ok(quietMs > 3000, `closed after the quiet period, not at once (${quietMs} ms)`);
+      await waitFor(() => /memory compacted/.test(proxy.output()), 2000, 50, 'the compaction log line');
+      const line = proxy.output().split('\n').find((l) => l.includes('memory compacted'))!;
+      const rec = JSON.parse(line) as { requests: number; closed_upstream: number; ms: number };
+      assert.ok(rec.requests >= 1000, line);
+      assert.equal(rec.closed_upstream, busy, line);
+      // The next request opens a fresh agent connection and is served as before.
+      const r = await guestGet(port, '/after/quiet');
+      assert.equal(r.status, 200);
+      assert.equal(JSON.parse(r.body).url, '/after/quiet');
+    } finally {
+      await proxy.stop();
+      await agent.close();
+    }
+  });
+});
+
 describe('quantum-ns-metadata-proxy: half-closed guests', () => {
   const dir = tempDir();
   const sock = join(dir.path, 'agent.sock');
@@ -521,6 +572,7 @@ describe('quantum-ns-metadata-proxy: command line and daemon', () => {
       const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
       assert.match(cmdline, new RegExp(ROUTER));
       assert.match(cmdline, /--max-semi-space-size=1\0/, 'the detached child runs with a small young generation');
+      assert.match(cmdline, /--single-threaded\0/, 'and without V8 background threads');
       assert.equal((await guestGet(port, '/latest')).status, 200);
       // Same uuid, live pid → refused.
       const twin = await runCli([...args.filter((a) => !a.startsWith('--metadata_port')), `--metadata_port=${await getFreePort()}`]);

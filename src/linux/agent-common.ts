@@ -8,6 +8,7 @@ import { bool, int, optStr, str, type Spec } from '../common/config.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { QuantumClient, type AgentReport } from '../common/quantum-client.js';
+import { PROXY_NODE_FLAGS } from '../common/proxy-runtime.js';
 import { ProcessManager, ProcessMonitor } from './external-process.js';
 
 export const INTERFACE_DRIVERS = ['linuxbridge', 'quantum.agent.linux.interface.BridgeInterfaceDriver', 'neutron.agent.linux.interface.BridgeInterfaceDriver'];
@@ -22,7 +23,7 @@ export const commonAgentOpts = {
     interface_driver: str('linuxbridge', 'The driver used to plug interfaces: linuxbridge (quantum.agent.linux.interface.BridgeInterfaceDriver) is the only one.'),
     polling_interval: int(2, 'Seconds between two syncs with quantum-server.', { min: 1 }),
     metadata_proxy_socket: optStr('Location of the metadata agent\'s Unix domain socket (passed to the proxies; default $state_path/metadata_proxy).'),
-    metadata_proxy_cmd: optStr('Command that runs quantum-ns-metadata-proxy (split on spaces); default: this node (with --max-semi-space-size=1) running the sibling ns-proxy/main.js of this build.'),
+    metadata_proxy_cmd: optStr('Command that runs quantum-ns-metadata-proxy (split on spaces); default: this node (with --max-semi-space-size=1 --single-threaded) running the sibling ns-proxy/main.js of this build.'),
     metadata_proxy_user: optStr('User (uid or name) the metadata proxies run as after binding their port (default: unchanged).'),
     metadata_proxy_group: optStr('Group (gid or name) the metadata proxies run as after binding their port (default: unchanged).'),
   },
@@ -51,9 +52,9 @@ export const defaultProxyMain = resolve(dirname(fileURLToPath(import.meta.url)),
 
 export function proxyCommandPrefix(cmd: string | undefined): string[] {
   if (cmd && cmd.trim()) return cmd.trim().split(/\s+/);
-  // One proxy runs per router: cap V8's young generation so RSS does not stay grown after a burst
-  // (measured by bench/metadata-proxy.ts; the proxy cannot set this flag on itself after start-up).
-  return [process.execPath, '--max-semi-space-size=1', defaultProxyMain];
+  // One proxy runs per router: node flags that keep each copy small and cheap (src/common/proxy-runtime.ts);
+  // the proxy cannot set them on itself after start-up.
+  return [process.execPath, ...PROXY_NODE_FLAGS, defaultProxyMain];
 }
 
 export interface LogConf {
