@@ -16,10 +16,16 @@ import { MetadataProxy } from './proxy.js';
 // load: ~5 MB less private memory after a burst, no measurable CPU cost for a proxy's short-lived garbage.
 // (One of the few heap flags V8 honours after start-up; --max-semi-space-size is not.)
 setFlagsFromString('--semi-space-growth-factor=1');
-// A full GC when a burst is over (MetadataProxy's compact): V8 leaves an idle process's heap as the burst
-// left it. A context created after --expose-gc is set carries gc() without exposing it to this one.
+// Full GCs when a burst is over (MetadataProxy's compact): V8 leaves an idle process's heap as the burst
+// left it. gc() comes from a context created after --expose-gc, so this one does not expose it. Twice: the
+// first frees the dead objects, the second moves the survivors off pages the first left sparse, which are
+// then returned (after a connection-per-request burst: heap 11.5 -> 6 MB committed, ~15 ms in all).
 setFlagsFromString('--expose-gc');
-const fullGc = runInNewContext('gc') as () => void;
+const gc = runInNewContext('gc') as () => void;
+const fullGc = (): void => {
+  gc();
+  gc();
+};
 
 let log: LiteLogger | undefined;
 
