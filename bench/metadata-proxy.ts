@@ -15,7 +15,7 @@ import { cpuSeconds, memory, type Mem } from './lib/procstat.js';
 import { wrk } from './lib/wrk.js';
 import { BOOT_CRAWL } from './lib/bodies.js';
 import { bootStorm, type StormResult } from './lib/storm.js';
-import { startHaproxy, startOurProxy, startUpstream, upstreamStats, logTail, type Proc, type UpstreamHandle } from './lib/procs.js';
+import { launch, startHaproxy, startOurProxy, startUpstream, upstreamStats, logTail, type Proc, type UpstreamHandle } from './lib/procs.js';
 import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
 import { median, fmt, table } from './lib/stats.js';
 import { buildChain, chainReady, type Chain } from './lib/chain.js';
@@ -289,18 +289,26 @@ async function stormPhase(targets: Target[], guestIps: (i: number) => string, si
  */
 async function scalePhase(socket: string, routerId: string, haveOurs: boolean): Promise<void> {
   say(`starting ${cfg.scale} idle copies of each proxy`);
-  const kinds: { target: string; start: (i: number) => Promise<Proc> }[] = [];
+  const kinds: { target: string; start: (i: number) => Promise<Proc>; serves?: false }[] = [];
   if (haveOurs)
-    kinds.push({
-      target: 'ours',
-      start: (i) => startOurProxy(`scale-ours-${i}`, PROXY_MAIN, topo!.router, tmp, { routerId, port: PORTS.scaleBase + i, socket, nodeArgs: cfg.nodeFlags }),
-    });
+    kinds.push(
+      {
+        target: 'ours',
+        start: (i) => startOurProxy(`scale-ours-${i}`, PROXY_MAIN, topo!.router, tmp, { routerId, port: PORTS.scaleBase + i, socket, nodeArgs: cfg.nodeFlags }),
+      },
+      // Node's floor: a process that loads nothing and waits, with the same flags.
+      {
+        target: 'empty node process (floor)',
+        start: async (i) => launch(`scale-node-${i}`, [process.execPath, ...cfg.nodeFlags, '-e', 'setInterval(() => {}, 1 << 30)'], topo!.router, tmp),
+        serves: false,
+      },
+    );
   kinds.push({ target: 'haproxy', start: (i) => startHaproxy(`scale-haproxy-${i}`, topo!.router, tmp, { routerId, port: PORTS.scaleBase + 100 + i, socket }) });
   for (const k of kinds) {
     const procs: Proc[] = [];
     try {
       for (let i = 0; i < cfg.scale; i++) procs.push(await k.start(i));
-      for (let i = 0; i < procs.length; i++) {
+      for (let i = 0; i < procs.length && k.serves !== false; i++) {
         await redirectTo(topo!, PORTS.scaleBase + (k.target === 'haproxy' ? 100 : 0) + i);
         await curlOnce(topo!.guest, `http://${METADATA_IP}/openstack/latest/meta_data.json`);
       }
