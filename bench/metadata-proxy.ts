@@ -24,7 +24,8 @@ import { PROXY_NODE_FLAGS } from '../src/common/proxy-runtime.js';
 const here = dirname(fileURLToPath(import.meta.url));
 const buildRoot = resolve(here, '..');
 const repoRoot = resolve(buildRoot, '..');
-const PROXY_MAIN = resolve(buildRoot, 'src/ns-proxy/main.js');
+// The CommonJS copy the agents run (tsconfig.ns-proxy.json).
+const PROXY_MAIN = resolve(buildRoot, 'proxy/ns-proxy/main.js');
 const UPSTREAM_MAIN = resolve(here, 'lib/upstream.js');
 
 const PORTS = { ours: 9697, haproxy: 9698, chainOurs: 9699, chainHaproxy: 9700, profile: 9701, scaleBase: 9800 };

@@ -2,7 +2,7 @@
 // upstream, in a namespace of its own (loopback only), measured idle, right after a burst and after the
 // quiet period, with its resident memory split by region. Not a test; quick (about 30 s). As root:
 //   node dist/bench/proxy-memory.js [--node-flags="..."] [--proxy-main PATH] [--out NAME]
-// --proxy-main runs another build's dist/src/ns-proxy/main.js (e.g. an older commit's, for a before/after).
+// --proxy-main runs another build's proxy main.js (e.g. an older commit's, for a before/after).
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -20,7 +20,7 @@ const buildRoot = resolve(here, '..');
 const repoRoot = resolve(buildRoot, '..');
 const { values: flags } = parseArgs({ options: { 'node-flags': { type: 'string' }, 'proxy-main': { type: 'string' }, out: { type: 'string' } } });
 const nodeFlags = flags['node-flags'] !== undefined ? flags['node-flags'].split(' ').filter(Boolean) : [...PROXY_NODE_FLAGS];
-const proxyMain = resolve(flags['proxy-main'] ?? resolve(buildRoot, 'src/ns-proxy/main.js'));
+const proxyMain = resolve(flags['proxy-main'] ?? resolve(buildRoot, 'proxy/ns-proxy/main.js'));
 const PORT = 9697;
 const ROUTER = '11111111-2222-4333-8444-555555555555';
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

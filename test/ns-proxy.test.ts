@@ -7,7 +7,9 @@ import { chmodSync, existsSync, readFileSync, renameSync, writeFileSync } from '
 import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
-import { daemonArgv } from './helpers/paths.js';
+import { daemonArgv, repoRoot } from './helpers/paths.js';
+import { proxyCommandPrefix } from '../src/linux/agent-common.js';
+import { PROXY_NODE_FLAGS } from '../src/common/proxy-runtime.js';
 import { captureServer, getFreePort, guestGet, rawRequest, startProxy, tempDir, waitFor, waitForListen, type Captured, type UnixServer } from './helpers/mdpath.js';
 import { sleep, type Daemon } from './helpers/proc.js';
 import { upstreamPath } from '../src/ns-proxy/proxy.js';
@@ -634,6 +636,25 @@ describe('quantum-ns-metadata-proxy: command line and daemon', () => {
     const badD = await runCli([`--router_id=${ROUTER}`, `--metadata_port=${await getFreePort()}`, '--metadata_proxy_group=no-such-group-qm']);
     assert.equal(badD.code, 1, 'the daemonizing parent reports the child failure');
     assert.match(badD.out, /cannot switch to group "no-such-group-qm"/);
+  });
+
+  test('the agents start the CommonJS build with the small-footprint flags; the bin shim runs it too', async () => {
+    const prefix = proxyCommandPrefix(undefined);
+    assert.deepEqual(prefix.slice(1, -1), [...PROXY_NODE_FLAGS]);
+    const main = prefix.at(-1)!;
+    assert.match(main, /\/proxy\/ns-proxy\/main\.js$/);
+    assert.ok(existsSync(main), main);
+    // Without this marker node would load dist/proxy as ES modules (the repository's package.json says "module").
+    assert.equal((JSON.parse(readFileSync(join(main, '../../package.json'), 'utf8')) as { type: string }).type, 'commonjs');
+    const help = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const p = spawn(process.execPath, [join(repoRoot, 'bin', 'quantum-ns-metadata-proxy.cjs'), '--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      p.on('exit', (code) => resolve({ code, out }));
+    });
+    assert.equal(help.code, 0, help.out);
+    assert.match(help.out, /--router_id/);
   });
 
   test('a port already in use is reported and exits 1', async () => {

@@ -23,7 +23,7 @@ export const commonAgentOpts = {
     interface_driver: str('linuxbridge', 'The driver used to plug interfaces: linuxbridge (quantum.agent.linux.interface.BridgeInterfaceDriver) is the only one.'),
     polling_interval: int(2, 'Seconds between two syncs with quantum-server.', { min: 1 }),
     metadata_proxy_socket: optStr('Location of the metadata agent\'s Unix domain socket (passed to the proxies; default $state_path/metadata_proxy).'),
-    metadata_proxy_cmd: optStr('Command that runs quantum-ns-metadata-proxy (split on spaces); default: this node (with --max-semi-space-size=1 --single-threaded) running the sibling ns-proxy/main.js of this build.'),
+    metadata_proxy_cmd: optStr('Command that runs quantum-ns-metadata-proxy (split on spaces); default: this node (with --max-semi-space-size=1 --single-threaded) running this build\'s CommonJS copy of the proxy (dist/proxy/ns-proxy/main.js).'),
     metadata_proxy_user: optStr('User (uid or name) the metadata proxies run as after binding their port (default: unchanged).'),
     metadata_proxy_group: optStr('Group (gid or name) the metadata proxies run as after binding their port (default: unchanged).'),
   },
@@ -47,8 +47,8 @@ export function validateCommon(d: { interface_driver: string }, a: { use_namespa
   if (!a.use_namespaces) throw new ConfigError('[AGENT] use_namespaces = False: not supported, every router and network lives in its own namespace');
 }
 
-/** The ns-proxy main.js next to this build's src/linux. */
-export const defaultProxyMain = resolve(dirname(fileURLToPath(import.meta.url)), '../ns-proxy/main.js');
+/** This build's CommonJS copy of the proxy (tsconfig.ns-proxy.json: dist/proxy, next to dist/src). */
+export const defaultProxyMain = resolve(dirname(fileURLToPath(import.meta.url)), '../../proxy/ns-proxy/main.js');
 
 export function proxyCommandPrefix(cmd: string | undefined): string[] {
   if (cmd && cmd.trim()) return cmd.trim().split(/\s+/);

@@ -7,7 +7,10 @@ export const buildRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..
 /** The repository root (for etc/ and bin/). */
 export const repoRoot = resolve(buildRoot, '..');
 
-/** argv to run a daemon's compiled main, e.g. daemonArgv('quantum-server'). */
+/**
+ * argv to run a daemon's compiled main, e.g. daemonArgv('quantum-server/main.js'). The proxy runs from its
+ * CommonJS build (dist/proxy), the copy the agents start.
+ */
 export function daemonArgv(mainRelative: string, ...args: string[]): string[] {
-  return [process.execPath, resolve(buildRoot, 'src', mainRelative), ...args];
+  return [process.execPath, resolve(buildRoot, mainRelative === 'ns-proxy/main.js' ? 'proxy' : 'src', mainRelative), ...args];
 }
