@@ -1,5 +1,5 @@
 // quantum-ns-metadata-proxy: one per router (in qrouter-<id>) or isolated network (in qdhcp-<id>).
-// Deliberately light: flags only (no yargs/ini), a tiny pino-format logger, node:http, so each of the
+// Deliberately light: flags only (no yargs/ini), a tiny pino-format logger, raw node:net, so each of the
 // hundreds of copies on a network node costs little memory (see README "metadata-path").
 import { isAbsolute, join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
@@ -53,7 +53,7 @@ async function main(): Promise<void> {
     if (other !== undefined) throw new ConfigError(`Pidfile ${c.pid_file} already exist. Daemon already running? (pid ${other})`);
   }
   if (c.daemonize) {
-    // The same small-footprint flags and environment as the agents' default command (unless already set).
+    // The same small-footprint node flags as the agents' default command (unless already given).
     await daemonize([...argv, '--nodaemonize'], PROG, 15_000, PROXY_NODE_FLAGS);
     return;
   }

@@ -265,15 +265,10 @@ class Upstream {
     this.sock.on('close', () => this.fail(Object.assign(new Error('agent closed the connection'), { code: 'ECONNRESET' })));
   }
 
+  /** On a fresh connection, or one complete() put back in the pool with its per-exchange state cleared. */
   start(ex: Exchange): void {
     this.ex = ex;
     this.used++;
-    this.buf = undefined;
-    this.head = undefined;
-    this.parts = [];
-    this.got = 0;
-    this.decoder = undefined;
-    this.seen = false;
     const p = this.proxy;
     let h = `${ex.method} ${ex.path} HTTP/1.1\r\nHost: 169.254.169.254\r\nX-Forwarded-For: ${ex.guest.peer}\r\n${p.idLines}`;
     if (ex.body !== undefined) {
@@ -349,11 +344,13 @@ class Upstream {
     const head = this.head!;
     this.ex = undefined;
     const reusable = head.keepAlive && (this.buf === undefined || this.buf.length === 0) && this.need >= 0;
-    // An idle connection in the pool must not hold its last answer (see rest()).
+    // Ready for the next exchange; and an idle connection in the pool must not hold its last answer (see rest()).
     this.buf = undefined;
     this.head = undefined;
     this.parts = [];
+    this.got = 0;
     this.decoder = undefined;
+    this.seen = false;
     this.proxy.finish(ex, head.status, head.contentType, body);
     if (reusable) this.proxy.release(this);
     else this.destroy();
