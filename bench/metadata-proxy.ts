@@ -20,12 +20,13 @@ import { summarizeProfile, type ProfileSummary } from './lib/profile.js';
 import { median, fmt, table } from './lib/stats.js';
 import { buildChain, chainReady, type Chain } from './lib/chain.js';
 import { PROXY_NODE_FLAGS } from '../src/common/proxy-runtime.js';
+import { defaultProxyMain } from '../src/linux/agent-common.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const buildRoot = resolve(here, '..');
 const repoRoot = resolve(buildRoot, '..');
-// The CommonJS copy the agents run (tsconfig.ns-proxy.json).
-const PROXY_MAIN = resolve(buildRoot, 'proxy/ns-proxy/main.js');
+// The copy the agents run (the CommonJS build).
+const PROXY_MAIN = defaultProxyMain;
 const UPSTREAM_MAIN = resolve(here, 'lib/upstream.js');
 
 const PORTS = { ours: 9697, haproxy: 9698, chainOurs: 9699, chainHaproxy: 9700, profile: 9701, scaleBase: 9800 };

@@ -21,7 +21,7 @@ import { NovaClient } from '../src/metadata-agent/nova.js';
 import { agentSpec, resolveAgentConf } from '../src/metadata-agent/opts.js';
 import { StateReporter } from '../src/metadata-agent/report.js';
 import { ALL_MODE, GROUP_MODE, USER_MODE, prepareSocketPath, socketMode } from '../src/metadata-agent/socket.js';
-import { captureServer, getFreePort, instancePort, spawnDaemon, startQuantumServer, tempDir, tenantNetwork, waitFor, writeIni, type Captured, type RunningQuantum, type TenantNet, type UnixServer } from './helpers/mdpath.js';
+import { captureServer, getFreePort, instancePort, spawnDaemon, startQuantumServer, statusSlowOrEcho, tempDir, tenantNetwork, waitFor, writeIni, type Captured, type RunningQuantum, type TenantNet, type UnixServer } from './helpers/mdpath.js';
 
 /** The real client, counting calls (the cache tests assert how often quantum-server is asked). */
 class CountingLister {
@@ -57,19 +57,7 @@ function novaBehaviour(c: Captured, res: import('node:http').ServerResponse): vo
     res.end();
     return;
   }
-  const m = /^\/status\/(\d{3})/.exec(c.url);
-  if (m) {
-    res.writeHead(Number(m[1]), { 'content-type': 'text/x-nova' });
-    res.end(`nova-${m[1]}`);
-    return;
-  }
-  const s = /^\/slow\/(\d+)/.exec(c.url);
-  const answer = () => {
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify(c));
-  };
-  if (s) setTimeout(answer, Number(s[1]));
-  else answer();
+  statusSlowOrEcho(c, res, 'nova', { 'content-type': 'text/x-nova' });
 }
 
 describe('pure helpers', () => {

@@ -8,9 +8,9 @@ import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { daemonArgv, repoRoot } from './helpers/paths.js';
-import { proxyCommandPrefix } from '../src/linux/agent-common.js';
+import { defaultProxyMain, proxyCommandPrefix } from '../src/linux/agent-common.js';
 import { PROXY_NODE_FLAGS } from '../src/common/proxy-runtime.js';
-import { captureServer, getFreePort, guestGet, rawRequest, startProxy, tempDir, waitFor, waitForListen, type Captured, type UnixServer } from './helpers/mdpath.js';
+import { captureServer, getFreePort, guestGet, rawRequest, startProxy, statusSlowOrEcho, tempDir, waitFor, waitForListen, type Captured, type UnixServer } from './helpers/mdpath.js';
 import { sleep, type Daemon } from './helpers/proc.js';
 import { upstreamPath } from '../src/ns-proxy/proxy.js';
 import { parseFlags } from '../src/common/flags.js';
@@ -22,23 +22,14 @@ const UNKNOWN = 'An unknown error has occurred. Please try your request again.';
 
 /** The fake agent: /status/<n> answers n, /slow/<ms> waits, anything else echoes what it received. */
 function agentBehaviour(c: Captured, res: import('node:http').ServerResponse): void {
-  const m = /^\/status\/(\d{3})/.exec(c.url);
-  if (m) {
-    res.writeHead(Number(m[1]), { 'content-type': 'text/x-test', 'x-agent-secret': 'not-for-guests' });
-    res.end(`body-${m[1]}`);
-    return;
-  }
-  const s = /^\/slow\/(\d+)/.exec(c.url);
-  const answer = () => {
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify(c));
-  };
-  if (s) setTimeout(answer, Number(s[1]));
-  else answer();
+  statusSlowOrEcho(c, res, 'body', { 'content-type': 'text/x-test', 'x-agent-secret': 'not-for-guests' });
 }
 
 function runCli(args: string[], timeoutMs = 15_000): Promise<{ code: number | null; out: string }> {
-  const [cmd, ...argv] = daemonArgv('ns-proxy/main.js', ...args);
+  return runArgv(daemonArgv(defaultProxyMain, ...args), timeoutMs);
+}
+
+function runArgv([cmd, ...argv]: string[], timeoutMs = 15_000): Promise<{ code: number | null; out: string }> {
   return new Promise((resolve) => {
     const p = spawn(cmd!, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -646,13 +637,7 @@ describe('quantum-ns-metadata-proxy: command line and daemon', () => {
     assert.ok(existsSync(main), main);
     // Without this marker node would load dist/proxy as ES modules (the repository's package.json says "module").
     assert.equal((JSON.parse(readFileSync(join(main, '../../package.json'), 'utf8')) as { type: string }).type, 'commonjs');
-    const help = await new Promise<{ code: number | null; out: string }>((resolve) => {
-      const p = spawn(process.execPath, [join(repoRoot, 'bin', 'quantum-ns-metadata-proxy.cjs'), '--help'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      p.stderr.on('data', (d: Buffer) => (out += d.toString()));
-      p.on('exit', (code) => resolve({ code, out }));
-    });
+    const help = await runArgv([process.execPath, join(repoRoot, 'bin', 'quantum-ns-metadata-proxy.cjs'), '--help']);
     assert.equal(help.code, 0, help.out);
     assert.match(help.out, /--router_id/);
   });

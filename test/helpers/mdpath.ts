@@ -7,6 +7,7 @@ import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { QuantumClient } from '../../src/common/quantum-client.js';
+import { defaultProxyMain } from '../../src/linux/agent-common.js';
 import { getFreePort, spawnDaemon, waitFor, waitForListen, type Daemon } from './proc.js';
 
 export function tempDir(prefix = 'qm-mdpath-'): { path: string; rm(): void } {
@@ -57,6 +58,26 @@ export interface UnixServer {
   requests: Captured[];
   connections: number;
   close(): Promise<void>;
+}
+
+/**
+ * What the fake upstreams of the proxy and agent tests answer: /status/<n> → status n, body `<tag>-<n>` with
+ * `headers`; /slow/<ms> → the echo below after that long; anything else → 200 with what was received, as JSON.
+ */
+export function statusSlowOrEcho(c: Captured, res: ServerResponse, tag: string, headers: Record<string, string>): void {
+  const m = /^\/status\/(\d{3})/.exec(c.url);
+  if (m) {
+    res.writeHead(Number(m[1]), headers);
+    res.end(`${tag}-${m[1]}`);
+    return;
+  }
+  const s = /^\/slow\/(\d+)/.exec(c.url);
+  const answer = () => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(c));
+  };
+  if (s) setTimeout(answer, Number(s[1]));
+  else answer();
 }
 
 /** A real HTTP server on a Unix socket (or TCP when `path` is a number) that records what it got. */
@@ -181,7 +202,8 @@ export function writeIni(path: string, sections: Record<string, Record<string, s
 
 /** Start the real proxy in the foreground (--nodaemonize) and wait until it listens. */
 export async function startProxy(args: string[], port: number, host = '127.0.0.1'): Promise<Daemon> {
-  const d = spawnDaemon('ns-proxy/main.js', ['--nodaemonize', `--metadata_port=${port}`, `--bind_address=${host === '127.0.0.1' ? '0.0.0.0' : host}`, ...args]);
+  // The copy of the proxy the agents start (the CommonJS build).
+  const d = spawnDaemon(defaultProxyMain, ['--nodaemonize', `--metadata_port=${port}`, `--bind_address=${host === '127.0.0.1' ? '0.0.0.0' : host}`, ...args]);
   try {
     await waitForListen({ host, port }, 10_000);
   } catch (e) {
