@@ -151,6 +151,18 @@ async function printServer(c: Ctx, s: Obj, extra: Obj = {}): Promise<void> {
   c.write(renderTable(['Property', 'Value'], Object.keys(info).sort().map((k) => [k, formatValue(info[k])])));
 }
 
+/** novaclient's --block-device keys → the API's block_device_mapping_v2 names; `empty`: an empty value still counts. */
+const BDM_KEYS: Record<string, { to: string; value?: (v: string) => unknown; empty?: true }> = {
+  id: { to: 'uuid' },
+  source: { to: 'source_type' },
+  dest: { to: 'destination_type' },
+  bootindex: { to: 'boot_index', value: Number, empty: true },
+  size: { to: 'volume_size', value: Number, empty: true },
+  shutdown: { to: 'delete_on_termination', value: (v) => v === 'remove' },
+  device: { to: 'device_name' },
+  format: { to: 'guest_format' },
+};
+
 function parseKv(items: string[], what: string, needValue: boolean): Record<string, string> {
   const out: Record<string, string> = {};
   for (const it of items) {
@@ -178,37 +190,11 @@ const COMMANDS: Record<string, Command> = {
       const bdms = c.list('block-device').map((b) => {
         const kv = parseKv(b.split(','), 'block device', true);
         const out: Obj = { ...kv };
-        if (kv.id) {
-          out.uuid = kv.id;
-          delete out.id;
-        }
-        if (kv.source) {
-          out.source_type = kv.source;
-          delete out.source;
-        }
-        if (kv.dest) {
-          out.destination_type = kv.dest;
-          delete out.dest;
-        }
-        if (kv.bootindex !== undefined) {
-          out.boot_index = Number(kv.bootindex);
-          delete out.bootindex;
-        }
-        if (kv.size !== undefined) {
-          out.volume_size = Number(kv.size);
-          delete out.size;
-        }
-        if (kv.shutdown) {
-          out.delete_on_termination = kv.shutdown === 'remove';
-          delete out.shutdown;
-        }
-        if (kv.device) {
-          out.device_name = kv.device;
-          delete out.device;
-        }
-        if (kv.format) {
-          out.guest_format = kv.format;
-          delete out.format;
+        for (const [key, m] of Object.entries(BDM_KEYS)) {
+          const v = kv[key];
+          if (v === undefined || (v === '' && !m.empty)) continue;
+          out[m.to] = m.value ? m.value(v) : v;
+          delete out[key];
         }
         return out;
       });
