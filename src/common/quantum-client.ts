@@ -220,4 +220,42 @@ export class QuantumClient {
   listAgents = async (f: Filters = {}) => (await this.request<{ agents: Agent[] }>('GET', `/v2.0/agents${encodeFilters(f)}`)).agents;
   /** An agent's heartbeat (Neutron's report_state RPC, here as REST): upsert keyed by (agent_type, host). */
   reportState = async (report: AgentReport) => (await this.request<{ agent: Agent }>('POST', '/v2.0/agents', { agent: report })).agent;
+
+  // Neutron's l3_agent_scheduler and dhcp_agent_scheduler extensions.
+  listRoutersOnL3Agent = async (agentId: string) => (await this.request<{ routers: Router[] }>('GET', `/v2.0/agents/${encodeURIComponent(agentId)}/l3-routers`)).routers;
+  addRouterToL3Agent = async (agentId: string, routerId: string) => this.request<null>('POST', `/v2.0/agents/${encodeURIComponent(agentId)}/l3-routers`, { router_id: routerId });
+  removeRouterFromL3Agent = async (agentId: string, routerId: string) => this.request<void>('DELETE', `/v2.0/agents/${encodeURIComponent(agentId)}/l3-routers/${encodeURIComponent(routerId)}`);
+  listL3AgentsHostingRouter = async (routerId: string) => (await this.request<{ agents: Agent[] }>('GET', `/v2.0/routers/${encodeURIComponent(routerId)}/l3-agents`)).agents;
+  listNetworksOnDhcpAgent = async (agentId: string) => (await this.request<{ networks: Network[] }>('GET', `/v2.0/agents/${encodeURIComponent(agentId)}/dhcp-networks`)).networks;
+  addNetworkToDhcpAgent = async (agentId: string, networkId: string) => this.request<null>('POST', `/v2.0/agents/${encodeURIComponent(agentId)}/dhcp-networks`, { network_id: networkId });
+  removeNetworkFromDhcpAgent = async (agentId: string, networkId: string) => this.request<void>('DELETE', `/v2.0/agents/${encodeURIComponent(agentId)}/dhcp-networks/${encodeURIComponent(networkId)}`);
+  listDhcpAgentsHostingNetwork = async (networkId: string) => (await this.request<{ agents: Agent[] }>('GET', `/v2.0/networks/${encodeURIComponent(networkId)}/dhcp-agents`)).agents;
+
+  /** An agent's call into the plugin (Neutron's RPC, here POST /v2.0/rpc/<topic>/<method>). */
+  rpc = async <T>(topic: string, method: string, args: Record<string, unknown>) => (await this.request<{ result: T }>('POST', `/v2.0/rpc/${encodeURIComponent(topic)}/${encodeURIComponent(method)}`, args)).result;
+}
+
+/** L3RpcCallback / DhcpRpcCallback topics (Neutron's topics.L3PLUGIN, topics.PLUGIN). */
+export const L3_PLUGIN_TOPIC = 'q-l3-plugin';
+export const DHCP_PLUGIN_TOPIC = 'q-plugin';
+
+/** A router interface as sync_routers returns it: the port and its subnets. */
+export type InterfacePort = Port & { subnets: Array<Pick<Subnet, 'id' | 'cidr' | 'gateway_ip' | 'ip_version'>> };
+/** A router as sync_routers returns it. */
+export type SyncRouter = Router & { _interfaces: InterfacePort[] };
+/** A network as get_network_info returns it: with its subnets and ports. */
+export type NetworkInfo = Omit<Network, 'subnets'> & { subnets: Subnet[]; ports: Port[] };
+
+export interface Change {
+  id: number;
+  method: string;
+  resource_id: string;
+  payload?: Record<string, unknown>;
+}
+
+/** get_changes / get_notifications: what changed past a cursor. */
+export interface ChangesReply {
+  changes: Change[];
+  last: number;
+  retention: number;
 }

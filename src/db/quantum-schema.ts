@@ -1,5 +1,5 @@
 // Tables owned by quantum-server (Neutron's models, trimmed to what the metadata stack uses).
-import type { Kysely, Migration } from 'kysely';
+import type { Generated, Kysely, Migration } from 'kysely';
 
 export interface NetworkRow {
   id: string;
@@ -83,6 +83,37 @@ export interface AgentRow {
   description: string | null;
 }
 
+/** Neutron's RouterL3AgentBinding: which L3 agent hosts a router. */
+export interface RouterL3AgentBindingRow {
+  router_id: string;
+  l3_agent_id: string;
+}
+
+/** Neutron's NetworkDhcpAgentBinding: which DHCP agents serve a network. */
+export interface NetworkDhcpAgentBindingRow {
+  network_id: string;
+  dhcp_agent_id: string;
+}
+
+/**
+ * What quantum-server told (or would have told) the agents: every notification cast is also written here, so an
+ * agent without RabbitMQ polls only what changed since its cursor, and one whose broker was down catches up.
+ */
+export interface AgentNotificationRow {
+  id: Generated<number>;
+  /** l3_agent, dhcp_agent, or notifications (port events for the metadata agents). */
+  topic: string;
+  /** The agent host it is for; null: every host of the topic (fanout). */
+  host: string | null;
+  /** The RPC method (routers_updated, port_create_end...) or notification event type. */
+  method: string;
+  /** The router (l3_agent) or network (dhcp_agent) to resync, or the port (notifications). */
+  resource_id: string;
+  /** JSON, notifications only: the payload (the port, with its fixed IPs). */
+  payload: string | null;
+  created_at: string;
+}
+
 export interface QuantumDatabase {
   networks: NetworkRow;
   subnets: SubnetRow;
@@ -90,6 +121,9 @@ export interface QuantumDatabase {
   ipallocations: IpAllocationRow;
   routers: RouterRow;
   agents: AgentRow;
+  routerl3agentbindings: RouterL3AgentBindingRow;
+  networkdhcpagentbindings: NetworkDhcpAgentBindingRow;
+  agentnotifications: AgentNotificationRow;
 }
 
 export const quantumMigrations: Record<string, Migration> = {
@@ -195,6 +229,37 @@ export const quantumMigrations: Record<string, Migration> = {
   '002_ipallocations_subnet_id': {
     async up(db: Kysely<unknown>) {
       await db.schema.createIndex('ix_ipallocations_subnet_id').on('ipallocations').column('subnet_id').execute();
+    },
+  },
+  // Neutron's agent schedulers (routerl3agentbindings, networkdhcpagentbindings) and the notification log.
+  '003_agent_scheduling': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('routerl3agentbindings')
+        // One agent per router (no HA routers here): the key makes two schedulers racing for a router agree.
+        .addColumn('router_id', 'varchar(36)', (c) => c.primaryKey().references('routers.id').onDelete('cascade'))
+        .addColumn('l3_agent_id', 'varchar(36)', (c) => c.notNull().references('agents.id').onDelete('cascade'))
+        .execute();
+      await db.schema.createIndex('ix_routerl3agentbindings_l3_agent_id').on('routerl3agentbindings').column('l3_agent_id').execute();
+      await db.schema
+        .createTable('networkdhcpagentbindings')
+        .addColumn('network_id', 'varchar(36)', (c) => c.notNull().references('networks.id').onDelete('cascade'))
+        .addColumn('dhcp_agent_id', 'varchar(36)', (c) => c.notNull().references('agents.id').onDelete('cascade'))
+        .addPrimaryKeyConstraint('pk_networkdhcpagentbindings', ['network_id', 'dhcp_agent_id'])
+        .execute();
+      await db.schema.createIndex('ix_networkdhcpagentbindings_dhcp_agent_id').on('networkdhcpagentbindings').column('dhcp_agent_id').execute();
+      await db.schema
+        .createTable('agentnotifications')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('topic', 'varchar(64)', (c) => c.notNull())
+        .addColumn('host', 'varchar(255)')
+        .addColumn('method', 'varchar(64)', (c) => c.notNull())
+        .addColumn('resource_id', 'varchar(64)', (c) => c.notNull())
+        .addColumn('payload', 'text')
+        .addColumn('created_at', 'varchar(32)', (c) => c.notNull())
+        .execute();
+      // An agent's poll: its topic, past its cursor.
+      await db.schema.createIndex('ix_agentnotifications_topic_id').on('agentnotifications').columns(['topic', 'id']).execute();
     },
   },
 };

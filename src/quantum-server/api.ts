@@ -5,11 +5,14 @@ import { readBody } from '../common/http.js';
 import type { Logger } from '../common/log.js';
 import { requestContext } from './auth.js';
 import { faults } from './faults.js';
-import type { Ctx, Filters, QuantumStore } from './store.js';
+import type { AgentRpc } from './agent-rpc.js';
+import type { QuantumPlugin } from './plugin.js';
+import type { Ctx, Filters } from './store.js';
 import type { Body } from './validate.js';
 
 export interface ApiOptions {
-  store: QuantumStore;
+  plugin: QuantumPlugin;
+  rpc: AgentRpc;
   log: Logger;
   authStrategy: string;
 }
@@ -28,7 +31,8 @@ interface Collection {
 /** Query keys that are not attribute filters (Neutron's pagination, sorting and field selection). */
 const NON_FILTERS = new Set(['fields', 'limit', 'marker', 'sort_key', 'sort_dir', 'page_reverse']);
 
-function collections(s: QuantumStore): Record<string, Collection> {
+function collections(p: QuantumPlugin): Record<string, Collection> {
+  const s = p.store;
   const o = <T>(x: T) => x as unknown as Obj;
   const os = <T>(x: T[]) => x as unknown as Obj[];
   return {
@@ -36,42 +40,42 @@ function collections(s: QuantumStore): Record<string, Collection> {
       singular: 'network',
       list: async (f) => os(await s.listNetworks(f)),
       show: async (id) => o(await s.getNetwork(id)),
-      create: async (c, b) => o(await s.createNetwork(c, b)),
-      update: async (id, b) => o(await s.updateNetwork(id, b)),
-      remove: (id) => s.deleteNetwork(id),
+      create: async (c, b) => o(await p.createNetwork(c, b)),
+      update: async (id, b) => o(await p.updateNetwork(id, b)),
+      remove: (id) => p.deleteNetwork(id),
     },
     subnets: {
       singular: 'subnet',
       list: async (f) => os(await s.listSubnets(f)),
       show: async (id) => o(await s.getSubnet(id)),
-      create: async (c, b) => o(await s.createSubnet(c, b)),
-      update: async (id, b) => o(await s.updateSubnet(id, b)),
-      remove: (id) => s.deleteSubnet(id),
+      create: async (c, b) => o(await p.createSubnet(c, b)),
+      update: async (id, b) => o(await p.updateSubnet(id, b)),
+      remove: (id) => p.deleteSubnet(id),
     },
     ports: {
       singular: 'port',
       list: async (f) => os(await s.listPorts(f)),
       show: async (id) => o(await s.getPort(id)),
-      create: async (c, b) => o(await s.createPort(c, b)),
-      update: async (id, b) => o(await s.updatePort(id, b)),
-      remove: (id) => s.deletePort(id),
+      create: async (c, b) => o(await p.createPort(c, b)),
+      update: async (id, b) => o(await p.updatePort(id, b)),
+      remove: (id) => p.deletePort(id),
     },
     routers: {
       singular: 'router',
       list: async (f) => os(await s.listRouters(f)),
       show: async (id) => o(await s.getRouter(id)),
-      create: async (c, b) => o(await s.createRouter(c, b)),
-      update: async (id, b) => o(await s.updateRouter(id, b)),
-      remove: (id) => s.deleteRouter(id),
+      create: async (c, b) => o(await p.createRouter(c, b)),
+      update: async (id, b) => o(await p.updateRouter(id, b)),
+      remove: (id) => p.deleteRouter(id),
     },
     agents: {
       singular: 'agent',
-      list: async (f) => os(await s.listAgents(f)),
-      show: async (id) => o(await s.getAgent(id)),
+      list: async (f) => os(await p.agents.listAgents(f)),
+      show: async (id) => o(await p.agents.getAgent(id)),
       // Agents report state by POSTing themselves (Neutron does this over RPC): an upsert, not a plain create.
-      create: async (_c, b) => o(await s.reportAgent(b)),
-      update: async (id, b) => o(await s.updateAgent(id, b)),
-      remove: (id) => s.deleteAgent(id),
+      create: async (_c, b) => o(await p.agents.reportAgent(b)),
+      update: async (id, b) => o(await p.agents.updateAgent(id, b)),
+      remove: (id) => p.agents.deleteAgent(id),
     },
   };
 }
@@ -79,6 +83,8 @@ function collections(s: QuantumStore): Record<string, Collection> {
 const EXTENSIONS = [
   { alias: 'router', name: 'Quantum L3 Router', description: 'Router abstraction for basic L3 forwarding between L2 Quantum networks and access to external networks via a NAT gateway.' },
   { alias: 'agent', name: 'agent', description: 'The agent management extension.' },
+  { alias: 'l3_agent_scheduler', name: 'L3 Agent Scheduler', description: 'Schedule routers among l3 agents' },
+  { alias: 'dhcp_agent_scheduler', name: 'DHCP Agent Scheduler', description: 'Schedule networks among dhcp agents' },
   { alias: 'binding', name: 'Port Binding', description: 'Expose port bindings of a virtual port to external application' },
   { alias: 'external-net', name: 'Quantum external network', description: 'Adds external network attribute to network resource.' },
 ];
@@ -136,8 +142,46 @@ function cmp(a: unknown, b: unknown): number {
 }
 
 export function createApi(opts: ApiOptions): (req: IncomingMessage, res: ServerResponse) => void {
-  const { store, log } = opts;
-  const colls = collections(store);
+  const { plugin, log } = opts;
+  const colls = collections(plugin);
+  const sched = plugin.scheduler;
+
+  /** Neutron's l3_agent_scheduler and dhcp_agent_scheduler extensions: the bindings as sub-resources. */
+  async function schedulerRoute(method: string, seg: string[], req: IncomingMessage): Promise<Reply | undefined> {
+    const [, coll, id, sub, subId] = seg;
+    if (coll === 'agents' && (sub === 'l3-routers' || sub === 'dhcp-networks') && id) {
+      const l3 = sub === 'l3-routers';
+      if (seg.length === 4) {
+        if (method === 'GET') {
+          const ids = l3 ? await sched.routersOnAgent(id) : await sched.networksOnAgent(id);
+          const items = ids.length ? (l3 ? await plugin.store.listRouters({ id: ids }) : await plugin.store.listNetworks({ id: ids })) : [];
+          return new Reply(200, { [l3 ? 'routers' : 'networks']: items });
+        }
+        if (method === 'POST') {
+          const body = await jsonBody(req);
+          const key = l3 ? 'router_id' : 'network_id';
+          const rid = body[key];
+          if (typeof rid !== 'string' || rid === '') throw new ApiError(400, 'HTTPBadRequest', `Failed to parse request. Required attribute '${key}' not specified`);
+          if (l3) await sched.addRouterToAgent(id, rid);
+          else await sched.addNetworkToAgent(id, rid);
+          return new Reply(201, null);
+        }
+        throw faults.notAllowed();
+      }
+      if (seg.length === 5 && subId) {
+        if (method !== 'DELETE') throw faults.notAllowed();
+        if (l3) await sched.removeRouterFromAgent(id, subId);
+        else await sched.removeNetworkFromAgent(id, subId);
+        return new Reply(204);
+      }
+      throw faults.notFoundPath();
+    }
+    if (seg.length === 4 && ((coll === 'routers' && sub === 'l3-agents') || (coll === 'networks' && sub === 'dhcp-agents')) && id) {
+      if (method !== 'GET') throw faults.notAllowed();
+      return new Reply(200, { agents: coll === 'routers' ? await sched.agentsHostingRouter(id) : await sched.agentsHostingNetwork(id) });
+    }
+    return undefined;
+  }
 
   async function route(req: IncomingMessage, url: URL): Promise<Reply> {
     const method = req.method ?? 'GET';
@@ -164,6 +208,15 @@ export function createApi(opts: ApiOptions): (req: IncomingMessage, res: ServerR
       if (!one) throw new ApiError(404, 'HTTPNotFound', `Extension with alias ${seg[2]} does not exist`);
       return new Reply(200, { extension: one });
     }
+    if (seg[1] === 'rpc') {
+      // The agents' RPC calls (agent-rpc.ts): POST /v2.0/rpc/<topic>/<method>, the args as the body.
+      if (seg.length !== 4) throw faults.notFoundPath();
+      if (method !== 'POST') throw faults.notAllowed();
+      const args = await jsonBody(req);
+      return new Reply(200, { result: await opts.rpc.call(seg[2]!, seg[3]!, args) });
+    }
+    const scheduling = await schedulerRoute(method, seg, req);
+    if (scheduling) return scheduling;
     const coll = colls[seg[1]!];
     if (!coll) throw faults.notFoundPath();
     const ctx = requestContext(opts.authStrategy, req);
@@ -226,7 +279,7 @@ export function createApi(opts: ApiOptions): (req: IncomingMessage, res: ServerR
     if (seg.length === 4 && seg[1] === 'routers' && (seg[3] === 'add_router_interface' || seg[3] === 'remove_router_interface')) {
       if (method !== 'PUT') throw faults.notAllowed();
       const body = await jsonBody(req);
-      const info = seg[3] === 'add_router_interface' ? await store.addRouterInterface(id, body) : await store.removeRouterInterface(id, body);
+      const info = seg[3] === 'add_router_interface' ? await plugin.addRouterInterface(id, body) : await plugin.removeRouterInterface(id, body);
       return new Reply(200, info);
     }
     throw faults.notFoundPath();

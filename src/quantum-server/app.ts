@@ -4,7 +4,12 @@ import type { Logger } from '../common/log.js';
 import { closeServer, listen } from '../common/http.js';
 import { migrate, openDatabase, type Db } from '../db/connection.js';
 import { quantumMigrations, type QuantumDatabase } from '../db/quantum-schema.js';
+import { AgentRpc } from './agent-rpc.js';
+import { AgentStore } from './agents.js';
 import { createApi } from './api.js';
+import { AgentNotifier, type Caster } from './notifier.js';
+import { QuantumPlugin } from './plugin.js';
+import { AgentScheduler, type SchedulerOptions } from './scheduler.js';
 import { QuantumStore } from './store.js';
 
 export interface QuantumServerOptions {
@@ -17,6 +22,16 @@ export interface QuantumServerOptions {
   log: Logger;
   /** Skip migrations (api_workers children: the parent already ran them). */
   skipMigrations?: boolean;
+  /** Scheduler drivers and switches (defaults: Neutron's). */
+  scheduling?: Partial<Omit<SchedulerOptions, 'log' | 'agentDownTime'>>;
+  /** Casts notifications over RabbitMQ when given. */
+  caster?: Caster | undefined;
+  /** This server process runs the periodic failover check and the notification log pruning (one of the API workers' processes does). */
+  periodicTasks?: boolean;
+  /** publisher_id host of notifications. */
+  hostname?: string;
+  /** agent_notification_retention. */
+  notificationRetentionSec?: number;
 }
 
 export interface RunningQuantumServer {
@@ -24,8 +39,29 @@ export interface RunningQuantumServer {
   port: number;
   url: string;
   store: QuantumStore;
+  plugin: QuantumPlugin;
   handle: Db<QuantumDatabase>;
   close(): Promise<void>;
+}
+
+export const DEFAULT_SCHEDULING: Omit<SchedulerOptions, 'log' | 'agentDownTime'> = {
+  router: 'LeastRoutersScheduler',
+  network: 'WeightScheduler',
+  dhcpAgentsPerNetwork: 1,
+  routerAutoSchedule: true,
+  networkAutoSchedule: true,
+  allowAutomaticL3agentFailover: false,
+  allowAutomaticDhcpFailover: true,
+};
+
+/** The plugin over an open database: tables, agents, scheduler, notifier (also what api_workers' parent runs periodic tasks with). */
+export function buildPlugin(handle: Db<QuantumDatabase>, o: Pick<QuantumServerOptions, 'baseMac' | 'agentDownTime' | 'log' | 'scheduling' | 'caster' | 'hostname' | 'notificationRetentionSec'>): QuantumPlugin {
+  const agentDownTime = o.agentDownTime ?? 75;
+  const store = new QuantumStore(handle, { baseMac: o.baseMac ?? 'fa:16:3e:00:00:00', log: o.log });
+  const agents = new AgentStore(handle.db, { agentDownTime, log: o.log });
+  const notifier = new AgentNotifier(handle.db, { log: o.log, host: o.hostname ?? 'localhost', caster: o.caster, retentionSec: o.notificationRetentionSec, visibilityLagMs: handle.dialect === 'mysql' ? 1000 : 0 });
+  const scheduler = new AgentScheduler(handle.db, agents, notifier, { ...DEFAULT_SCHEDULING, ...o.scheduling, agentDownTime, log: o.log });
+  return new QuantumPlugin(store, agents, scheduler, notifier, o.log);
 }
 
 export async function openQuantumDb(connection: string): Promise<Db<QuantumDatabase>> {
@@ -36,8 +72,9 @@ export async function openQuantumDb(connection: string): Promise<Db<QuantumDatab
 
 export async function startQuantumServer(o: QuantumServerOptions): Promise<RunningQuantumServer> {
   const handle = o.skipMigrations ? openDatabase<QuantumDatabase>(o.connection, { poolSize: 10 }) : await openQuantumDb(o.connection);
-  const store = new QuantumStore(handle, { baseMac: o.baseMac ?? 'fa:16:3e:00:00:00', agentDownTime: o.agentDownTime ?? 75, log: o.log });
-  const server = createServer({ keepAliveTimeout: 30_000 }, createApi({ store, log: o.log, authStrategy: o.authStrategy ?? 'noauth' }));
+  const plugin = buildPlugin(handle, o);
+  const rpc = new AgentRpc(plugin.store, plugin.agents, plugin.scheduler, plugin.notifier);
+  const server = createServer({ keepAliveTimeout: 30_000 }, createApi({ plugin, rpc, log: o.log, authStrategy: o.authStrategy ?? 'noauth' }));
   let port: number;
   try {
     port = await listen(server, o.host, o.port);
@@ -45,14 +82,21 @@ export async function startQuantumServer(o: QuantumServerOptions): Promise<Runni
     await handle.close();
     throw e;
   }
+  if (o.periodicTasks !== false) {
+    plugin.scheduler.startFailoverChecks();
+    plugin.notifier.startPruning();
+  }
   const host = o.host === '0.0.0.0' || o.host === '::' ? '127.0.0.1' : o.host;
   return {
     server,
     port,
     url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
-    store,
+    store: plugin.store,
+    plugin,
     handle,
     async close() {
+      plugin.scheduler.stop();
+      plugin.notifier.stop();
       await closeServer(server);
       server.closeAllConnections?.();
       await handle.close();

@@ -3,8 +3,9 @@ import cluster from 'node:cluster';
 import { loadConfig } from '../common/config.js';
 import { createLogger } from '../common/log.js';
 import { runService } from '../common/service.js';
-import { startQuantumServer, openQuantumDb } from './app.js';
-import { quantumServerSpec, resolveConnection, validateServerConf } from './opts.js';
+import { hostname } from 'node:os';
+import { buildPlugin, startQuantumServer, openQuantumDb } from './app.js';
+import { quantumServerSpec, resolveConnection, schedulingOf, validateServerConf } from './opts.js';
 
 runService('quantum-server', async (svc) => {
   const { conf, warnings, configFiles } = loadConfig(quantumServerSpec, process.argv.slice(2), {
@@ -21,9 +22,12 @@ runService('quantum-server', async (svc) => {
   const workers = d.api_workers ?? 1;
 
   if (workers > 1 && cluster.isPrimary) {
-    // Migrate once, then fork the API workers; they share the listening socket.
+    // Migrate once, then fork the API workers; they share the listening socket. The parent keeps the database
+    // open for the periodic tasks (failover, notification log pruning), so they run once, not once per worker.
     const h = await openQuantumDb(connection);
-    await h.close();
+    const periodic = buildPlugin(h, { baseMac: d.base_mac, agentDownTime: d.agent_down_time, log, scheduling: schedulingOf(conf), hostname: hostname(), notificationRetentionSec: d.agent_notification_retention });
+    periodic.scheduler.startFailoverChecks();
+    periodic.notifier.startPruning();
     let stopping = false;
     const born = new Map<number, number>();
     let quickDeaths = 0;
@@ -51,11 +55,14 @@ runService('quantum-server', async (svc) => {
     log.info({ config_files: configFiles, workers, bind_host: d.bind_host, bind_port: d.bind_port }, 'quantum-server started API workers');
     svc.onShutdown(async () => {
       stopping = true;
+      periodic.scheduler.stop();
+      periodic.notifier.stop();
       const all = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined);
       await Promise.all(all.map((w) => new Promise<void>((r) => {
         w.once('exit', () => r());
         w.kill('SIGTERM');
       })));
+      await h.close();
     });
     return;
   }
@@ -69,6 +76,10 @@ runService('quantum-server', async (svc) => {
     authStrategy: d.auth_strategy,
     log,
     skipMigrations: cluster.isWorker,
+    scheduling: schedulingOf(conf),
+    periodicTasks: !cluster.isWorker,
+    hostname: hostname(),
+    notificationRetentionSec: d.agent_notification_retention,
   });
   log.info({ config_files: configFiles, bind_host: d.bind_host, bind_port: running.port, database: connection.replace(/\/\/[^@/]*@/, '//***@') }, `quantum-server listening on ${d.bind_host}:${running.port}`);
   svc.onShutdown(() => running.close());

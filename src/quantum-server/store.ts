@@ -1,15 +1,14 @@
-// The plugin: Neutron's db_base_plugin_v2 + l3_db + agents_db semantics over the Kysely schema.
+// The plugin's tables: Neutron's db_base_plugin_v2 + l3_db semantics (networks, subnets, ports, routers)
+// over the Kysely schema. Agents and their scheduling live in agents.ts and scheduler.ts.
 import { randomBytes, randomInt, randomUUID } from 'node:crypto';
 import type { Kysely, Transaction } from 'kysely';
 import type { Logger } from '../common/log.js';
-import { ApiError } from '../common/errors.js';
 import { isDuplicateKey, type Db } from '../db/connection.js';
-import type { AgentRow, NetworkRow, PortRow, QuantumDatabase, RouterRow, SubnetRow } from '../db/quantum-schema.js';
+import type { NetworkRow, PortRow, QuantumDatabase, RouterRow, SubnetRow } from '../db/quantum-schema.js';
 import {
   DEVICE_OWNER_DHCP,
   DEVICE_OWNER_ROUTER_INTF,
   ROUTER_INTERFACE_OWNERS,
-  type Agent,
   type AllocationPool,
   type FixedIp,
   type HostRoute,
@@ -21,11 +20,12 @@ import {
 } from '../common/quantum-client.js';
 import { faults } from './faults.js';
 import { canonicalIp, cidrContains, cidrFirst, cidrLast, cidrsOverlap, formatCidr, formatIp, parseCidrLoose, parseIp, type Cidr, type IpVersion } from '../common/ipaddr.js';
+import { applyFilters, b, chunks, DEVICE_OWNER_ROUTER_GW, now, poolText, Retry, rowById, sortRows, txRetry, type Filters, type Q } from './db-util.js';
 import { defaultPools, type Range } from './ipaddr.js';
 import { checkAttrs, toBool, toCidr, toDict, toInt, toIp, toList, toMac, toStr, toUuid, type Body } from './validate.js';
 
+export type { Filters } from './db-util.js';
 export type NetworkBody = Network & { 'router:external': boolean };
-export type Filters = Record<string, string[]>;
 
 export interface Ctx {
   /** The project new resources belong to unless the body names one. */
@@ -35,94 +35,8 @@ export interface Ctx {
 
 export interface StoreOptions {
   baseMac: string;
-  agentDownTime: number;
   macRetries?: number;
   log: Logger;
-}
-
-type Q = Kysely<QuantumDatabase> | Transaction<QuantumDatabase>;
-
-/** The tables whose rows are looked up by id (each has its own NotFound fault). */
-type ById = { networks: NetworkRow; subnets: SubnetRow; ports: PortRow; routers: RouterRow; agents: AgentRow };
-
-/** One row by id, or the resource's NotFound fault. */
-async function rowById<T extends keyof ById>(q: Q, table: T, id: string, notFound: (id: string) => ApiError): Promise<ById[T]> {
-  // Widened to the union so Kysely can type the query; the row is of `table`, hence ById[T].
-  const row = await q.selectFrom(table as keyof ById).selectAll().where('id', '=', id).executeTakeFirst();
-  if (!row) throw notFound(id);
-  return row as ById[T];
-}
-
-const DEVICE_OWNER_ROUTER_GW = 'network:router_gateway';
-const now = () => new Date().toISOString();
-const CHUNK = 500;
-
-function chunks<T>(xs: readonly T[], n = CHUNK): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < xs.length; i += n) out.push(xs.slice(i, i + n));
-  return out;
-}
-
-/** Retryable database conflicts besides duplicate keys: MariaDB deadlock / lock wait, SQLite busy. */
-function isTransient(e: unknown): boolean {
-  const err = e as { code?: string; errno?: number };
-  return err?.errno === 1213 || err?.errno === 1205 || (typeof err?.code === 'string' && err.code.startsWith('SQLITE_BUSY')) || err?.code === 'ER_LOCK_DEADLOCK';
-}
-
-/** Thrown inside a transaction to roll back and try again (a lost race on an automatically chosen value). */
-class Retry extends Error {}
-
-/** Which filter keys each collection accepts, and how each maps to a column. */
-type Kind = 'str' | 'bool' | 'int' | 'ip' | 'mac';
-const FILTERS: Record<string, Record<string, [string, Kind] | null>> = {
-  networks: { id: ['id', 'str'], name: ['name', 'str'], tenant_id: ['tenant_id', 'str'], project_id: ['tenant_id', 'str'], status: ['status', 'str'], admin_state_up: ['admin_state_up', 'bool'], shared: ['shared', 'bool'], mtu: ['mtu', 'int'], 'router:external': null },
-  subnets: { id: ['id', 'str'], name: ['name', 'str'], tenant_id: ['tenant_id', 'str'], project_id: ['tenant_id', 'str'], network_id: ['network_id', 'str'], cidr: ['cidr', 'str'], ip_version: ['ip_version', 'int'], gateway_ip: ['gateway_ip', 'ip'], enable_dhcp: ['enable_dhcp', 'bool'], ipv6_ra_mode: ['ipv6_ra_mode', 'str'], ipv6_address_mode: ['ipv6_address_mode', 'str'], advanced_service_providers: null },
-  ports: { id: ['id', 'str'], name: ['name', 'str'], tenant_id: ['tenant_id', 'str'], project_id: ['tenant_id', 'str'], network_id: ['network_id', 'str'], mac_address: ['mac_address', 'mac'], device_id: ['device_id', 'str'], device_owner: ['device_owner', 'str'], admin_state_up: ['admin_state_up', 'bool'], status: ['status', 'str'], 'binding:host_id': ['binding_host_id', 'str'], fixed_ips: null },
-  routers: { id: ['id', 'str'], name: ['name', 'str'], tenant_id: ['tenant_id', 'str'], project_id: ['tenant_id', 'str'], status: ['status', 'str'], admin_state_up: ['admin_state_up', 'bool'] },
-  agents: { id: ['id', 'str'], agent_type: ['agent_type', 'str'], binary: ['binary', 'str'], topic: ['topic', 'str'], host: ['host', 'str'], admin_state_up: ['admin_state_up', 'bool'], description: ['description', 'str'], alive: null },
-};
-
-function filterValues(kind: Kind, key: string, vals: string[]): (string | number)[] {
-  return vals.map((v) => {
-    switch (kind) {
-      case 'bool':
-        return toBool(key, v) ? 1 : 0;
-      case 'int':
-        return toInt(key, v);
-      case 'ip':
-        return canonicalIp(v) ?? v;
-      case 'mac':
-        return v.toLowerCase().replace(/-/g, ':');
-      default:
-        return v;
-    }
-  });
-}
-
-/** Apply the plain column filters of a collection to a query; special keys are left to the caller. */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-function applyFilters<QB extends { where: (...a: any[]) => QB }>(qb: QB, collection: string, filters: Filters, prefix = ''): QB {
-  const spec = FILTERS[collection]!;
-  for (const [key, vals] of Object.entries(filters)) {
-    if (!(key in spec)) throw faults.badFilter(key, collection);
-    const col = spec[key];
-    if (!col || vals.length === 0) continue;
-    qb = qb.where(`${prefix}${col[0]}`, 'in', filterValues(col[1], key, vals));
-  }
-  return qb;
-}
-
-function b(n: number): boolean {
-  return Number(n) === 1;
-}
-
-function poolText(p: AllocationPool): string {
-  return `${p.start}-${p.end}`;
-}
-
-/** Neutron's agent timestamps: "YYYY-MM-DD HH:MM:SS" (UTC, no zone). */
-function neutronTime(iso: string): string {
-  return iso.replace('T', ' ').replace(/\.\d+Z?$|Z$/, '');
 }
 
 export class QuantumStore {
@@ -137,20 +51,8 @@ export class QuantumStore {
   }
 
   /** Run fn in a transaction; retry on lost races (duplicate automatically chosen values, deadlocks). */
-  private async txRetry<T>(what: string, fn: (trx: Transaction<QuantumDatabase>, attempt: number) => Promise<T>, max = 40): Promise<T> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.db.transaction().execute((trx) => fn(trx, attempt));
-      } catch (e) {
-        if (!(e instanceof Retry) && !isTransient(e)) throw e;
-        if (attempt + 1 >= max) {
-          this.log.error({ what, attempt }, 'giving up after repeated conflicts');
-          throw e instanceof Retry ? new ApiError(409, 'Conflict', `Concurrent updates kept conflicting while trying to ${what}`) : e;
-        }
-        this.log.debug({ what, attempt, err: (e as Error).message }, 'retrying after a conflict');
-        await new Promise((r) => setTimeout(r, randomInt(1, 5 + attempt * 3)));
-      }
-    }
+  private txRetry<T>(what: string, fn: (trx: Transaction<QuantumDatabase>, attempt: number) => Promise<T>, max = 40): Promise<T> {
+    return txRetry(this.db, this.log, what, fn, max);
   }
 
   // ---------------------------------------------------------------- networks
@@ -863,94 +765,6 @@ export class QuantumStore {
     return info;
   }
 
-  // ---------------------------------------------------------------- agents
-
-  private agentOut(r: AgentRow, at = Date.now()): Agent {
-    const hb = Date.parse(r.heartbeat_timestamp);
-    return {
-      id: r.id,
-      agent_type: r.agent_type,
-      binary: r.binary,
-      topic: r.topic,
-      host: r.host,
-      admin_state_up: b(r.admin_state_up),
-      alive: at - hb <= this.opts.agentDownTime * 1000,
-      created_at: neutronTime(r.created_at),
-      started_at: neutronTime(r.started_at),
-      heartbeat_timestamp: neutronTime(r.heartbeat_timestamp),
-      configurations: JSON.parse(r.configurations) as Record<string, unknown>,
-      description: r.description,
-    };
-  }
-
-  async listAgents(filters: Filters): Promise<Agent[]> {
-    const rows = await applyFilters(this.db.selectFrom('agents').selectAll(), 'agents', filters).execute();
-    let out = sortRows(rows).map((r) => this.agentOut(r));
-    const alive = filters.alive;
-    if (alive && alive.length) {
-      const want = alive.map((v) => toBool('alive', v));
-      out = out.filter((x) => want.includes(x.alive));
-    }
-    return out;
-  }
-
-  async getAgent(id: string): Promise<Agent> {
-    return this.agentOut(await rowById(this.db, 'agents', id, faults.agentNotFound));
-  }
-
-  /** report_state: upsert keyed by (agent_type, host); started_at resets when start_flag is set. */
-  async reportAgent(body: Body): Promise<Agent> {
-    const a = checkAttrs(body, ['binary', 'host', 'agent_type', 'topic', 'configurations', 'start_flag', 'description', 'admin_state_up']);
-    for (const k of ['binary', 'host', 'agent_type', 'topic'] as const) if (a[k] === undefined) throw faults.missingAttr(k);
-    const report = {
-      binary: toStr('binary', a.binary),
-      host: toStr('host', a.host),
-      agent_type: toStr('agent_type', a.agent_type),
-      topic: toStr('topic', a.topic),
-      configurations: JSON.stringify(a.configurations === undefined ? {} : toDict('configurations', a.configurations)),
-    };
-    const start = a.start_flag === undefined ? false : toBool('start_flag', a.start_flag);
-    const id = await this.txRetry('report agent state', async (trx) => {
-      const t = now();
-      const cur = await trx.selectFrom('agents').select('id').where('agent_type', '=', report.agent_type).where('host', '=', report.host).executeTakeFirst();
-      if (cur) {
-        await trx
-          .updateTable('agents')
-          .set({ ...report, heartbeat_timestamp: t, ...(start ? { started_at: t } : {}) })
-          .where('id', '=', cur.id)
-          .execute();
-        return cur.id;
-      }
-      const nid = randomUUID();
-      try {
-        await trx
-          .insertInto('agents')
-          .values({ id: nid, ...report, admin_state_up: 1, created_at: t, started_at: t, heartbeat_timestamp: t, description: a.description === undefined || a.description === null ? null : toStr('description', a.description) })
-          .execute();
-      } catch (e) {
-        if (isDuplicateKey(e)) throw new Retry(); // another report from the same agent won the insert: update instead
-        throw e;
-      }
-      this.log.info({ agent_type: report.agent_type, host: report.host, id: nid }, 'registered agent');
-      return nid;
-    });
-    return this.getAgent(id);
-  }
-
-  async updateAgent(id: string, body: Body): Promise<Agent> {
-    const a = checkAttrs(body, ['admin_state_up', 'description'], ['id', 'agent_type', 'binary', 'topic', 'host', 'alive', 'configurations', 'heartbeat_timestamp', 'started_at', 'created_at']);
-    await this.getAgent(id);
-    const set: Partial<AgentRow> = {};
-    if (a.admin_state_up !== undefined) set.admin_state_up = toBool('admin_state_up', a.admin_state_up) ? 1 : 0;
-    if (a.description !== undefined) set.description = a.description === null ? null : toStr('description', a.description);
-    if (Object.keys(set).length) await this.db.updateTable('agents').set(set).where('id', '=', id).execute();
-    return this.getAgent(id);
-  }
-
-  async deleteAgent(id: string): Promise<void> {
-    await this.getAgent(id);
-    await this.db.deleteFrom('agents').where('id', '=', id).execute();
-  }
 }
 
 function tenantOf(ctx: Ctx, a: Body): string {
@@ -983,9 +797,4 @@ function compareFixedIps(a: FixedIp, b: FixedIp): number {
   if (!x || !y) return a.ip_address.localeCompare(b.ip_address);
   if (x.version !== y.version) return x.version - y.version;
   return x.value < y.value ? -1 : x.value > y.value ? 1 : 0;
-}
-
-/** Creation order, then id: listings are stable without an ORDER BY that would defeat the lookup indexes. */
-function sortRows<T extends { created_at: string; id: string }>(rows: T[]): T[] {
-  return rows.sort((p, q) => (p.created_at < q.created_at ? -1 : p.created_at > q.created_at ? 1 : p.id < q.id ? -1 : p.id > q.id ? 1 : 0));
 }
