@@ -206,4 +206,35 @@ describe('quantum CLI against quantum-server', () => {
     assert.equal(down.code, 1);
     assert.match(down.err, /unreachable/);
   });
+
+  test('agent scheduler commands: l3-agent-router-add/remove, router-list-on-l3-agent, l3-agent-list-hosting-router, dhcp-agent-network-*', async () => {
+    const qc = new QuantumClient({ url });
+    const l3a = await qc.reportState({ binary: 'quantum-l3-agent', host: 'cli-l3-a', agent_type: 'L3 agent', topic: 'l3_agent', configurations: {}, start_flag: true });
+    const dh = await qc.listAgents({ host: 'node-1', agent_type: 'DHCP agent' });
+    await qc.close();
+    assert.equal((await quantum(['router-create', 'sched-r'], env)).code, 0);
+    const hosting = await quantum(['l3-agent-list-hosting-router', 'sched-r'], env);
+    assert.equal(hosting.code, 0, hosting.err);
+    assert.match(hosting.out, /\| id +\| host +\| admin_state_up +\| alive \|/);
+    assert.match(hosting.out, new RegExp(`\\| ${l3a.id} \\| cli-l3-a \\| True +\\| :-\\) +\\|`));
+    const on = await quantum(['router-list-on-l3-agent', l3a.id, '-f', 'json'], env);
+    assert.deepEqual(JSON.parse(on.out).map((r: { name: string }) => r.name), ['sched-r']);
+    const rm = await quantum(['l3-agent-router-remove', l3a.id, 'sched-r'], env);
+    assert.equal(rm.out, 'Removed router sched-r from L3 agent\n');
+    assert.equal(JSON.parse((await quantum(['l3-agent-list-hosting-router', 'sched-r', '-f', 'json'], env)).out).length, 0);
+    const add = await quantum(['l3-agent-router-add', l3a.id, 'sched-r'], env);
+    assert.equal(add.out, 'Added router sched-r to L3 agent\n');
+    const twice = await quantum(['l3-agent-router-remove', l3a.id, 'sched-r'], env);
+    assert.equal(twice.code, 0);
+    const notHosted = await quantum(['l3-agent-router-remove', l3a.id, 'sched-r'], env);
+    assert.equal(notHosted.code, 1);
+    assert.match(notHosted.err, /is not hosted by L3 agent/);
+    assert.equal((await quantum(['net-create', 'sched-net'], env)).code, 0);
+    const netAdd = await quantum(['dhcp-agent-network-add', dh[0]!.id, 'sched-net'], env);
+    assert.equal(netAdd.out, 'Added network sched-net to DHCP agent\n', netAdd.err);
+    const nets = await quantum(['net-list-on-dhcp-agent', dh[0]!.id, '-c', 'name', '-f', 'value'], env);
+    assert.match(nets.out, /^sched-net$/m);
+    assert.match((await quantum(['dhcp-agent-list-hosting-net', 'sched-net'], env)).out, /\| node-1 \|/);
+    assert.equal((await quantum(['dhcp-agent-network-remove', dh[0]!.id, 'sched-net'], env)).out, 'Removed network sched-net from DHCP agent\n');
+  });
 });

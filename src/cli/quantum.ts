@@ -258,6 +258,74 @@ const COMMANDS: Record<string, Command> = {
   'agent-list': listCmd('agent', ['id', 'agent_type', 'host', 'alive', 'admin_state_up'], async () => ({ alive: (r) => (r.alive ? ':-)' : 'xxx') })),
   'agent-show': showCmd('agent'),
   'agent-delete': deleteCmd('agent'),
+
+  // The agent scheduler extensions, as python-quantumclient's agentscheduler commands.
+  'l3-agent-router-add': {
+    usage: 'l3-agent-router-add L3_AGENT ROUTER',
+    help: 'Add a router to a L3 agent.',
+    async run(c) {
+      const rarg = c.pos(1, 'ROUTER');
+      await c.qc.addRouterToL3Agent(c.pos(0, 'L3_AGENT'), await resolve(c.qc, 'router', rarg));
+      process.stdout.write(`Added router ${rarg} to L3 agent\n`);
+    },
+  },
+  'l3-agent-router-remove': {
+    usage: 'l3-agent-router-remove L3_AGENT ROUTER',
+    help: 'Remove a router from a L3 agent.',
+    async run(c) {
+      const rarg = c.pos(1, 'ROUTER');
+      await c.qc.removeRouterFromL3Agent(c.pos(0, 'L3_AGENT'), await resolve(c.qc, 'router', rarg));
+      process.stdout.write(`Removed router ${rarg} from L3 agent\n`);
+    },
+  },
+  'router-list-on-l3-agent': {
+    usage: 'router-list-on-l3-agent L3_AGENT',
+    help: 'List the routers on a L3 agent.',
+    async run(c) {
+      printList(['id', 'name', 'external_gateway_info'], (await c.qc.listRoutersOnL3Agent(c.pos(0, 'L3_AGENT'))) as unknown as Obj[], c.out);
+    },
+  },
+  'l3-agent-list-hosting-router': {
+    usage: 'l3-agent-list-hosting-router ROUTER',
+    help: 'List L3 agents hosting a router.',
+    async run(c) {
+      const agents = await c.qc.listL3AgentsHostingRouter(await resolve(c.qc, 'router', c.pos(0, 'ROUTER')));
+      printList(['id', 'host', 'admin_state_up', 'alive'], agents.map((a) => ({ ...a, alive: a.alive ? ':-)' : 'xxx' })) as unknown as Obj[], c.out);
+    },
+  },
+  'dhcp-agent-network-add': {
+    usage: 'dhcp-agent-network-add DHCP_AGENT NETWORK',
+    help: 'Add a network to a DHCP agent.',
+    async run(c) {
+      const narg = c.pos(1, 'NETWORK');
+      await c.qc.addNetworkToDhcpAgent(c.pos(0, 'DHCP_AGENT'), await resolve(c.qc, 'network', narg));
+      process.stdout.write(`Added network ${narg} to DHCP agent\n`);
+    },
+  },
+  'dhcp-agent-network-remove': {
+    usage: 'dhcp-agent-network-remove DHCP_AGENT NETWORK',
+    help: 'Remove a network from a DHCP agent.',
+    async run(c) {
+      const narg = c.pos(1, 'NETWORK');
+      await c.qc.removeNetworkFromDhcpAgent(c.pos(0, 'DHCP_AGENT'), await resolve(c.qc, 'network', narg));
+      process.stdout.write(`Removed network ${narg} from DHCP agent\n`);
+    },
+  },
+  'net-list-on-dhcp-agent': {
+    usage: 'net-list-on-dhcp-agent DHCP_AGENT',
+    help: 'List the networks on a DHCP agent.',
+    async run(c) {
+      printList(['id', 'name', 'subnets'], (await c.qc.listNetworksOnDhcpAgent(c.pos(0, 'DHCP_AGENT'))) as unknown as Obj[], c.out);
+    },
+  },
+  'dhcp-agent-list-hosting-net': {
+    usage: 'dhcp-agent-list-hosting-net NETWORK',
+    help: 'List DHCP agents hosting a network.',
+    async run(c) {
+      const agents = await c.qc.listDhcpAgentsHostingNetwork(await resolve(c.qc, 'network', c.pos(0, 'NETWORK')));
+      printList(['id', 'host', 'admin_state_up', 'alive'], agents.map((a) => ({ ...a, alive: a.alive ? ':-)' : 'xxx' })) as unknown as Obj[], c.out);
+    },
+  },
 };
 
 async function interfaceBody(c: Ctx, arg: string): Promise<{ subnet_id?: string; port_id?: string }> {
