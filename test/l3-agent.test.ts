@@ -14,6 +14,7 @@ import { execute } from '../src/linux/exec.js';
 import { netnsPids } from '../src/linux/ip-lib.js';
 import { bridgeName, routerDeviceName, routerNamespace, tapDeviceName } from '../src/linux/names.js';
 import { L3Agent } from '../src/l3-agent/agent.js';
+import { NS_OWNER_DIR } from '../src/linux/ns-owner.js';
 import { l3AgentSpec, validateL3Conf } from '../src/l3-agent/opts.js';
 import { ConfigError } from '../src/common/errors.js';
 import { NetFixture, linkExistsSync, listNamespaces, nsExec, processGone, uuid, type Guest } from './helpers/netns.js';
@@ -107,7 +108,8 @@ describe('router namespace with metadata proxy', () => {
     assert.ok(link[0]!.addr_info.some((a) => a.local === sub.gateway_ip && a.prefixlen === 24));
     assert.equal(nsExec(ns, ['sysctl', '-n', 'net.ipv4.ip_forward']).trim(), '1');
     assert.equal(readFileSync(`/sys/class/net/${tapDeviceName(rport.id)}/master/uevent`, 'utf8').includes(`INTERFACE=${bridgeName(net.id)}`), true);
-    assert.deepEqual(JSON.parse(readFileSync(join(state, 'l3-agent', 'routers.json'), 'utf8')).routers, [router.id]);
+    // Claimed machine-wide, so another agent on this machine never tears it down.
+    assert.deepEqual(JSON.parse(readFileSync(join(NS_OWNER_DIR, ns), 'utf8')), { host: `${fx.prefix}-net1`, binary: 'quantum-l3-agent', state_path: state });
   });
 
   test('iptables rules read back from iptables-save exactly as Neutron writes them', async () => {
@@ -205,8 +207,8 @@ describe('router namespace with metadata proxy', () => {
     assert.equal(existsSync(pidFile), false);
     assert.ok(processGone(pid));
     assert.equal(linkExistsSync(tapDeviceName(rport.id)), false);
-    // The state file is updated last.
-    await waitFor(() => JSON.parse(readFileSync(join(state, 'l3-agent', 'routers.json'), 'utf8')).routers.length === 0, 3000, 50, 'state file');
+    // The claim goes last.
+    await waitFor(() => !existsSync(join(NS_OWNER_DIR, ns)), 3000, 50, 'claim released');
   });
 });
 

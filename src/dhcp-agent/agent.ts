@@ -1,13 +1,14 @@
-// quantum-dhcp-agent: per network with DHCP-enabled subnets, a DHCP port from quantum-server, a qdhcp-<id>
-// namespace holding that port's tap device, dnsmasq serving the network's fixed IPs from hosts/opts files,
-// and — for isolated networks (reference §5) — 169.254.169.254 on the tap with a metadata proxy on port 80.
+// quantum-dhcp-agent: per network scheduled to its host with DHCP-enabled subnets, a DHCP port from
+// quantum-server, a qdhcp-<id> namespace holding that port's tap device, dnsmasq serving the network's fixed IPs
+// from hosts/opts files, and — for isolated networks (reference §5) — 169.254.169.254 on the tap with a metadata
+// proxy on port 80 (MetadataDriver). Everything is synced at start, then only the networks that change.
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { ApiError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { DEVICE_OWNER_DHCP, type QuantumClient, type Network, type Port, type Subnet } from '../common/quantum-client.js';
-import { AgentLoop, metadataProxyManager } from '../linux/agent-common.js';
+import { DEVICE_OWNER_DHCP, DHCP_PLUGIN_TOPIC, type NetworkInfo, type Port, type QuantumClient, type Subnet } from '../common/quantum-client.js';
+import { AgentLoop, inPool, type CastListener } from '../linux/agent-common.js';
 import {
   METADATA_CIDR,
   METADATA_DEFAULT_PORT,
@@ -22,9 +23,11 @@ import {
   writeIfChanged,
 } from '../linux/dnsmasq.js';
 import { ProcessManager, readCmdline } from '../linux/external-process.js';
-import { initL3, plug, unplug } from '../linux/interface.js';
-import { linkList, netnsDelete, netnsEnsure, netnsList, routeDelete, routeList, routeReplace } from '../linux/ip-lib.js';
+import { initL3, plug, plugFresh, unplug } from '../linux/interface.js';
+import { IpNamespace } from '../linux/ip-lib.js';
+import { MetadataDriver, type MetadataProxyMode, type SharedProxy } from '../linux/metadata-driver.js';
 import { bridgeName, dhcpNamespace, dhcpRootDeviceName, tapDeviceName, DHCP_ROOT_PREFIX, TAP_PREFIX } from '../linux/names.js';
+import { NamespaceOwners } from '../linux/ns-owner.js';
 import type { DhcpAgentConf } from './opts.js';
 
 export const BINARY = 'quantum-dhcp-agent';
@@ -46,37 +49,78 @@ export const NAMESPACE_DNS = '6ba7b810-9dad-11d1-80b4-00c04fd430c8';
 /** Neutron's get_dhcp_agent_device_id: dhcp<uuid5(DNS, host)>-<network_id>. */
 export const dhcpDeviceId = (networkId: string, host: string) => `dhcp${uuid5(NAMESPACE_DNS, host)}-${networkId}`;
 
+/** Networks processed at once. */
+const POOL = 8;
+
 interface NetState {
   id: string;
-  ns: string;
+  ns: IpNamespace;
   portId?: string;
   networkFingerprint?: string;
   dnsmasq?: ProcessManager;
   dnsmasqArgv?: (pidFile: string) => string[];
-  proxy?: ProcessManager;
+  /** The uuid its metadata proxy is known by (the network, or with enable_metadata_network its router). */
   proxyUuid?: string;
+  counts: { subnets: number; ports: number };
+}
+
+export interface DhcpAgentDeps {
+  client?: QuantumClient;
+  transport?: CastListener;
+  shared?: SharedProxy;
 }
 
 export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
+  protected override readonly rpcTopic = DHCP_PLUGIN_TOPIC;
   readonly networks = new Map<string, NetState>();
-  private firstSync = true;
-  private fullSync = true;
-  syncs = 0;
-  private counts = { networks: 0, subnets: 0, ports: 0 };
+  readonly driver: MetadataDriver;
+  private readonly owners: NamespaceOwners;
 
-  constructor(conf: DhcpAgentConf, log: Logger, deps: { client?: QuantumClient } = {}) {
+  constructor(conf: DhcpAgentConf, log: Logger, deps: DhcpAgentDeps = {}) {
     super(conf, log, { binary: BINARY, topic: TOPIC, agent_type: AGENT_TYPE, name: 'DHCP agent' }, deps);
+    const d = conf.DEFAULT;
+    this.owners = new NamespaceOwners({ host: d.host, binary: BINARY, state_path: d.state_path });
+    this.driver = new MetadataDriver({ mode: d.metadata_proxy_mode as MetadataProxyMode, conf: d, monitor: this.monitor, log, shared: deps.shared });
+  }
+
+  protected override async prepare(): Promise<void> {
+    const d = this.conf.DEFAULT;
+    if (d.enable_isolated_metadata || d.force_metadata) await this.driver.start();
+  }
+
+  protected override async release(): Promise<void> {
+    await this.driver.stop();
+  }
+
+  protected override resourcesOfCast(method: string, args: Record<string, unknown>): string[] | 'full' {
+    if (typeof args._resource_id === 'string') return [args._resource_id];
+    const obj = (k: string) => (args[k] && typeof args[k] === 'object' ? (args[k] as Record<string, unknown>) : undefined);
+    const net = method.startsWith('network_') ? (obj('network')?.id ?? args.network_id) : method.startsWith('subnet_') ? (obj('subnet')?.network_id ?? args.network_id) : method.startsWith('port_') ? (obj('port')?.network_id ?? args.network_id) : undefined;
+    if (typeof net === 'string') return [net];
+    this.log.warn({ method }, 'notification names no network; full resync');
+    return 'full';
   }
 
   protected override reportConfigurations(): Record<string, unknown> {
     const d = this.conf.DEFAULT;
+    const proxies = this.driver.counts();
+    let subnets = 0;
+    let ports = 0;
+    for (const n of this.networks.values()) {
+      subnets += n.counts.subnets;
+      ports += n.counts.ports;
+    }
     return {
       dhcp_driver: d.dhcp_driver,
       use_namespaces: true,
       dhcp_lease_duration: d.dhcp_lease_duration,
       enable_isolated_metadata: d.enable_isolated_metadata,
       force_metadata: d.force_metadata,
-      ...this.counts,
+      networks: this.networks.size,
+      subnets,
+      ports,
+      metadata_proxy_mode: proxies.mode,
+      metadata_proxies: { expected: proxies.expected, alive: proxies.alive, ...(proxies.respawns !== undefined ? { respawns: proxies.respawns } : {}) },
     };
   }
 
@@ -91,56 +135,61 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
     }
   }
 
-  override async sync(): Promise<void> {
-    let networks: Network[];
-    let subnets: Subnet[];
-    let ports: Port[];
-    try {
-      networks = await this.client.listNetworks();
-      subnets = await this.client.listSubnets();
-      ports = await this.client.listPorts();
-    } catch (e) {
-      this.fullSync = true;
-      this.log.error({ err: errorMessage(e) }, 'Unable to sync network state; full resync at the next interval');
-      return;
-    }
-    const subsByNet = new Map<string, Subnet[]>();
-    for (const s of subnets) subsByNet.set(s.network_id, [...(subsByNet.get(s.network_id) ?? []), s]);
-    const portsByNet = new Map<string, Port[]>();
-    for (const p of ports) portsByNet.set(p.network_id, [...(portsByNet.get(p.network_id) ?? []), p]);
-    const wanted = networks.filter((n) => n.admin_state_up && dhcpSubnets((subsByNet.get(n.id) ?? []).filter((s) => s.ip_version === 4)).length > 0);
-    const wantedIds = new Set(wanted.map((n) => n.id));
-    let failed = false;
+  private served(n: NetworkInfo): boolean {
+    return n.admin_state_up && dhcpSubnets(n.subnets.filter((s) => s.ip_version === 4)).length > 0;
+  }
 
+  /** Every network scheduled here; networks this agent served before that are no longer its own go. */
+  override async fullSync(): Promise<void> {
+    const nets = await this.client.rpc<NetworkInfo[]>(this.rpcTopic, 'get_active_networks_info', { host: this.conf.DEFAULT.host });
+    const wanted = nets.filter((n) => this.served(n));
+    const wantedIds = new Set(wanted.map((n) => n.id));
     const stale = new Set([...this.networks.keys()].filter((id) => !wantedIds.has(id)));
     // Networks served before a restart (or whose teardown failed once) are found by their conf dir.
     for (const id of this.ownedNetworks()) if (!wantedIds.has(id)) stale.add(id);
-    for (const id of stale) {
+    let failed = 0;
+    await inPool([...stale], POOL, async (id) => {
       try {
         await this.disableNetwork(id);
       } catch (e) {
-        failed = true;
+        failed++;
         this.log.error({ network_id: id, err: errorMessage(e) }, 'Unable to disable dhcp for network');
       }
-    }
-    for (const n of wanted) {
+    });
+    await inPool(wanted, POOL, async (n) => {
       try {
-        await this.processNetwork(n, subsByNet.get(n.id) ?? [], portsByNet.get(n.id) ?? []);
+        await this.processNetwork(n);
       } catch (e) {
-        failed = true;
+        failed++;
         const st = this.networks.get(n.id);
         if (st) st.networkFingerprint = undefined;
         this.log.error({ network_id: n.id, err: errorMessage(e) }, 'Unable to enable dhcp for network');
       }
-    }
-    this.counts = { networks: wanted.length, subnets: wanted.reduce((a, n) => a + dhcpSubnets(subsByNet.get(n.id) ?? []).length, 0), ports: wanted.reduce((a, n) => a + (portsByNet.get(n.id)?.length ?? 0), 0) };
-    this.firstSync = false;
-    this.fullSync = failed;
-    this.syncs++;
+    });
+    if (failed) throw new Error(`${failed} networks failed`);
+  }
+
+  /** Only these networks: fetched again; those no longer served here (or deleted) are torn down. */
+  override async syncResources(ids: string[]): Promise<Set<string>> {
+    const got = new Map((await this.client.rpc<NetworkInfo[]>(this.rpcTopic, 'get_network_info', { network_ids: ids, host: this.conf.DEFAULT.host })).map((n) => [n.id, n]));
+    const failed = new Set<string>();
+    await inPool(ids, POOL, async (id) => {
+      const n = got.get(id);
+      try {
+        if (n && this.served(n)) await this.processNetwork(n);
+        else if (this.networks.has(id) || existsSync(dhcpConfDir(this.conf.DEFAULT.state_path, id))) await this.disableNetwork(id);
+      } catch (e) {
+        failed.add(id);
+        const st = this.networks.get(id);
+        if (st) st.networkFingerprint = undefined;
+        this.log.error({ network_id: id, err: errorMessage(e) }, n ? 'Unable to enable dhcp for network' : 'Unable to disable dhcp for network');
+      }
+    });
+    return failed;
   }
 
   /** Find or create this host's DHCP port on the network, with a fixed IP on every DHCP subnet. */
-  private async ensureDhcpPort(n: Network, subnets: Subnet[], ports: Port[]): Promise<Port> {
+  private async ensureDhcpPort(n: NetworkInfo, subnets: Subnet[], ports: Port[]): Promise<Port> {
     const d = this.conf.DEFAULT;
     const deviceId = dhcpDeviceId(n.id, d.host);
     const dhcpSubs = dhcpSubnets(subnets).filter((s) => s.ip_version === 4);
@@ -174,42 +223,53 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
     return port;
   }
 
-  private async processNetwork(n: Network, subnets: Subnet[], ports: Port[]): Promise<void> {
+  private async processNetwork(n: NetworkInfo): Promise<void> {
     const d = this.conf.DEFAULT;
     const ctx = { log: this.log };
-    const v4 = subnets.filter((s) => s.ip_version === 4);
+    const ports = [...n.ports];
+    const v4 = n.subnets.filter((s) => s.ip_version === 4);
     const port = await this.ensureDhcpPort(n, v4, ports);
     const metaConf = { enable_isolated_metadata: d.enable_isolated_metadata, force_metadata: d.force_metadata, enable_metadata_network: d.enable_metadata_network };
     const metadata = shouldEnableMetadata(metaConf, v4, ports);
     const fingerprint = JSON.stringify([n.mtu, v4, ports.map((p) => [p.id, p.mac_address, p.fixed_ips, p.device_owner, p.device_id])]);
     let st = this.networks.get(n.id);
-    if (st && !this.fullSync && st.networkFingerprint === fingerprint && st.dnsmasq?.active && (!metadata || st.proxy?.active)) return;
+    if (st && !st.ns.present) {
+      this.log.warn({ network_id: n.id, namespace: st.ns.name }, 'DHCP namespace vanished; building it again');
+      st.networkFingerprint = undefined;
+      st.portId = undefined;
+    }
+    if (st && st.networkFingerprint === fingerprint && st.dnsmasq?.active && (!metadata || (st.proxyUuid && this.driver.active(st.proxyUuid)))) return;
 
     const confDir = dhcpConfDir(d.state_path, n.id);
     // The conf dir marks the network as ours before anything else exists (restart cleanup relies on it).
     mkdirSync(confDir, { recursive: true, mode: 0o755 });
-    const ns = dhcpNamespace(n.id);
+    const isNew = !st;
     if (!st) {
-      st = { id: n.id, ns };
+      st = { id: n.id, ns: new IpNamespace(dhcpNamespace(n.id), ctx), counts: { subnets: 0, ports: 0 } };
       this.networks.set(n.id, st);
-      this.log.info({ network_id: n.id, namespace: ns }, 'enabling dhcp for network');
+      this.log.info({ network_id: n.id, namespace: st.ns.name }, 'enabling dhcp for network');
     }
-    await netnsEnsure(ns, ctx);
+    this.owners.claim(st.ns.name);
+    const fresh = await st.ns.ensure();
 
     // The DHCP port's device: tap<port[:11]> in the namespace, ns-<port[:11]> on the bridge.
     const device = tapDeviceName(port.id);
-    if (st.portId && st.portId !== port.id) await unplug({ rootDevice: dhcpRootDeviceName(st.portId), namespace: ns, device: tapDeviceName(st.portId) }, ctx);
-    await plug({ networkId: n.id, namespace: ns, device, rootDevice: dhcpRootDeviceName(port.id), mac: port.mac_address, mtu: n.mtu || undefined }, ctx);
-    st.portId = port.id;
-    await this.removeStaleTaps(ns, device);
     const subById = new Map(v4.map((s) => [s.id, s]));
     const cidrs = port.fixed_ips.filter((f) => subById.has(f.subnet_id)).map((f) => `${f.ip_address}/${subById.get(f.subnet_id)!.cidr.split('/')[1]}`);
     if (metadata) cidrs.push(METADATA_CIDR);
-    await initL3(device, cidrs, ns, ctx);
+    const spec = { networkId: n.id, namespace: st.ns.name, device, rootDevice: dhcpRootDeviceName(port.id), mac: port.mac_address, mtu: n.mtu || undefined };
+    if (fresh) await plugFresh(spec, cidrs, ctx);
+    else {
+      if (st.portId && st.portId !== port.id) await unplug({ rootDevice: dhcpRootDeviceName(st.portId), namespace: st.ns.name, device: tapDeviceName(st.portId) }, ctx);
+      await plug(spec, ctx);
+      await this.removeStaleTaps(st.ns, device);
+      await initL3(device, cidrs, st.ns.name, ctx);
+    }
+    st.portId = port.id;
     // Default route through the first subnet with a gateway (Neutron's DeviceManager does the same).
     const gw = dhcpSubnets(v4).find((s) => s.gateway_ip)?.gateway_ip;
-    if (gw) await routeReplace('default', gw, device, ns, ctx);
-    else if ((await routeList(ns, ctx)).some((r) => r.startsWith('default'))) await routeDelete('default', ns, ctx);
+    if (gw) await st.ns.routeReplace('default', gw, device);
+    else if (!fresh && (await st.ns.routes()).some((r) => r.startsWith('default'))) await st.ns.routeDelete('default');
 
     // dnsmasq: files first, then start / reload / restart.
     const dhcpIpBySubnet = new Map(port.fixed_ips.map((f) => [f.subnet_id, f.ip_address]));
@@ -220,7 +280,7 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
     // The manager (shared with the monitor) always starts dnsmasq with the arguments of the latest sync.
     st.dnsmasqArgv = argvFor;
     const state = st;
-    if (!st.dnsmasq) st.dnsmasq = new ProcessManager({ uuid: n.id, statePath: d.state_path, pidFile: join(confDir, 'pid'), service: DNSMASQ_SERVICE, namespace: ns, pidFileWriter: 'process', cmd: (pf) => state.dnsmasqArgv!(pf), log: this.log });
+    if (!st.dnsmasq) st.dnsmasq = new ProcessManager({ uuid: n.id, statePath: d.state_path, pidFile: join(confDir, 'pid'), service: DNSMASQ_SERVICE, namespace: st.ns.name, pidFileWriter: 'process', cmd: (pf) => state.dnsmasqArgv!(pf), log: this.log });
     const dm = st.dnsmasq;
     if (dm.active) {
       const running = readCmdline(dm.pid!);
@@ -243,33 +303,23 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
       const { routerId, several } = metadataRouterId(metaConf, ports);
       if (several) this.log.warn({ network_id: n.id }, 'There is more than one router on the metadata network; using the first');
       const uuid = routerId ?? n.id;
-      if (st.proxy && st.proxyUuid !== uuid) await this.stopProxy(st);
-      if (!st.proxy) {
-        st.proxyUuid = uuid;
-        st.proxy = metadataProxyManager({ uuid, namespace: ns, conf: d, port: METADATA_DEFAULT_PORT, ...(routerId ? { routerId } : { networkId: n.id }), bindAddress: METADATA_IP, log: this.log });
-      }
-      await st.proxy.enable();
-      this.monitor.register(st.proxy);
-    } else if (st.proxy || this.firstSync) {
-      await this.stopProxy(st);
+      if (st.proxyUuid && st.proxyUuid !== uuid) await this.driver.destroy(st.proxyUuid);
+      st.proxyUuid = uuid;
+      await this.driver.spawn({ kind: routerId ? 'router' : 'network', id: uuid, uuid, namespace: st.ns.name, host: METADATA_IP, port: METADATA_DEFAULT_PORT });
+    } else if (st.proxyUuid || isNew) {
+      // A proxy of an earlier run (the network got routed meanwhile) goes too.
+      await this.driver.destroy(st.proxyUuid ?? n.id, { kind: 'network', id: n.id });
+      st.proxyUuid = undefined;
     }
+    st.counts = { subnets: dhcpSubnets(v4).length, ports: ports.length };
     st.networkFingerprint = fingerprint;
   }
 
-  private async stopProxy(st: NetState): Promise<void> {
-    const uuid = st.proxyUuid ?? st.id;
-    this.monitor.unregister(uuid);
-    const pm = st.proxy ?? new ProcessManager({ uuid, statePath: this.conf.DEFAULT.state_path, cmd: () => [] });
-    await pm.disable();
-    st.proxy = undefined;
-    st.proxyUuid = undefined;
-  }
-
   /** tap devices of earlier DHCP ports (e.g. recreated while we were down). */
-  private async removeStaleTaps(ns: string, keep: string): Promise<void> {
-    for (const l of await linkList(ns, { log: this.log })) {
+  private async removeStaleTaps(ns: IpNamespace, keep: string): Promise<void> {
+    for (const l of await ns.links()) {
       if (l.name.startsWith(TAP_PREFIX) && l.name !== keep) {
-        await unplug({ rootDevice: `${DHCP_ROOT_PREFIX}${l.name.slice(TAP_PREFIX.length)}`, namespace: ns, device: l.name }, { log: this.log });
+        await unplug({ rootDevice: `${DHCP_ROOT_PREFIX}${l.name.slice(TAP_PREFIX.length)}`, namespace: ns.name, device: l.name }, { log: this.log });
       }
     }
   }
@@ -278,19 +328,21 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
   async disableNetwork(id: string): Promise<void> {
     const d = this.conf.DEFAULT;
     const ctx = { log: this.log };
-    const st = this.networks.get(id) ?? { id, ns: dhcpNamespace(id) };
+    const st = this.networks.get(id);
+    const ns = st?.ns ?? new IpNamespace(dhcpNamespace(id), ctx);
     this.log.info({ network_id: id }, 'disabling dhcp for network');
-    await this.stopProxy(st);
+    await this.driver.destroy(st?.proxyUuid ?? id, { kind: 'network', id });
     this.monitor.unregister(id, DNSMASQ_SERVICE);
     const confDir = dhcpConfDir(d.state_path, id);
-    await (st.dnsmasq ?? new ProcessManager({ uuid: id, statePath: d.state_path, pidFile: join(confDir, 'pid'), service: DNSMASQ_SERVICE, cmd: () => [] })).disable();
-    if ((await netnsList(ctx)).includes(st.ns)) {
-      for (const l of await linkList(st.ns, ctx)) {
+    await (st?.dnsmasq ?? new ProcessManager({ uuid: id, statePath: d.state_path, pidFile: join(confDir, 'pid'), service: DNSMASQ_SERVICE, cmd: () => [] })).disable();
+    if (ns.present && !this.owners.takenOver(ns.name)) {
+      for (const l of await ns.links()) {
         if (!l.name.startsWith(TAP_PREFIX)) continue;
-        await unplug({ rootDevice: `${DHCP_ROOT_PREFIX}${l.name.slice(TAP_PREFIX.length)}`, namespace: st.ns, device: l.name, bridge: bridgeName(id) }, ctx);
+        await unplug({ rootDevice: `${DHCP_ROOT_PREFIX}${l.name.slice(TAP_PREFIX.length)}`, namespace: ns.name, device: l.name, bridge: bridgeName(id) }, ctx);
       }
-      await netnsDelete(st.ns, ctx);
+      await ns.delete();
     }
+    this.owners.release(ns.name);
     // Give the DHCP port back (Neutron's release_dhcp_port); a deleted network took it already.
     try {
       const ports = await this.client.listPorts({ network_id: id, device_id: dhcpDeviceId(id, d.host) });

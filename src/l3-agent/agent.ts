@@ -1,23 +1,27 @@
-// quantum-l3-agent: keeps one qrouter-<id> namespace per router in step with quantum-server — qr- devices
-// plugged into each network's bridge, the metadata iptables rules of Neutron's MetadataDriver, and one
-// supervised quantum-ns-metadata-proxy per router.
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+// quantum-l3-agent: keeps one qrouter-<id> namespace per router scheduled to its host in step with
+// quantum-server — qr- devices plugged into each network's bridge, the metadata iptables rules and the
+// router's metadata proxy (MetadataDriver) — syncing everything at start and then only the routers that change.
+import { readlinkSync } from 'node:fs';
+import { basename } from 'node:path';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { ROUTER_INTERFACE_OWNERS, type QuantumClient, type Port, type Router, type Subnet } from '../common/quantum-client.js';
-import { AgentLoop, metadataProxyManager } from '../linux/agent-common.js';
-import { ProcessManager } from '../linux/external-process.js';
-import { initL3, plug, unplug } from '../linux/interface.js';
-import { linkList, netnsDelete, netnsEnsure, netnsList, sysctlSet } from '../linux/ip-lib.js';
+import { L3_PLUGIN_TOPIC, type InterfacePort, type QuantumClient, type SyncRouter } from '../common/quantum-client.js';
+import { AgentLoop, inPool, type CastListener } from '../linux/agent-common.js';
+import { deleteBridgeIfEmpty, initL3, plug, plugFresh, unplug } from '../linux/interface.js';
+import { ipBatch, IpNamespace, rootLinkPresent } from '../linux/ip-lib.js';
 import { IptablesManager } from '../linux/iptables.js';
-import { bridgeName, routerDeviceName, routerIdFromNamespace, routerNamespace, tapDeviceName, ROUTER_DEV_PREFIX, TAP_PREFIX } from '../linux/names.js';
+import { MetadataDriver, type MetadataProxyMode, type SharedProxy } from '../linux/metadata-driver.js';
+import { bridgeName, routerDeviceName, routerIdFromNamespace, routerNamespace, tapDeviceName, ROUTER_DEV_PREFIX, NS_ROUTER_PREFIX, TAP_PREFIX } from '../linux/names.js';
+import { NamespaceOwners } from '../linux/ns-owner.js';
 import type { L3AgentConf } from './opts.js';
 
 export const BINARY = 'quantum-l3-agent';
 export const AGENT_TYPE = 'L3 agent';
 export const TOPIC = 'l3_agent';
-export const METADATA_IP = '169.254.169.254';
+export { METADATA_IP, metadataFilterRules, metadataMangleRules, metadataNatRules } from '../linux/metadata-driver.js';
+
+/** Routers processed at once (Neutron's L3 agent uses a pool of 8 too): the work is mostly waiting on `ip`. */
+const POOL = 8;
 
 interface PortState {
   networkId: string;
@@ -27,44 +31,44 @@ interface PortState {
 
 interface RouterInfo {
   id: string;
-  ns: string;
+  ns: IpNamespace;
   ports: Map<string, PortState>;
   iptables: IptablesManager;
-  proxy?: ProcessManager;
+  /** What the router looked like when last built: an unchanged router costs no command. */
+  fingerprint?: string;
 }
-
-/** The rules of reference §4 (Zed), in iptables-save's canonical spelling so they read back identically. */
-export function metadataFilterRules(port: number, mark: string): Array<[string, string]> {
-  return [
-    ['INPUT', `-m mark --mark ${mark}/0xffff -j ACCEPT`],
-    ['INPUT', `-p tcp -m tcp --dport ${port} -j DROP`],
-  ];
-}
-export const metadataNatRules = (port: number): Array<[string, string]> => [['PREROUTING', `-d ${METADATA_IP}/32 -i ${ROUTER_DEV_PREFIX}+ -p tcp -m tcp --dport 80 -j REDIRECT --to-ports ${port}`]];
-export const metadataMangleRules = (mark: string): Array<[string, string]> => [['PREROUTING', `-d ${METADATA_IP}/32 -i ${ROUTER_DEV_PREFIX}+ -p tcp -m tcp --dport 80 -j MARK --set-xmark ${mark}/0xffff`]];
 
 export interface L3AgentDeps {
   client?: QuantumClient;
+  transport?: CastListener;
+  /** The shared metadata proxy (metadata_proxy_mode = shared). */
+  shared?: SharedProxy;
+}
+
+function portState(p: InterfacePort): PortState {
+  const prefix = new Map(p.subnets.map((s) => [s.id, s.cidr.split('/')[1]]));
+  const cidrs = p.fixed_ips.filter((f) => prefix.has(f.subnet_id)).map((f) => `${f.ip_address}/${prefix.get(f.subnet_id)}`);
+  return { networkId: p.network_id, mac: p.mac_address, cidrs };
 }
 
 export class L3Agent extends AgentLoop<L3AgentConf> {
+  protected override readonly rpcTopic = L3_PLUGIN_TOPIC;
   readonly routers = new Map<string, RouterInfo>();
-  private fullSync = true;
-  private readonly stateFile: string;
+  readonly driver: MetadataDriver;
+  private readonly owners: NamespaceOwners;
   private readonly mark: string;
-  /** Syncs completed, for tests and the state report. */
-  syncs = 0;
-  lastError: string | undefined;
 
   constructor(conf: L3AgentConf, log: Logger, deps: L3AgentDeps = {}) {
     super(conf, log, { binary: BINARY, topic: TOPIC, agent_type: AGENT_TYPE, name: 'L3 agent' }, deps);
     const d = conf.DEFAULT;
-    this.stateFile = join(d.state_path, 'l3-agent', 'routers.json');
     this.mark = `0x${Number(d.metadata_access_mark).toString(16)}`;
+    this.owners = new NamespaceOwners({ host: d.host, binary: BINARY, state_path: d.state_path });
+    this.driver = new MetadataDriver({ mode: d.metadata_proxy_mode as MetadataProxyMode, conf: d, monitor: this.monitor, log, shared: deps.shared });
   }
 
   protected override reportConfigurations(): Record<string, unknown> {
     const d = this.conf.DEFAULT;
+    const proxies = this.driver.counts();
     return {
       use_namespaces: true,
       router_id: '',
@@ -77,207 +81,204 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
       floating_ips: 0,
       enable_metadata_proxy: d.enable_metadata_proxy,
       metadata_port: d.metadata_port,
+      metadata_proxy_mode: proxies.mode,
+      metadata_proxies: { expected: proxies.expected, alive: proxies.alive, ...(proxies.respawns !== undefined ? { respawns: proxies.respawns } : {}) },
     };
   }
 
-  // ---- state file: the routers whose namespaces this agent made ----
+  protected override async prepare(): Promise<void> {
+    if (this.conf.DEFAULT.enable_metadata_proxy) await this.driver.start();
+  }
 
-  private readOwned(): Set<string> {
-    try {
-      const j = JSON.parse(readFileSync(this.stateFile, 'utf8')) as { routers?: unknown };
-      return new Set(Array.isArray(j.routers) ? j.routers.filter((x): x is string => typeof x === 'string') : []);
-    } catch {
-      return new Set();
+  protected override async release(): Promise<void> {
+    await this.driver.stop();
+  }
+
+  protected override resourcesOfCast(method: string, args: Record<string, unknown>): string[] | 'full' {
+    if (typeof args._resource_id === 'string') return [args._resource_id];
+    switch (method) {
+      case 'routers_updated':
+      case 'router_added_to_agent':
+        return Array.isArray(args.routers) ? args.routers.filter((x): x is string => typeof x === 'string') : 'full';
+      case 'router_deleted':
+      case 'router_removed_from_agent':
+        return typeof args.router_id === 'string' ? [args.router_id] : 'full';
+      default:
+        this.log.warn({ method }, 'unknown notification; full resync');
+        return 'full';
     }
-  }
-
-  private writeOwned(ids: Set<string>): void {
-    mkdirSync(dirname(this.stateFile), { recursive: true });
-    writeFileSync(`${this.stateFile}.tmp`, `${JSON.stringify({ routers: [...ids].sort() }, null, 1)}\n`);
-    renameSync(`${this.stateFile}.tmp`, this.stateFile);
-  }
-
-  private markOwned(id: string, owned: boolean): void {
-    const s = this.readOwned();
-    if (owned === s.has(id)) return;
-    if (owned) s.add(id);
-    else s.delete(id);
-    this.writeOwned(s);
   }
 
   // ---- sync ----
 
-  /** One pass: fetch routers and their interface ports, converge every namespace. */
-  override async sync(): Promise<void> {
-    let routers: Router[];
-    let ports: Port[];
-    let subnets: Subnet[];
-    try {
-      routers = (await this.client.listRouters()).filter((r) => r.admin_state_up);
-      ports = routers.length ? await this.client.listPorts({ device_owner: ROUTER_INTERFACE_OWNERS, device_id: routers.map((r) => r.id) }) : [];
-      const subnetIds = [...new Set(ports.flatMap((p) => p.fixed_ips.map((f) => f.subnet_id)))];
-      subnets = subnetIds.length ? await this.client.listSubnets({ id: subnetIds }) : [];
-    } catch (e) {
-      this.fullSync = true;
-      this.lastError = errorMessage(e);
-      this.log.error({ err: this.lastError }, 'Failed synchronizing routers; full resync at the next interval');
-      return;
-    }
+  /** Everything scheduled here; routers this agent built that are no longer its own go. */
+  override async fullSync(): Promise<void> {
+    const routers = await this.client.rpc<SyncRouter[]>(this.rpcTopic, 'sync_routers', { host: this.conf.DEFAULT.host });
     const wanted = new Map(routers.map((r) => [r.id, r]));
-    let failed = false;
-    try {
-      // Every pass, not just the first: a cleanup that failed once is retried (one `ip netns list`).
-      await this.cleanupStale(wanted);
-    } catch (e) {
-      failed = true;
-      this.log.error({ err: errorMessage(e) }, 'Failed removing stale router namespaces');
+    const stale = new Set<string>();
+    for (const id of this.routers.keys()) if (!wanted.get(id)?.admin_state_up) stale.add(id);
+    // Built by this agent before a restart (or a teardown that failed once), no longer scheduled here.
+    for (const ns of this.owners.claimed(NS_ROUTER_PREFIX)) {
+      const id = routerIdFromNamespace(ns);
+      if (id && !wanted.get(id)?.admin_state_up) stale.add(id);
     }
-    for (const [id, ri] of [...this.routers]) {
-      if (wanted.has(id)) continue;
+    let failed = 0;
+    await inPool([...stale], POOL, async (id) => {
       try {
-        await this.removeRouter(ri.id);
+        await this.removeRouter(id);
       } catch (e) {
-        failed = true;
+        failed++;
         this.log.error({ router_id: id, err: errorMessage(e) }, 'Failed removing router');
       }
-    }
-    const subnetById = new Map(subnets.map((s) => [s.id, s]));
-    for (const r of routers) {
+    });
+    await inPool(routers, POOL, async (r) => {
       try {
-        await this.processRouter(r, ports.filter((p) => p.device_id === r.id), subnetById);
+        await this.processRouter(r);
       } catch (e) {
-        failed = true;
+        failed++;
         this.log.error({ router_id: r.id, err: errorMessage(e) }, 'Failed processing router');
       }
-    }
-    this.fullSync = failed;
-    this.lastError = failed ? 'router processing failed' : undefined;
-    this.syncs++;
+    });
+    if (failed) throw new Error(`${failed} routers failed`);
   }
 
-  /** Namespaces this agent made (state file) for routers that no longer exist — e.g. deleted while it was down. */
-  private async cleanupStale(wanted: Map<string, Router>): Promise<void> {
-    const owned = this.readOwned();
-    const present = new Set((await netnsList({ log: this.log })).map(routerIdFromNamespace).filter((x): x is string => !!x));
-    for (const id of owned) {
-      if (wanted.has(id) || this.routers.has(id)) continue;
-      // destroyRouter also stops a proxy whose namespace someone else already deleted.
-      if (present.has(id)) this.log.info({ router_id: id }, 'removing stale router namespace left by a previous run');
-      await this.destroyRouter(id, new Map());
-    }
-  }
-
-  private proxyManager(id: string, ns: string): ProcessManager {
-    const d = this.conf.DEFAULT;
-    return metadataProxyManager({ uuid: id, namespace: ns, conf: d, port: d.metadata_port, routerId: id, log: this.log });
+  /** Only these routers: fetched again; those no longer scheduled here (or deleted) are torn down. */
+  override async syncResources(ids: string[]): Promise<Set<string>> {
+    const got = new Map((await this.client.rpc<SyncRouter[]>(this.rpcTopic, 'sync_routers', { host: this.conf.DEFAULT.host, router_ids: ids })).map((r) => [r.id, r]));
+    const failed = new Set<string>();
+    await inPool(ids, POOL, async (id) => {
+      const r = got.get(id);
+      try {
+        if (r && r.admin_state_up) await this.processRouter(r);
+        else if (this.routers.has(id) || this.owners.claimed(routerNamespace(id)).length) await this.removeRouter(id);
+      } catch (e) {
+        failed.add(id);
+        this.log.error({ router_id: id, err: errorMessage(e) }, r ? 'Failed processing router' : 'Failed removing router');
+      }
+    });
+    return failed;
   }
 
   private buildIptables(ns: string): IptablesManager {
     const d = this.conf.DEFAULT;
     const m = new IptablesManager({ namespace: ns, binaryName: BINARY, log: this.log });
-    // The mark is installed even with the proxy off (Neutron 13.0.0), so marked traffic is never forwarded.
-    for (const [c, r] of metadataMangleRules(this.mark)) m.ipv4.mangle.addRule(c, r);
-    m.ipv4.filter.addChain('scope');
-    m.ipv4.filter.addRule('FORWARD', '-j $scope');
-    m.ipv4.filter.addRule('scope', `-m mark --mark ${this.mark}/0xffff -j DROP`);
-    if (d.enable_metadata_proxy) {
-      for (const [c, r] of metadataFilterRules(d.metadata_port, this.mark)) m.ipv4.filter.addRule(c, r);
-      for (const [c, r] of metadataNatRules(d.metadata_port)) m.ipv4.nat.addRule(c, r);
-    }
+    MetadataDriver.routerRules(m, { port: d.metadata_port, mark: this.mark, proxy: d.enable_metadata_proxy });
     return m;
   }
 
-  private async processRouter(r: Router, ports: Port[], subnets: Map<string, Subnet>): Promise<void> {
+  /**
+   * Build, adopt or update one router. A router this process has not built yet gets a namespace: a new one is
+   * built with the few commands a fresh namespace needs; an existing one (agent restart, failover from another
+   * agent on this machine) is adopted with idempotent checks. A known router is only touched where it changed.
+   */
+  private async processRouter(r: SyncRouter): Promise<void> {
+    const d = this.conf.DEFAULT;
     const ctx = { log: this.log };
+    const want = new Map(r._interfaces.map((p) => [p.id, portState(p)]));
+    const fingerprint = JSON.stringify([...want].sort(([a], [b]) => (a < b ? -1 : 1)));
     let ri = this.routers.get(r.id);
-    const fresh = !ri || this.fullSync;
-    if (!ri) {
-      const ns = routerNamespace(r.id);
-      // Record ownership before creating anything, so a crash half-way still leaves a namespace we may clean.
-      this.markOwned(r.id, true);
-      await netnsEnsure(ns, ctx);
-      await sysctlSet('net.ipv4.ip_forward', 1, ns, ctx);
-      ri = { id: r.id, ns, ports: new Map(), iptables: this.buildIptables(ns) };
-      this.routers.set(r.id, ri);
-      this.log.info({ router_id: r.id, namespace: ns }, 'router added');
+    if (ri && !ri.ns.present) {
+      this.log.warn({ router_id: r.id, namespace: ri.ns.name }, 'router namespace vanished; building it again');
+      this.routers.delete(r.id);
+      ri = undefined;
     }
-    if (fresh) await ri.iptables.apply();
+    const proxyOk = !d.enable_metadata_proxy || this.driver.active(r.id);
+    if (ri && ri.fingerprint === fingerprint && proxyOk) return;
 
-    // Interfaces.
-    const want = new Map<string, PortState>();
-    for (const p of ports) {
-      const cidrs: string[] = [];
-      for (const f of p.fixed_ips) {
-        const s = subnets.get(f.subnet_id);
-        if (s) cidrs.push(`${f.ip_address}/${s.cidr.split('/')[1]}`);
-      }
-      want.set(p.id, { networkId: p.network_id, mac: p.mac_address, cidrs });
+    let adopt = false;
+    if (!ri) {
+      const ns = new IpNamespace(routerNamespace(r.id), ctx);
+      // Claimed before anything exists, so a crash half-way leaves a namespace this agent knows to clean.
+      this.owners.claim(ns.name);
+      const fresh = await ns.ensure();
+      await ns.sysctl('net.ipv4.ip_forward', 1);
+      ri = { id: r.id, ns, ports: new Map(), iptables: this.buildIptables(ns.name) };
+      await ri.iptables.apply({ fresh });
+      adopt = !fresh;
+      this.routers.set(r.id, ri);
+      this.log.info({ router_id: r.id, namespace: ns.name, interfaces: want.size, adopted: adopt }, 'router added');
     }
+
     for (const [pid, st] of want) {
       const have = ri.ports.get(pid);
-      if (!fresh && have && have.mac === st.mac && have.networkId === st.networkId && have.cidrs.join() === st.cidrs.join()) continue;
+      if (have && have.mac === st.mac && have.networkId === st.networkId && have.cidrs.join() === st.cidrs.join()) continue;
       const device = routerDeviceName(pid);
-      await plug({ networkId: st.networkId, namespace: ri.ns, device, rootDevice: tapDeviceName(pid), mac: st.mac }, ctx);
-      await initL3(device, st.cidrs, ri.ns, ctx);
+      const spec = { networkId: st.networkId, namespace: ri.ns.name, device, rootDevice: tapDeviceName(pid), mac: st.mac };
+      if (!have && !adopt) await plugFresh(spec, st.cidrs, ctx);
+      else {
+        await plug(spec, ctx);
+        await initL3(device, st.cidrs, ri.ns.name, ctx);
+      }
       ri.ports.set(pid, st);
       if (!have) this.log.info({ router_id: r.id, port_id: pid, device, cidrs: st.cidrs }, 'router interface plugged');
     }
     for (const [pid, st] of [...ri.ports]) {
       if (want.has(pid)) continue;
-      await unplug({ rootDevice: tapDeviceName(pid), namespace: ri.ns, device: routerDeviceName(pid), bridge: bridgeName(st.networkId) }, ctx);
+      await unplug({ rootDevice: tapDeviceName(pid), namespace: ri.ns.name, device: routerDeviceName(pid), bridge: bridgeName(st.networkId) }, ctx);
       ri.ports.delete(pid);
       this.log.info({ router_id: r.id, port_id: pid }, 'router interface removed');
     }
-    if (fresh) await this.removeUnknownDevices(ri.id, ri.ns, new Set([...want.keys()].map(routerDeviceName)));
+    if (adopt) await this.removeUnknownDevices(ri.id, ri.ns, new Set([...want.keys()].map(routerDeviceName)));
 
-    // The proxy, once per router; the monitor brings it back if it dies.
-    if (this.conf.DEFAULT.enable_metadata_proxy) {
-      if (!ri.proxy) ri.proxy = this.proxyManager(r.id, ri.ns);
-      if (fresh || !ri.proxy.active) {
-        await ri.proxy.enable();
-        this.monitor.register(ri.proxy);
-      }
-    } else if (fresh) {
-      // Proxy switched off since a previous run: its adopted copy goes.
-      await this.proxyManager(r.id, ri.ns).disable();
-    }
+    if (d.enable_metadata_proxy) await this.driver.spawn({ kind: 'router', id: r.id, uuid: r.id, namespace: ri.ns.name, host: '0.0.0.0', port: d.metadata_port });
+    else await this.driver.destroy(r.id, { kind: 'router', id: r.id });
+    ri.fingerprint = fingerprint;
   }
 
   /** qr- devices in the namespace that no current port accounts for (left from before a restart). */
-  private async removeUnknownDevices(routerId: string, ns: string, keep: Set<string>): Promise<void> {
+  private async removeUnknownDevices(routerId: string, ns: IpNamespace, keep: Set<string>): Promise<void> {
     const ctx = { log: this.log };
-    const links = await linkList(ns, ctx);
-    const stale = links.filter((l) => l.name.startsWith(ROUTER_DEV_PREFIX) && !keep.has(l.name));
-    if (!stale.length) return;
-    const root = await linkList(undefined, ctx);
+    const stale = (await ns.links()).filter((l) => l.name.startsWith(ROUTER_DEV_PREFIX) && !keep.has(l.name));
     for (const l of stale) {
       const rootDev = `${TAP_PREFIX}${l.name.slice(ROUTER_DEV_PREFIX.length)}`;
-      const bridge = root.find((x) => x.name === rootDev)?.master;
-      await unplug({ rootDevice: rootDev, namespace: ns, device: l.name, ...(bridge ? { bridge } : {}) }, ctx);
+      const bridge = bridgeOf(rootDev);
+      await unplug({ rootDevice: rootDev, namespace: ns.name, device: l.name, ...(bridge ? { bridge } : {}) }, ctx);
       this.log.info({ router_id: routerId, device: l.name }, 'removed stale router device');
     }
   }
 
-  /** Router gone: proxy, pid file, rules, devices, namespace — in that order. */
+  /**
+   * Router gone (deleted, unscheduled, disabled): proxy and pid file, then the devices and the namespace (its
+   * rules go with it), then bridges left empty. A namespace another agent on this machine has taken over since
+   * (failover) is left to it.
+   */
   private async removeRouter(id: string): Promise<void> {
+    const ctx = { log: this.log };
     const ri = this.routers.get(id);
-    await this.destroyRouter(id, ri?.ports ?? new Map(), ri);
+    const ns = ri?.ns ?? new IpNamespace(routerNamespace(id), ctx);
+    await this.driver.destroy(id, { kind: 'router', id });
+    if (this.owners.takenOver(ns.name)) {
+      this.log.info({ router_id: id, owner: this.owners.owner(ns.name) }, 'router namespace now belongs to another agent on this machine; leaving it');
+      this.routers.delete(id);
+      return;
+    }
+    if (ns.present) {
+      const bridges = new Set<string>();
+      const roots: string[] = [];
+      const devices = ri ? [...ri.ports.keys()].map(routerDeviceName) : (await ns.links()).map((l) => l.name).filter((n) => n.startsWith(ROUTER_DEV_PREFIX));
+      for (const dev of devices) {
+        const root = `${TAP_PREFIX}${dev.slice(ROUTER_DEV_PREFIX.length)}`;
+        const b = bridgeOf(root);
+        if (b) bridges.add(b);
+        if (rootLinkPresent(root)) roots.push(root);
+      }
+      for (const st of ri?.ports.values() ?? []) bridges.add(bridgeName(st.networkId));
+      // The root ends first (one process), so the bridges are empty by the time we look at them.
+      if (roots.length) await ipBatch(roots.map((d) => `link delete ${d}`), undefined, ctx);
+      await ns.delete();
+      for (const b of bridges) await deleteBridgeIfEmpty(b, ctx);
+    }
+    this.owners.release(ns.name);
     this.routers.delete(id);
     this.log.info({ router_id: id }, 'router removed');
   }
+}
 
-  private async destroyRouter(id: string, ports: Map<string, PortState>, ri?: RouterInfo): Promise<void> {
-    const ctx = { log: this.log };
-    const ns = routerNamespace(id);
-    this.monitor.unregister(id);
-    await (ri?.proxy ?? this.proxyManager(id, ns)).disable();
-    const present = (await netnsList(ctx)).includes(ns);
-    if (present) {
-      await (ri?.iptables ?? new IptablesManager({ namespace: ns, binaryName: BINARY, log: this.log })).clearAll();
-      for (const [pid, st] of ports) await unplug({ rootDevice: tapDeviceName(pid), namespace: ns, device: routerDeviceName(pid), bridge: bridgeName(st.networkId) }, ctx);
-      await this.removeUnknownDevices(id, ns, new Set());
-      await netnsDelete(ns, ctx);
-    }
-    this.markOwned(id, false);
+/** The bridge a root-namespace device is enslaved to (sysfs), if any. */
+function bridgeOf(dev: string): string | undefined {
+  try {
+    return basename(readlinkSync(`/sys/class/net/${dev}/master`));
+  } catch {
+    return undefined;
   }
 }

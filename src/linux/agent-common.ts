@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { bool, int, optStr, str, type Spec } from '../common/config.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
-import { QuantumClient, type AgentReport } from '../common/quantum-client.js';
+import { QuantumClient, type AgentReport, type ChangesReply } from '../common/quantum-client.js';
 import { PROXY_NODE_FLAGS } from '../common/proxy-runtime.js';
 import { ProcessManager, ProcessMonitor } from './external-process.js';
 
@@ -21,11 +21,14 @@ export const commonAgentOpts = {
     auth_strategy: str('noauth', 'The type of authentication to use with quantum-server.', { choices: ['noauth'] }),
     host: str(hostname(), 'Hostname to be used by the agent when reporting its state and binding ports. Defaults to the machine\'s hostname.', { sample: '<hostname>' }),
     interface_driver: str('linuxbridge', 'The driver used to plug interfaces: linuxbridge (quantum.agent.linux.interface.BridgeInterfaceDriver) is the only one.'),
-    polling_interval: int(2, 'Seconds between two syncs with quantum-server.', { min: 1 }),
+    polling_interval: int(2, 'Seconds between two polls of quantum-server for changes when RabbitMQ is not configured or not reachable (and between retries after a failed sync).', { min: 1 }),
+    periodic_interval: int(40, 'Seconds between periodic tasks: with RabbitMQ, the agent reads the notification log this often, so a cast lost while the broker was away is never lost.', { min: 1 }),
+    full_sync_interval: int(600, 'Seconds between full resyncs of everything this agent serves (a safety net; an unchanged router or network costs no command); 0 disables them.', { min: 0 }),
     metadata_proxy_socket: optStr('Location of the metadata agent\'s Unix domain socket (passed to the proxies; default $state_path/metadata_proxy).'),
     metadata_proxy_cmd: optStr('Command that runs quantum-ns-metadata-proxy (split on spaces); default: this node (with --max-semi-space-size=1 --single-threaded) running this build\'s CommonJS copy of the proxy (dist/proxy/ns-proxy/main.js).'),
     metadata_proxy_user: optStr('User (uid or name) the metadata proxies run as after binding their port (default: unchanged).'),
     metadata_proxy_group: optStr('Group (gid or name) the metadata proxies run as after binding their port (default: unchanged).'),
+    metadata_proxy_mode: str('per-namespace', 'per-namespace: one quantum-ns-metadata-proxy process per router / isolated network (the Grizzly shape); shared: one proxy process for the whole agent, serving every namespace through a listening socket made inside each (kilobytes per router instead of megabytes).', { choices: ['per-namespace', 'shared'] }),
   },
   AGENT: {
     report_interval: int(30, 'Seconds between state reports to quantum-server; 0 disables them.', { min: 0 }),
@@ -162,9 +165,10 @@ export class StateReporter {
     }
   }
 
-  start(): void {
+  /** Report every interval; `skipFirst` when a report was just sent. */
+  start(skipFirst = false): void {
     if (this.intervalSec <= 0) return;
-    void this.report();
+    if (!skipFirst) void this.report();
     this.timer = setInterval(() => void this.report(), this.intervalSec * 1000);
   }
 
@@ -174,38 +178,9 @@ export class StateReporter {
   }
 }
 
-/** A loop that runs `fn` every interval, never overlapping itself. */
-export class Poller {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private stopped = false;
-  constructor(
-    private readonly intervalMs: number,
-    private readonly fn: () => Promise<void>,
-  ) {}
-
-  start(): void {
-    const tick = async () => {
-      if (this.stopped) return;
-      this.running = this.fn();
-      await this.running.catch(() => undefined);
-      this.running = undefined;
-      if (!this.stopped) this.timer = setTimeout(() => void tick(), this.intervalMs);
-    };
-    void tick();
-  }
-
-  /** Stop and wait for a sync in progress to finish. */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.running?.catch(() => undefined);
-  }
-}
-
 /** The options AgentLoop reads (both agents' confs have them: commonAgentOpts + loggingOpts). */
 export interface AgentLoopConf {
-  DEFAULT: { quantum_url: string; host: string; state_path: string; polling_interval: number };
+  DEFAULT: { quantum_url: string; host: string; state_path: string; polling_interval: number; periodic_interval: number; full_sync_interval: number };
   AGENT: { report_interval: number; check_child_processes_interval: number; check_child_processes_action: string };
 }
 
@@ -218,30 +193,62 @@ export interface AgentIdentity {
   name: string;
 }
 
+/** What the loop needs of a messaging transport (src/common/messaging.ts's Transport). */
+export interface CastListener {
+  readonly connected: boolean;
+  start(): void;
+  close(): Promise<void>;
+  on(ev: 'up' | 'down', fn: () => void): unknown;
+  consume(topic: string, server: string, handler: (method: string, args: Record<string, unknown>) => void | Promise<void>): void;
+}
+
+/** Resources whose sync failed are retried this many times before the agent falls back to a full sync. */
+const MAX_ATTEMPTS = 5;
+const CHUNK = 100;
+
 /**
- * The part both agents share: a Quantum client (their own unless injected), a child-process monitor, a
- * non-overlapping sync loop and the state reporter. Subclasses supply sync() and their report's
- * configurations.
+ * The part both agents share. A full sync at start (and after errors, a lost cursor, or every
+ * full_sync_interval); after that only what changed: the resources named by casts from quantum-server over
+ * RabbitMQ while a transport is connected, else those named in the server's notification log, polled every
+ * polling_interval with a cursor (an idle poll is one small request). With RabbitMQ the log is read once after
+ * every (re)connect and every periodic_interval, so a cast lost in an outage is caught up. Plus the child
+ * process monitor and the state reporter. Subclasses say how to sync everything and how to sync some resources.
  */
 export abstract class AgentLoop<C extends AgentLoopConf> {
   readonly monitor: ProcessMonitor;
   protected readonly client: QuantumClient;
   private readonly ownClient: boolean;
-  private readonly poller: Poller;
   private readonly reporter: StateReporter;
+  protected readonly transport: CastListener | undefined;
   private stopped = false;
+  private cursor: number | undefined;
+  private lastRead = 0;
+  private retentionMs = 3600_000;
+  private lastFull = 0;
+  private nextPeriodic = 0;
+  /** The transport came (back) up: read the log once before trusting casts alone. */
+  private catchUp = true;
+  private needFull = true;
+  private readonly pending = new Map<string, number>();
+  private wakeTimer: NodeJS.Timeout | undefined;
+  private wake: (() => void) | undefined;
+  private loopDone: Promise<void> | undefined;
+  /** Full syncs, change polls and resource syncs done (tests, benchmarks, state reports). */
+  readonly stats = { fullSyncs: 0, polls: 0, resourceSyncs: 0, casts: 0 };
+  syncs = 0;
+  lastError: string | undefined;
 
   constructor(
     readonly conf: C,
     protected readonly log: Logger,
     private readonly identity: AgentIdentity,
-    deps: { client?: QuantumClient | undefined } = {},
+    deps: { client?: QuantumClient | undefined; transport?: CastListener | undefined } = {},
   ) {
     const d = conf.DEFAULT;
-    this.client = deps.client ?? new QuantumClient({ url: d.quantum_url, timeoutMs: 15_000 });
+    this.client = deps.client ?? new QuantumClient({ url: d.quantum_url, timeoutMs: 60_000 });
     this.ownClient = !deps.client;
+    this.transport = deps.transport;
     this.monitor = new ProcessMonitor({ intervalSec: conf.AGENT.check_child_processes_interval, action: conf.AGENT.check_child_processes_action as 'respawn' | 'exit', log });
-    this.poller = new Poller(d.polling_interval * 1000, () => this.sync());
     this.reporter = new StateReporter(
       this.client,
       conf.AGENT.report_interval,
@@ -250,16 +257,200 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
     );
   }
 
-  /** One pass bringing this host in step with quantum-server. */
-  abstract sync(): Promise<void>;
+  /** The plugin's RPC topic (q-l3-plugin, q-plugin) for get_changes. */
+  protected abstract readonly rpcTopic: string;
+
+  /** Bring everything this host serves in step with quantum-server; throws if that failed. */
+  abstract fullSync(): Promise<void>;
+
+  /** Bring these resources in step (each fetched, built, or torn down if no longer ours); returns those that failed. */
+  abstract syncResources(ids: string[]): Promise<Set<string>>;
+
+  /** The resources a cast (or notification log row) names; 'full' when it cannot be narrowed. */
+  protected abstract resourcesOfCast(method: string, args: Record<string, unknown>): string[] | 'full';
 
   /** The `configurations` of the state report (called at each report). */
   protected abstract reportConfigurations(): Record<string, unknown>;
 
+  /** Set up before the first sync (e.g. the shared metadata proxy); default none. */
+  protected async prepare(): Promise<void> {}
+
   start(): void {
-    this.log.info({ host: this.conf.DEFAULT.host, state_path: this.conf.DEFAULT.state_path }, `${this.identity.name} started`);
-    this.poller.start();
-    this.reporter.start();
+    const d = this.conf.DEFAULT;
+    this.log.info({ host: d.host, state_path: d.state_path, messaging: !!this.transport }, `${this.identity.name} started`);
+    if (this.transport) {
+      this.transport.on('up', () => {
+        this.catchUp = true;
+        this.kick();
+      });
+      this.transport.on('down', () => {
+        this.catchUp = true;
+        this.log.warn('messaging down: polling quantum-server for changes until it is back');
+        this.kick();
+      });
+      this.transport.consume(this.identity.topic, d.host, (method, args) => this.onCast(method, args));
+      this.transport.start();
+    }
+    this.loopDone = this.loop();
+  }
+
+  /** A cast from quantum-server: queue what it names and wake the loop (a short delay batches a burst). */
+  protected onCast(method: string, args: Record<string, unknown>): void {
+    this.stats.casts++;
+    const ids = this.resourcesOfCast(method, args);
+    if (ids === 'full') this.needFull = true;
+    else for (const id of ids) if (!this.pending.has(id)) this.pending.set(id, 0);
+    this.log.debug({ method, resources: ids === 'full' ? 'all' : ids.length }, 'notification received');
+    this.kick(10);
+  }
+
+  private kick(delayMs = 0): void {
+    if (this.wakeTimer) return;
+    this.wakeTimer = setTimeout(() => {
+      this.wakeTimer = undefined;
+      this.wake?.();
+    }, delayMs);
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        resolve();
+      }
+      this.wake = () => {
+        this.wake = undefined;
+        done();
+      };
+    });
+  }
+
+  private get messagingUp(): boolean {
+    return !!this.transport?.connected && !this.catchUp;
+  }
+
+  private async loop(): Promise<void> {
+    if (this.conf.AGENT.report_interval > 0) await this.reporter.report();
+    try {
+      await this.prepare();
+    } catch (e) {
+      this.log.error({ err: errorMessage(e) }, 'agent set-up failed; retrying at every sync');
+    }
+    this.reporter.start(true);
+    while (!this.stopped) {
+      let again = false;
+      try {
+        again = await this.step();
+      } catch (e) {
+        this.lastError = errorMessage(e);
+      }
+      if (this.stopped) break;
+      await this.sleep(again ? 0 : this.delay());
+    }
+  }
+
+  private delay(): number {
+    const d = this.conf.DEFAULT;
+    if (this.needFull || this.pending.size) return d.polling_interval * 1000;
+    if (!this.messagingUp) return d.polling_interval * 1000;
+    return Math.max(0, this.nextPeriodic - Date.now());
+  }
+
+  /** One round; true when there is more to do at once (a full page of changes). */
+  private async step(): Promise<boolean> {
+    const d = this.conf.DEFAULT;
+    const now = Date.now();
+    const cursorTooOld = this.cursor !== undefined && now - this.lastRead > this.retentionMs / 2;
+    const fullDue = d.full_sync_interval > 0 && now - this.lastFull > d.full_sync_interval * 1000;
+    let more = false;
+    if (this.needFull || cursorTooOld || fullDue) {
+      await this.doFullSync();
+    } else if (!this.messagingUp || now >= this.nextPeriodic) {
+      more = await this.poll();
+    }
+    if (this.pending.size && !this.needFull) await this.processPending();
+    this.syncs++;
+    return more;
+  }
+
+  private async doFullSync(): Promise<void> {
+    const d = this.conf.DEFAULT;
+    const started = Date.now();
+    // Where the log ends before reading the state: whatever changes meanwhile is replayed, never missed.
+    let head: ChangesReply;
+    try {
+      head = await this.client.rpc<ChangesReply>(this.rpcTopic, 'get_changes', { host: d.host });
+      // Resources queued so far are covered by the full sync.
+      this.pending.clear();
+      await this.fullSync();
+    } catch (e) {
+      this.needFull = true;
+      this.lastError = errorMessage(e);
+      this.log.error({ err: this.lastError }, `Failed synchronizing with quantum-server; full resync in ${d.polling_interval} s`);
+      return;
+    }
+    this.cursor = head.last;
+    this.retentionMs = head.retention * 1000;
+    this.lastRead = this.lastFull = Date.now();
+    this.nextPeriodic = this.lastRead + d.periodic_interval * 1000;
+    this.catchUp = !this.transport?.connected;
+    this.needFull = false;
+    this.lastError = undefined;
+    this.stats.fullSyncs++;
+    this.log.info({ ms: Date.now() - started, cursor: this.cursor }, 'full sync done');
+  }
+
+  private async poll(): Promise<boolean> {
+    const d = this.conf.DEFAULT;
+    const wasCatchUp = this.catchUp && !!this.transport?.connected;
+    let r: ChangesReply;
+    try {
+      r = await this.client.rpc<ChangesReply>(this.rpcTopic, 'get_changes', { host: d.host, since: this.cursor });
+    } catch (e) {
+      this.lastError = errorMessage(e);
+      this.log.error({ err: this.lastError }, 'Failed reading changes from quantum-server; retrying');
+      return false;
+    }
+    this.stats.polls++;
+    for (const c of r.changes) {
+      const ids = this.resourcesOfCast(c.method, { ...(c.payload ?? {}), _resource_id: c.resource_id });
+      if (ids === 'full') this.needFull = true;
+      else for (const id of ids) if (!this.pending.has(id)) this.pending.set(id, 0);
+    }
+    this.cursor = r.last;
+    this.retentionMs = r.retention * 1000;
+    this.lastRead = Date.now();
+    this.nextPeriodic = this.lastRead + d.periodic_interval * 1000;
+    if (wasCatchUp) {
+      this.catchUp = false;
+      if (r.changes.length) this.log.info({ changes: r.changes.length }, 'caught up with changes cast while messaging was down');
+    }
+    return r.changes.length >= 1000;
+  }
+
+  private async processPending(): Promise<void> {
+    const batch = [...this.pending.entries()];
+    this.pending.clear();
+    for (let i = 0; i < batch.length && !this.stopped; i += CHUNK) {
+      const part = batch.slice(i, i + CHUNK);
+      let failed: Set<string>;
+      try {
+        failed = await this.syncResources(part.map(([id]) => id));
+        this.stats.resourceSyncs += part.length;
+      } catch (e) {
+        this.lastError = errorMessage(e);
+        this.log.error({ err: this.lastError, resources: part.length }, 'Failed synchronizing resources; retrying');
+        failed = new Set(part.map(([id]) => id));
+      }
+      for (const [id, attempts] of part) {
+        if (!failed.has(id)) continue;
+        if (attempts + 1 >= MAX_ATTEMPTS) {
+          this.log.error({ resource: id, attempts: attempts + 1 }, 'resource keeps failing; full resync');
+          this.needFull = true;
+        } else this.pending.set(id, attempts + 1);
+      }
+    }
   }
 
   /** Stop syncing; children (dnsmasq, proxies) and namespaces stay and are adopted by the next start. */
@@ -267,8 +458,27 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
     if (this.stopped) return;
     this.stopped = true;
     this.reporter.stop();
-    await this.poller.stop();
+    if (this.wakeTimer) clearTimeout(this.wakeTimer);
+    this.wake?.();
+    await this.loopDone?.catch(() => undefined);
     this.monitor.stop();
+    await this.transport?.close().catch(() => undefined);
+    await this.release();
     if (this.ownClient) await this.client.close();
   }
+
+  /** Let go of what the agent holds besides its children (e.g. the shared proxy's channel); default none. */
+  protected async release(): Promise<void> {}
+}
+
+/** Run `fn` over items with at most `n` at a time (Neutron's L3 agent processes routers in a pool of 8). */
+export async function inPool<T>(items: readonly T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const x = items[next++]!;
+      await fn(x);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(n, items.length) }, worker));
 }

@@ -1,5 +1,5 @@
 // Typed wrappers over iproute2 and sysctl, all through execute(). Names follow Neutron's ip_lib where it helps.
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { CommandError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { execute, executeFull } from './exec.js';
@@ -22,21 +22,34 @@ export async function netnsList(ctx: Ctx = {}): Promise<string[]> {
     .filter((n) => n !== '');
 }
 
-export async function netnsExists(name: string, ctx: Ctx = {}): Promise<boolean> {
-  return (await netnsList(ctx)).includes(name);
+/** Where `ip netns` keeps named namespaces. */
+export const NETNS_RUN_DIR = '/run/netns';
+
+/** A named namespace exists: its mount point under /run/netns (what `ip netns list` reads), without a process. */
+export function netnsPresent(name: string): boolean {
+  return existsSync(`${NETNS_RUN_DIR}/${name}`);
+}
+
+export async function netnsExists(name: string, _ctx: Ctx = {}): Promise<boolean> {
+  return netnsPresent(name);
+}
+
+/** `ip netns add`, tolerant of a creator that won the race. Returns true when this call created it. */
+export async function netnsAdd(name: string, ctx: Ctx = {}): Promise<boolean> {
+  if (netnsPresent(name)) return false;
+  try {
+    await execute(['ip', 'netns', 'add', name], { log: ctx.log });
+    return true;
+  } catch (e) {
+    if (netnsPresent(name)) return false;
+    throw e;
+  }
 }
 
 /** Create a namespace (idempotent) with its loopback up, as Neutron's ensure_namespace does. */
 export async function netnsEnsure(name: string, ctx: Ctx = {}): Promise<void> {
-  if (!(await netnsExists(name, ctx))) {
-    try {
-      await execute(['ip', 'netns', 'add', name], { log: ctx.log });
-    } catch (e) {
-      // Lost a race with another creator: fine as long as it now exists.
-      if (!(await netnsExists(name, ctx))) throw e;
-    }
-  }
-  await execute(['ip', 'link', 'set', 'lo', 'up'], { netns: name, log: ctx.log });
+  await netnsAdd(name, ctx);
+  await execute(['ip', '-n', name, 'link', 'set', 'lo', 'up'], { log: ctx.log });
 }
 
 /** Run a command inside a namespace (`ip netns exec`); returns stdout. */
@@ -51,8 +64,34 @@ export async function netnsPids(name: string, ctx: Ctx = {}): Promise<number[]> 
 }
 
 export async function netnsDelete(name: string, ctx: Ctx = {}): Promise<void> {
-  if (!(await netnsExists(name, ctx))) return;
-  await execute(['ip', 'netns', 'delete', name], { log: ctx.log });
+  if (!netnsPresent(name)) return;
+  try {
+    await execute(['ip', 'netns', 'delete', name], { log: ctx.log });
+  } catch (e) {
+    if (netnsPresent(name)) throw e;
+  }
+}
+
+/**
+ * Several iproute2 commands in one process (`ip [-n ns] -batch -`): the agents' hot path, where each separate
+ * `ip` costs a fork and exec. The first failing line fails the whole call (its CommandError names the line).
+ */
+export async function ipBatch(lines: readonly string[], netns?: string, ctx: Ctx = {}): Promise<void> {
+  if (!lines.length) return;
+  await execute(['ip', ...(netns ? ['-n', netns] : []), '-batch', '-'], { input: `${lines.join('\n')}\n`, log: ctx.log });
+}
+
+/** A root-namespace device exists (sysfs, no process). */
+export function rootLinkPresent(name: string): boolean {
+  return existsSync(`/sys/class/net/${name}`);
+}
+
+/** `ip -n <ns>` (a setns in iproute2 itself) instead of `ip netns exec <ns> ip`, which also remounts /sys. */
+const nsArg = (netns?: string): string[] => (netns ? ['-n', netns] : []);
+
+/** `addr add` arguments; IPv4 gets an explicit broadcast as Neutron does (`brd +`). */
+export function addrAddArgs(dev: string, cidr: string): string[] {
+  return ['addr', 'add', cidr, ...(cidr.includes(':') ? [] : ['brd', '+']), 'dev', dev];
 }
 
 // ---- ip link ----
@@ -78,7 +117,7 @@ interface IpJsonLink {
 }
 
 export async function linkList(netns?: string, ctx: Ctx = {}): Promise<LinkInfo[]> {
-  const out = await execute(['ip', '-j', '-d', 'link', 'show'], { netns, log: ctx.log });
+  const out = await execute(['ip', ...nsArg(netns), '-j', '-d', 'link', 'show'], { log: ctx.log });
   const arr = JSON.parse(out || '[]') as IpJsonLink[];
   return arr.map((l) => ({
     name: l.ifname,
@@ -92,7 +131,8 @@ export async function linkList(netns?: string, ctx: Ctx = {}): Promise<LinkInfo[
 }
 
 export async function linkExists(name: string, netns?: string, ctx: Ctx = {}): Promise<boolean> {
-  const r = await executeFull(['ip', '-o', 'link', 'show', 'dev', name], { netns, log: ctx.log, checkExit: false });
+  if (!netns) return rootLinkPresent(name);
+  const r = await executeFull(['ip', '-n', netns, '-o', 'link', 'show', 'dev', name], { log: ctx.log, checkExit: false });
   return r.exitCode === 0;
 }
 
@@ -104,23 +144,23 @@ export async function linkAddVeth(name: string, peer: string, peerNetns?: string
 }
 
 export async function linkAddBridge(name: string, ctx: Ctx = {}): Promise<void> {
-  await execute(['ip', 'link', 'add', name, 'type', 'bridge'], { log: ctx.log });
+  await execute(['ip', 'link', 'add', name, 'up', 'type', 'bridge'], { log: ctx.log });
 }
 
 export async function linkSetUp(name: string, netns?: string, ctx: Ctx = {}): Promise<void> {
-  await execute(['ip', 'link', 'set', name, 'up'], { netns, log: ctx.log });
+  await execute(['ip', ...nsArg(netns), 'link', 'set', name, 'up'], { log: ctx.log });
 }
 
 export async function linkSetDown(name: string, netns?: string, ctx: Ctx = {}): Promise<void> {
-  await execute(['ip', 'link', 'set', name, 'down'], { netns, log: ctx.log });
+  await execute(['ip', ...nsArg(netns), 'link', 'set', name, 'down'], { log: ctx.log });
 }
 
 export async function linkSetAddress(name: string, mac: string, netns?: string, ctx: Ctx = {}): Promise<void> {
-  await execute(['ip', 'link', 'set', name, 'address', mac], { netns, log: ctx.log });
+  await execute(['ip', ...nsArg(netns), 'link', 'set', name, 'address', mac], { log: ctx.log });
 }
 
 export async function linkSetMtu(name: string, mtu: number, netns?: string, ctx: Ctx = {}): Promise<void> {
-  await execute(['ip', 'link', 'set', name, 'mtu', String(mtu)], { netns, log: ctx.log });
+  await execute(['ip', ...nsArg(netns), 'link', 'set', name, 'mtu', String(mtu)], { log: ctx.log });
 }
 
 export async function linkSetMaster(name: string, bridge: string, ctx: Ctx = {}): Promise<void> {
@@ -134,7 +174,7 @@ export async function linkSetNetns(name: string, target: string, ctx: Ctx = {}):
 /** Delete a device; a device that is already gone is not an error. */
 export async function linkDelete(name: string, netns?: string, ctx: Ctx = {}): Promise<void> {
   try {
-    await execute(['ip', 'link', 'delete', name], { netns, log: ctx.log });
+    await execute(['ip', ...nsArg(netns), 'link', 'delete', name], { log: ctx.log });
   } catch (e) {
     if (e instanceof CommandError && /Cannot find device|does not exist/i.test(e.stderr)) return;
     throw e;
@@ -153,38 +193,35 @@ export function bridgePorts(bridge: string): string[] {
 // ---- ip addr ----
 
 export async function addrList(dev: string, netns?: string, ctx: Ctx = {}, family: 4 | 6 = 4): Promise<string[]> {
-  const out = await execute(['ip', '-j', `-${family}`, 'addr', 'show', 'dev', dev], { netns, log: ctx.log });
+  const out = await execute(['ip', ...nsArg(netns), '-j', `-${family}`, 'addr', 'show', 'dev', dev], { log: ctx.log });
   const arr = JSON.parse(out || '[]') as { addr_info?: { local: string; prefixlen: number; scope?: string }[] }[];
   return arr.flatMap((l) => (l.addr_info ?? []).filter((a) => a.scope !== 'link').map((a) => `${a.local}/${a.prefixlen}`));
 }
 
 export async function addrAdd(dev: string, cidr: string, netns?: string, ctx: Ctx = {}): Promise<void> {
-  const argv = ['ip', 'addr', 'add', cidr, 'dev', dev];
-  // IPv4 gets an explicit broadcast as Neutron does (`brd +`).
-  if (!cidr.includes(':')) argv.push('brd', '+');
-  await execute(argv, { netns, log: ctx.log });
+  await execute(['ip', ...nsArg(netns), ...addrAddArgs(dev, cidr)], { log: ctx.log });
 }
 
 export async function addrDel(dev: string, cidr: string, netns?: string, ctx: Ctx = {}): Promise<void> {
-  await execute(['ip', 'addr', 'del', cidr, 'dev', dev], { netns, log: ctx.log });
+  await execute(['ip', ...nsArg(netns), 'addr', 'del', cidr, 'dev', dev], { log: ctx.log });
 }
 
 // ---- ip route ----
 
 export async function routeList(netns?: string, ctx: Ctx = {}): Promise<string[]> {
-  const out = await execute(['ip', '-4', 'route', 'show'], { netns, log: ctx.log });
+  const out = await execute(['ip', ...nsArg(netns), '-4', 'route', 'show'], { log: ctx.log });
   return out.split('\n').map((l) => l.trim()).filter((l) => l !== '');
 }
 
 export async function routeReplace(dest: string, via: string | undefined, dev: string, netns?: string, ctx: Ctx = {}): Promise<void> {
-  const argv = ['ip', 'route', 'replace', dest];
+  const argv = ['ip', ...nsArg(netns), 'route', 'replace', dest];
   if (via) argv.push('via', via);
   argv.push('dev', dev);
-  await execute(argv, { netns, log: ctx.log });
+  await execute(argv, { log: ctx.log });
 }
 
 export async function routeDelete(dest: string, netns?: string, ctx: Ctx = {}): Promise<void> {
-  await execute(['ip', 'route', 'del', dest], { netns, log: ctx.log, checkExit: false });
+  await execute(['ip', ...nsArg(netns), 'route', 'del', dest], { log: ctx.log, checkExit: false });
 }
 
 // ---- sysctl ----
@@ -195,4 +232,70 @@ export async function sysctlSet(key: string, value: string | number, netns?: str
 
 export async function sysctlGet(key: string, netns?: string, ctx: Ctx = {}): Promise<string> {
   return (await execute(['sysctl', '-n', key], { netns, log: ctx.log })).trim();
+}
+
+/**
+ * A namespace bound once (Neutron's ip_lib.IPWrapper(namespace)): every command of an agent's router or network
+ * runs through one of these, so the namespace is never passed (or forgotten) call by call.
+ */
+export class IpNamespace {
+  constructor(
+    readonly name: string,
+    private readonly ctx: Ctx = {},
+  ) {}
+
+  get present(): boolean {
+    return netnsPresent(this.name);
+  }
+
+  /** Create it (idempotent) with lo up; true when this call created it. */
+  async ensure(): Promise<boolean> {
+    const made = await netnsAdd(this.name, this.ctx);
+    await ipBatch(['link set lo up'], this.name, this.ctx);
+    return made;
+  }
+
+  delete(): Promise<void> {
+    return netnsDelete(this.name, this.ctx);
+  }
+
+  batch(lines: readonly string[]): Promise<void> {
+    return ipBatch(lines, this.name, this.ctx);
+  }
+
+  links(): Promise<LinkInfo[]> {
+    return linkList(this.name, this.ctx);
+  }
+
+  linkExists(dev: string): Promise<boolean> {
+    return linkExists(dev, this.name, this.ctx);
+  }
+
+  addrs(dev: string, family: 4 | 6 = 4): Promise<string[]> {
+    return addrList(dev, this.name, this.ctx, family);
+  }
+
+  sysctl(key: string, value: string | number): Promise<void> {
+    return sysctlSet(key, value, this.name, this.ctx);
+  }
+
+  exec(argv: readonly string[], input?: string): Promise<string> {
+    return netnsExec(this.name, argv, { ...this.ctx, ...(input !== undefined ? { input } : {}) });
+  }
+
+  routes(): Promise<string[]> {
+    return routeList(this.name, this.ctx);
+  }
+
+  routeReplace(dest: string, via: string | undefined, dev: string): Promise<void> {
+    return routeReplace(dest, via, dev, this.name, this.ctx);
+  }
+
+  routeDelete(dest: string): Promise<void> {
+    return routeDelete(dest, this.name, this.ctx);
+  }
+
+  pids(): Promise<number[]> {
+    return netnsPids(this.name, this.ctx);
+  }
 }

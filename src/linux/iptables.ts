@@ -181,9 +181,12 @@ export class IptablesManager {
     return `${out.join('\n')}\n`;
   }
 
-  /** Make the kernel's tables match what is declared, atomically (one iptables-restore for all our tables). */
-  async apply(): Promise<void> {
-    const saved = await execute(['iptables-save'], { netns: this.o.namespace, log: this.o.log });
+  /**
+   * Make the kernel's tables match what is declared, atomically (one iptables-restore for all our tables).
+   * `fresh`: the namespace was just made, so its tables are known to be empty and need not be read first.
+   */
+  async apply(opts: { fresh?: boolean } = {}): Promise<void> {
+    const saved = opts.fresh ? '' : await execute(['iptables-save'], { netns: this.o.namespace, log: this.o.log });
     const input = this.render(saved);
     await execute(['iptables-restore'], { netns: this.o.namespace, input, log: this.o.log });
   }

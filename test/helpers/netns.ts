@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { NS_OWNER_DIR } from '../../src/linux/ns-owner.js';
 
 /** Run a command synchronously; returns stdout, throws with stderr on failure. */
 export function sh(argv: string[], input?: string): string {
@@ -223,6 +224,8 @@ export class NetFixture {
       });
       attempt(() => sh(['ip', 'netns', 'delete', ns]));
     }
+    // The agents' claims on the namespaces (src/linux/ns-owner.ts), machine-wide under /run.
+    for (const ns of this.namespaces) attempt(() => rmSync(join(NS_OWNER_DIR, ns), { force: true }));
     for (const dev of this.links) if (linkExistsSync(dev)) attempt(() => sh(['ip', 'link', 'del', dev]));
     for (const br of this.bridges) if (linkExistsSync(br)) attempt(() => sh(['ip', 'link', 'del', br]));
     for (const d of this.etcNetns) attempt(() => rmSync(d, { recursive: true, force: true }));

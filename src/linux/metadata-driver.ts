@@ -1,0 +1,156 @@
+// Neutron's neutron/agent/metadata/driver.py for both agents: the metadata feature's iptables rules and its
+// proxy processes kept together. The proxy runs in one of two shapes (metadata_proxy_mode): one supervised
+// quantum-ns-metadata-proxy per router or isolated network (per-namespace, the Grizzly shape), or one shared
+// proxy process per agent serving every namespace through listening sockets made inside each (shared).
+import type { Logger } from '../common/log.js';
+import { metadataProxyManager, type ProxyConf } from './agent-common.js';
+import { ProcessManager, type ProcessMonitor } from './external-process.js';
+import type { IptablesManager } from './iptables.js';
+import { METADATA_IP } from './dnsmasq.js';
+import { ROUTER_DEV_PREFIX } from './names.js';
+
+export { METADATA_IP };
+
+export type MetadataProxyMode = 'per-namespace' | 'shared';
+export const METADATA_PROXY_MODES: readonly MetadataProxyMode[] = ['per-namespace', 'shared'];
+
+/** One namespace's proxy: a router's (qrouter-, behind the REDIRECT) or an isolated network's (qdhcp-). */
+export interface MetadataTarget {
+  kind: 'router' | 'network';
+  /** The id the proxy stamps on every request (X-Neutron-Router-ID / -Network-ID). */
+  id: string;
+  /** The pid file / listener key: the router id, or for a DHCP namespace the id its proxy is known by. */
+  uuid: string;
+  namespace: string;
+  /** Bind address inside the namespace (0.0.0.0 for routers, 169.254.169.254 on a DHCP tap). */
+  host: string;
+  port: number;
+}
+
+/** What the driver needs of the shared proxy's manager (src/linux/shared-proxy.ts). */
+export interface SharedProxy {
+  start(): Promise<void>;
+  add(l: { kind: 'router' | 'network'; id: string; namespace: string; host: string; port: number }): Promise<void>;
+  remove(kind: 'router' | 'network', id: string): Promise<void>;
+  has(kind: 'router' | 'network', id: string): boolean;
+  readonly size: number;
+  readonly alive: boolean;
+  readonly respawns: number;
+  stop(): Promise<void>;
+}
+
+/** The rules of reference §4 (Zed), in iptables-save's canonical spelling so they read back identically. */
+export function metadataFilterRules(port: number, mark: string): Array<[string, string]> {
+  return [
+    ['INPUT', `-m mark --mark ${mark}/0xffff -j ACCEPT`],
+    ['INPUT', `-p tcp -m tcp --dport ${port} -j DROP`],
+  ];
+}
+export const metadataNatRules = (port: number): Array<[string, string]> => [['PREROUTING', `-d ${METADATA_IP}/32 -i ${ROUTER_DEV_PREFIX}+ -p tcp -m tcp --dport 80 -j REDIRECT --to-ports ${port}`]];
+export const metadataMangleRules = (mark: string): Array<[string, string]> => [['PREROUTING', `-d ${METADATA_IP}/32 -i ${ROUTER_DEV_PREFIX}+ -p tcp -m tcp --dport 80 -j MARK --set-xmark ${mark}/0xffff`]];
+
+export interface MetadataDriverOptions {
+  mode: MetadataProxyMode;
+  conf: ProxyConf;
+  monitor: ProcessMonitor;
+  log: Logger;
+  /** Required in shared mode. */
+  shared?: SharedProxy | undefined;
+}
+
+export class MetadataDriver {
+  private readonly managers = new Map<string, ProcessManager>();
+  private readonly targets = new Map<string, MetadataTarget>();
+
+  constructor(private readonly o: MetadataDriverOptions) {
+    if (o.mode === 'shared' && !o.shared) throw new Error('metadata_proxy_mode = shared needs the shared proxy');
+  }
+
+  get mode(): MetadataProxyMode {
+    return this.o.mode;
+  }
+
+  /** A router's metadata rules (MetadataDriver.metadata_*_rules); the mark is installed even with the proxy off. */
+  static routerRules(ipt: IptablesManager, o: { port: number; mark: string; proxy: boolean }): void {
+    for (const [c, r] of metadataMangleRules(o.mark)) ipt.ipv4.mangle.addRule(c, r);
+    ipt.ipv4.filter.addChain('scope');
+    ipt.ipv4.filter.addRule('FORWARD', '-j $scope');
+    ipt.ipv4.filter.addRule('scope', `-m mark --mark ${o.mark}/0xffff -j DROP`);
+    if (o.proxy) {
+      for (const [c, r] of metadataFilterRules(o.port, o.mark)) ipt.ipv4.filter.addRule(c, r);
+      for (const [c, r] of metadataNatRules(o.port)) ipt.ipv4.nat.addRule(c, r);
+    }
+  }
+
+  async start(): Promise<void> {
+    if (this.o.shared) await this.o.shared.start();
+  }
+
+  private manager(t: Pick<MetadataTarget, 'uuid' | 'namespace' | 'kind' | 'id' | 'port' | 'host'>): ProcessManager {
+    let pm = this.managers.get(t.uuid);
+    if (!pm) {
+      pm = metadataProxyManager({
+        uuid: t.uuid,
+        namespace: t.namespace,
+        conf: this.o.conf,
+        port: t.port,
+        ...(t.kind === 'router' ? { routerId: t.id } : { networkId: t.id }),
+        ...(t.host !== '0.0.0.0' ? { bindAddress: t.host } : {}),
+        log: this.o.log,
+      });
+      this.managers.set(t.uuid, pm);
+    }
+    return pm;
+  }
+
+  /** Is this namespace's proxy serving? */
+  active(uuid: string): boolean {
+    const t = this.targets.get(uuid);
+    if (!t) return false;
+    if (this.o.shared) return this.o.shared.alive && this.o.shared.has(t.kind, t.id);
+    return this.managers.get(uuid)?.active ?? false;
+  }
+
+  /** Serve a namespace (idempotent): start its proxy, or hand its listener to the shared one. */
+  async spawn(t: MetadataTarget): Promise<void> {
+    const prev = this.targets.get(t.uuid);
+    if (prev && (prev.id !== t.id || prev.kind !== t.kind || prev.port !== t.port || prev.host !== t.host)) await this.destroy(t.uuid);
+    this.targets.set(t.uuid, t);
+    if (this.o.shared) {
+      // A per-namespace proxy left from before a switch to shared mode holds the port: it goes first.
+      const old = new ProcessManager({ uuid: t.uuid, statePath: this.o.conf.state_path, cmd: () => [], log: this.o.log });
+      if (old.active) await old.disable();
+      await this.o.shared.add({ kind: t.kind, id: t.id, namespace: t.namespace, host: t.host, port: t.port });
+      return;
+    }
+    const pm = this.manager(t);
+    await pm.enable();
+    this.o.monitor.register(pm);
+  }
+
+  /** Stop serving a namespace: its proxy (SIGTERM, 5 s, SIGKILL) and pid file, or its shared listener. */
+  async destroy(uuid: string, hint?: Pick<MetadataTarget, 'kind' | 'id'>): Promise<void> {
+    const t = this.targets.get(uuid);
+    this.targets.delete(uuid);
+    this.o.monitor.unregister(uuid);
+    if (this.o.shared) {
+      const k = t ?? hint;
+      if (k && this.o.shared.has(k.kind, k.id)) await this.o.shared.remove(k.kind, k.id);
+    }
+    // Also in shared mode: a per-namespace proxy adopted from before a mode switch.
+    const pm = this.managers.get(uuid) ?? new ProcessManager({ uuid, statePath: this.o.conf.state_path, cmd: () => [], log: this.o.log });
+    this.managers.delete(uuid);
+    await pm.disable();
+  }
+
+  /** Proxies this agent should run, and how many serve: for its state report. */
+  counts(): { mode: MetadataProxyMode; expected: number; alive: number; respawns?: number } {
+    let alive = 0;
+    for (const uuid of this.targets.keys()) if (this.active(uuid)) alive++;
+    return { mode: this.o.mode, expected: this.targets.size, alive, ...(this.o.shared ? { respawns: this.o.shared.respawns } : {}) };
+  }
+
+  async stop(): Promise<void> {
+    await this.o.shared?.stop();
+  }
+}
