@@ -16,6 +16,7 @@ import { createLogger } from '../src/common/log.js';
 import { QuantumClient, type Filters, type Port } from '../src/common/quantum-client.js';
 import { startMetadataAgent, type RunningAgent } from '../src/metadata-agent/app.js';
 import { MetadataProxyHandler, readProxyHeaders, INTERNAL_ERROR, UNKNOWN_ERROR } from '../src/metadata-agent/handler.js';
+import { CacheInvalidator } from '../src/metadata-agent/invalidation.js';
 import { InstanceLookup, ipv6Groups, isIPv6LinkLocal, macFromEui64, unmapAddress } from '../src/metadata-agent/lookup.js';
 import { NovaClient } from '../src/metadata-agent/nova.js';
 import { agentSpec, resolveAgentConf } from '../src/metadata-agent/opts.js';
@@ -219,6 +220,34 @@ describe('lookup and proxying against a real quantum-server', () => {
     const l2 = new InstanceLookup(nc2, 0);
     await Promise.all(Array.from({ length: 20 }, () => l2.find('10.0.0.5', a.routerId, undefined)));
     assert.equal(nc2.calls.length, 2);
+  });
+
+  test('the cache follows the ports: an address given to a new instance, a 404 for a new one, a moved router interface', async () => {
+    const l = new InstanceLookup(new CountingLister(qs.client), 600_000);
+    const inv = new CacheInvalidator({ lookup: l, client: qs.client, log: createLogger({ name: 'inv', debug: false }), pollIntervalSec: 1 });
+    inv.start();
+    const cleanup: string[] = [];
+    try {
+      await waitFor(async () => (await l.find('10.0.0.5', a.routerId, undefined)).identity !== undefined, 3000);
+      // A 404 is cached for 10.0.0.177 ...
+      assert.equal((await l.find('10.0.0.177', a.routerId, undefined)).identity, undefined);
+      assert.equal((await l.find('10.0.0.177', a.routerId, undefined)).cached, true);
+      // ... until an instance gets that address: its port's notification drops the entry.
+      const NEW = '44444444-dddd-4ddd-8ddd-000000000004';
+      const p = await instancePort(qs.client, a, NEW, '10.0.0.177');
+      await waitFor(async () => (await l.find('10.0.0.177', a.routerId, undefined)).identity?.instanceId === NEW, 5000, 100, 'the new instance, not the cached 404');
+      // The address moves to another instance within the TTL: the new owner is answered, not the old one.
+      await qs.client.deletePort(p.id);
+      const NEXT = '55555555-eeee-4eee-8eee-000000000005';
+      const q = await instancePort(qs.client, a, NEXT, '10.0.0.177');
+      cleanup.push(q.id);
+      await waitFor(async () => (await l.find('10.0.0.177', a.routerId, undefined)).identity?.instanceId === NEXT, 5000, 100, 'the new owner of 10.0.0.177');
+      assert.ok(l.invalidated >= 2, `invalidated ${l.invalidated}`);
+      assert.ok(inv.events >= 3);
+    } finally {
+      await inv.stop();
+      for (const id of cleanup) await qs.client.deletePort(id);
+    }
   });
 
   describe('the agent in-process on its socket', () => {

@@ -3,9 +3,10 @@ import { createServer, type Server } from 'node:http';
 import type { Logger } from '../common/log.js';
 import { QuantumClient } from '../common/quantum-client.js';
 import { MetadataProxyHandler } from './handler.js';
+import { CacheInvalidator, type NotificationListener } from './invalidation.js';
 import { InstanceLookup } from './lookup.js';
 import { NovaClient } from './nova.js';
-import { resolveAgentConf, type AgentConf } from './opts.js';
+import { PROG, resolveAgentConf, type AgentConf } from './opts.js';
 import { StateReporter } from './report.js';
 import { listenUnix, prepareSocketPath, socketMode } from './socket.js';
 
@@ -17,9 +18,11 @@ export interface AgentParts {
   nova: NovaClient;
   lookup: InstanceLookup;
   handler: MetadataProxyHandler;
+  /** With the cache on: drops cached lookups when ports change. */
+  invalidator: CacheInvalidator | undefined;
 }
 
-export function buildAgent(conf: AgentConf, log: Logger): AgentParts {
+export function buildAgent(conf: AgentConf, log: Logger, transport?: NotificationListener): AgentParts {
   const d = conf.DEFAULT;
   const { socketPath, cacheTtlMs } = resolveAgentConf(conf);
   const mode = socketMode(d.metadata_proxy_socket_mode, d.metadata_proxy_user, d.metadata_proxy_group);
@@ -36,7 +39,8 @@ export function buildAgent(conf: AgentConf, log: Logger): AgentParts {
   });
   const lookup = new InstanceLookup(quantum, cacheTtlMs);
   const handler = new MetadataProxyHandler({ lookup, nova, log });
-  return { socketPath, mode, cacheTtlMs, quantum, nova, lookup, handler };
+  const invalidator = cacheTtlMs > 0 ? new CacheInvalidator({ lookup, client: quantum, log, pollIntervalSec: conf.cache.notification_poll_interval, transport, pool: `${PROG}.${d.host}.${process.pid}` }) : undefined;
+  return { socketPath, mode, cacheTtlMs, quantum, nova, lookup, handler, invalidator };
 }
 
 export function createAgentServer(handler: MetadataProxyHandler): Server {
@@ -66,19 +70,21 @@ export interface RunningAgent {
 }
 
 /** The whole agent in this process (metadata_workers 0 or 1): socket, server, state reports. */
-export async function startMetadataAgent(conf: AgentConf, log: Logger): Promise<RunningAgent> {
-  const parts = buildAgent(conf, log);
+export async function startMetadataAgent(conf: AgentConf, log: Logger, transport?: NotificationListener): Promise<RunningAgent> {
+  const parts = buildAgent(conf, log, transport);
   prepareSocketPath(parts.socketPath);
   const server = createAgentServer(parts.handler);
   await listenUnix(server, parts.socketPath, conf.DEFAULT.metadata_backlog, parts.mode);
   const reporter = createReporter(conf, parts.quantum, parts.socketPath, log);
   reporter.start();
+  parts.invalidator?.start();
   return {
     parts,
     server,
     reporter,
     async close() {
       await reporter.stop();
+      await parts.invalidator?.stop();
       await new Promise<void>((r) => {
         server.close(() => r());
         server.closeIdleConnections();

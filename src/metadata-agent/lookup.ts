@@ -3,7 +3,9 @@
 // fixed IP on them (or, for an IPv6 link-local source, the port with the EUI-64-derived MAC).
 // Exactly one port identifies the instance; anything else is "not found".
 import { isIP, isIPv6 } from 'node:net';
+import { canonicalIp } from '../common/ipaddr.js';
 import { ROUTER_INTERFACE_OWNERS, type Filters, type Port } from '../common/quantum-client.js';
+import { TtlCache } from '../common/ttl-cache.js';
 
 /** The part of QuantumClient the lookup needs (tests may count its calls). */
 export interface PortLister {
@@ -65,37 +67,6 @@ export function macFromEui64(addr: string): string | undefined {
   return mac.map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
-interface Entry<T> {
-  value: T;
-  expires: number;
-}
-
-/** A TTL map bounded in size (oldest entries go first), standing in for oslo.cache's memory backend. */
-export class TtlCache<T> {
-  private readonly map = new Map<string, Entry<T>>();
-  constructor(
-    readonly ttlMs: number,
-    private readonly maxEntries = 10_000,
-  ) {}
-  get(key: string): T | undefined {
-    const e = this.map.get(key);
-    if (!e) return undefined;
-    if (e.expires <= Date.now()) {
-      this.map.delete(key);
-      return undefined;
-    }
-    return e.value;
-  }
-  set(key: string, value: T): void {
-    this.map.delete(key);
-    if (this.map.size >= this.maxEntries) this.map.delete(this.map.keys().next().value!);
-    this.map.set(key, { value, expires: Date.now() + this.ttlMs });
-  }
-  get size(): number {
-    return this.map.size;
-  }
-}
-
 export class InstanceLookup {
   private readonly routerNets: TtlCache<string[]> | undefined;
   private readonly ports: TtlCache<Port[]> | undefined;
@@ -107,9 +78,42 @@ export class InstanceLookup {
     cacheTtlMs: number,
   ) {
     if (cacheTtlMs > 0) {
-      this.routerNets = new TtlCache(cacheTtlMs);
-      this.ports = new TtlCache(cacheTtlMs);
+      this.routerNets = new TtlCache(cacheTtlMs, { maxEntries: 10_000 });
+      this.ports = new TtlCache(cacheTtlMs, { maxEntries: 10_000 });
     }
+  }
+
+  get caching(): boolean {
+    return this.ports !== undefined;
+  }
+
+  /** Cached lookups dropped because a port or network changed (tests, logs). */
+  invalidated = 0;
+
+  private dropPorts(prefix: string): void {
+    if (!this.ports) return;
+    for (const k of this.ports.keys()) if (k.startsWith(prefix) && this.ports.delete(k)) this.invalidated++;
+  }
+
+  /**
+   * A port was created, changed or deleted: every cached lookup for an address it has or had (or for its MAC,
+   * for link-local sources) goes, negative ones included, and so do its router's networks if it is a router
+   * interface. The next request asks quantum-server again instead of answering with the previous owner.
+   */
+  portChanged(...ports: Array<Partial<Pick<Port, 'fixed_ips' | 'mac_address' | 'device_owner' | 'device_id'>> | undefined>): void {
+    for (const p of ports) {
+      if (!p) continue;
+      for (const f of p.fixed_ips ?? []) this.dropPorts(`p ${canonicalIp(f.ip_address) ?? f.ip_address} `);
+      if (p.mac_address) this.dropPorts(`p mac:${p.mac_address.toLowerCase()} `);
+      if (p.device_id && p.device_owner && ROUTER_INTERFACE_OWNERS.includes(p.device_owner) && this.routerNets?.delete(`r ${p.device_id}`)) this.invalidated++;
+    }
+  }
+
+  /** A network went away: every lookup that searched it, and every router's network list (one may have named it). */
+  networkDeleted(networkId: string): void {
+    if (!this.ports) return;
+    for (const k of this.ports.keys()) if (k.split(' ')[2]?.split(',').includes(networkId) && this.ports.delete(k)) this.invalidated++;
+    this.routerNets?.clear();
   }
 
   private once<T>(key: string, fn: () => Promise<T>): Promise<T> {
@@ -137,15 +141,17 @@ export class InstanceLookup {
 
   /** Ports on `networks` with fixed IP `ip`, or with the EUI-64 MAC for an IPv6 link-local `ip`. */
   async portsForAddress(ip: string, networks: readonly string[], skipCache = false): Promise<{ value: Port[]; cached: boolean }> {
-    const key = `p ${ip} ${networks.join(',')}`;
+    // Keyed by what a port change can name: the canonical address, or the MAC a link-local address came from.
+    const ll = isIPv6LinkLocal(ip);
+    const mac = ll ? macFromEui64(ip) : undefined;
+    const key = `p ${ll ? `mac:${mac ?? ip}` : (canonicalIp(ip) ?? ip)} ${networks.join(',')}`;
     if (!skipCache) {
       const hit = this.ports?.get(key);
       if (hit) return { value: hit, cached: true };
     }
     const ports = await this.once(key + (skipCache ? ' fresh' : ''), async () => {
       if (networks.length === 0) return [];
-      if (isIPv6LinkLocal(ip)) {
-        const mac = macFromEui64(ip);
+      if (ll) {
         if (!mac) return [];
         return this.client.listPorts({ network_id: networks, mac_address: mac });
       }

@@ -28,6 +28,7 @@ runService(PROG, async (svc) => {
 
   if (cluster.isWorker) {
     const parts = buildAgent(conf, log);
+    parts.invalidator?.start();
     const server = createAgentServer(parts.handler);
     // In a worker, listen() asks the primary for the shared socket handle.
     await new Promise<void>((resolve, reject) => {
@@ -35,6 +36,7 @@ runService(PROG, async (svc) => {
       server.listen({ path: socketPath, backlog: d.metadata_backlog }, () => resolve());
     });
     svc.onShutdown(async () => {
+      await parts.invalidator?.stop();
       await new Promise<void>((r) => {
         server.close(() => r());
         server.closeIdleConnections();

@@ -32,6 +32,7 @@ export const agentOpts = {
   cache: {
     enabled: bool(false, 'Global toggle for caching (router networks and port lookups).'),
     expiration_time: int(600, 'Default TTL, in seconds, for any cached item. Neutron recommends about 10 for the metadata agent.', { min: 1 }),
+    notification_poll_interval: int(2, 'With the cache on and no RabbitMQ (transport_url) connected: seconds between reads of quantum-server\'s port notifications, which drop the cached lookups a port or network change touches.', { min: 1 }),
   },
   AGENT: {
     report_interval: int(30, 'Seconds between nodes reporting state to server; should be less than agent_down_time. 0 disables.', { min: 0 }),

@@ -17,7 +17,7 @@ import {
   type MetadataConfig,
   type VendorDataSources,
 } from './base.js';
-import { TtlCache } from './cache.js';
+import { TtlCache } from '../common/ttl-cache.js';
 import type { MetadataStore } from './store.js';
 import { DEFAULT_EXPLANATIONS, HttpError, webobErrorBody } from './webob.js';
 import { loadStaticVendorData, type DynamicVendorData } from './vendordata.js';
@@ -59,8 +59,8 @@ export class MetadataHandler {
     private readonly log: Logger,
     private readonly dynamic?: DynamicVendorData,
   ) {
-    this.cache = new TtlCache(opts.cacheExpiration);
-    this.providerCache = new TtlCache(opts.cacheExpiration);
+    this.cache = new TtlCache(opts.cacheExpiration * 1000, { sweep: true });
+    this.providerCache = new TtlCache(opts.cacheExpiration * 1000, { sweep: true });
     this.mdConf = { dhcpDomain: opts.dhcpDomain, vendordataProviders: opts.vendordataProviders };
   }
 
