@@ -23,7 +23,7 @@ import { request } from 'undici';
 import { QuantumClient, type Agent } from '../src/common/quantum-client.js';
 import { bridgeName, dhcpNamespace, routerNamespace } from '../src/linux/names.js';
 import { NetFixture, type Guest } from '../test/helpers/netns.js';
-import { startRabbit, type RunningRabbit } from '../test/helpers/rabbitmq.js';
+import { startRabbit, type TestRabbit as RunningRabbit } from '../test/helpers/rabbitmq.js';
 import { killChildren, run } from './lib/exec.js';
 import { cpuSeconds, memory } from './lib/procstat.js';
 import { launch, logTail, type Proc } from './lib/procs.js';
@@ -122,7 +122,7 @@ async function startStack(fx: NetFixture, rabbit: RunningRabbit | undefined, lab
   const quantumUrl = `http://127.0.0.1:${qPort}`;
   const secret = randomBytes(16).toString('hex');
   const socket = join(dir, 'metadata_proxy');
-  const transport = rabbit ? { transport_url: rabbit.url } : {};
+  const transport: Record<string, string> = rabbit ? { transport_url: rabbit.url } : {};
   const qState = join(dir, 'quantum');
   mkdirSync(qState, { recursive: true });
   writeFileSync(
@@ -345,7 +345,7 @@ async function runSize(n: number, rabbit: RunningRabbit | undefined): Promise<Si
     log(`idle ${IDLE_S} s: CPU ${idle.map((x) => `${x.host} ${x.cpuPct.toFixed(2)}%`).join(', ')}; ${idleRequests.rpc} RPC requests, ${idleRequests.reports} state reports`);
     // Proxy memory: every proxy process of the L3 agents (shared or one per router).
     let pss = 0;
-    for (const h of L3_HOSTS) for (const pid of pidsOf(s, h)) if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('ns-proxy')) pss += memory(pid).pss;
+    for (const h of L3_HOSTS) for (const pid of pidsOf(s, h)) if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('ns-proxy')) pss += memory(pid).pssKb;
     const proxyPss = pss / total;
     log(`metadata proxies: ${(pss / 1024).toFixed(1)} MB Pss in all, ${(proxyPss).toFixed(0)} kB per router`);
 

@@ -2,7 +2,7 @@
 //   start [--data-dir D] [--no-demo]   config files, daemons, demo resources, guest namespaces, live proof
 //   stop  [--data-dir D]               end what this stack started and remove what it built
 //   status
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import yargs from 'yargs';
 import { errorMessage } from '../common/errors.js';
@@ -12,6 +12,7 @@ import { execute, executeFull } from '../linux/exec.js';
 import { ProcessManager } from '../linux/external-process.js';
 import { linkDelete, linkExists, netnsDelete, netnsExists } from '../linux/ip-lib.js';
 import { bridgeName, dhcpNamespace, routerNamespace } from '../linux/names.js';
+import { NS_OWNER_DIR } from '../linux/ns-owner.js';
 import { dhclientPid, guestRoutes, plugGuest, unplugGuest } from '../guest/guest.js';
 import { buildDemo, type DemoTopology } from './demo.js';
 import { daemons, layout, runningPid, startDaemon, stopDaemon, waitReady, writeConfigs, type StackLayout } from './stack.js';
@@ -164,14 +165,18 @@ async function stop(l: StackLayout, log: Logger): Promise<void> {
     const pm = new ProcessManager({ uuid, statePath: l.quantumState, ...(pidFile ? { pidFile } : {}), cmd: () => [], log });
     if (pm.active) await pm.disable();
   };
+  const drop = async (ns: string) => {
+    await netnsDelete(ns).catch(() => undefined);
+    rmSync(join(NS_OWNER_DIR, ns), { force: true });
+  };
   for (const r of new Set(m.routers)) {
     await kill(r);
-    await netnsDelete(routerNamespace(r)).catch(() => undefined);
+    await drop(routerNamespace(r));
   }
   for (const n of new Set(m.networks)) {
     await kill(n);
     await kill(n, join(l.quantumState, 'dhcp', n, 'pid'));
-    await netnsDelete(dhcpNamespace(n)).catch(() => undefined);
+    await drop(dhcpNamespace(n));
     if (await linkExists(bridgeName(n))) await linkDelete(bridgeName(n));
   }
   saveManifest(l, { routers: [], networks: [], guests: [] });

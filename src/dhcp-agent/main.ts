@@ -1,6 +1,7 @@
 // quantum-dhcp-agent: thin main over DhcpAgent.
 import { loadConfig } from '../common/config.js';
 import { createLogger } from '../common/log.js';
+import { Transport, transportOptionsFrom } from '../common/messaging.js';
 import { runService } from '../common/service.js';
 import { BINARY, DhcpAgent } from './agent.js';
 import { dhcpAgentSpec, validateDhcpConf } from './opts.js';
@@ -13,7 +14,9 @@ runService(BINARY, async (svc) => {
   for (const w of warnings) log.warn(w);
   for (const w of validateDhcpConf(conf)) log.warn(w);
   log.info({ config_files: configFiles }, 'starting');
-  const agent = new DhcpAgent(conf, log);
+  // Casts from quantum-server over RabbitMQ when a broker is configured; else (and while it is away) polling.
+  const topts = transportOptionsFrom(conf, { log, name: BINARY });
+  const agent = new DhcpAgent(conf, log, { ...(topts ? { transport: new Transport(topts) } : {}) });
   agent.start();
   svc.onShutdown(() => agent.stop());
 });

@@ -1,6 +1,7 @@
 // quantum-dhcp-agent options (dhcp_agent.ini with quantum.conf), named as Neutron names them.
 import { bool, int, loggingOpts, mergeSpecs, optInt, optStr, str, type Resolved, type Spec } from '../common/config.js';
 import { ConfigError } from '../common/errors.js';
+import { messagingOpts, transportUrlFrom } from '../common/messaging.js';
 import { commonAgentOpts, validateCommon } from '../linux/agent-common.js';
 
 const dhcpOpts = {
@@ -16,7 +17,7 @@ const dhcpOpts = {
   },
 } satisfies Spec;
 
-export const dhcpAgentSpec = mergeSpecs(mergeSpecs(commonAgentOpts, dhcpOpts), loggingOpts);
+export const dhcpAgentSpec = mergeSpecs(mergeSpecs(commonAgentOpts, dhcpOpts), mergeSpecs(messagingOpts, loggingOpts));
 export type DhcpAgentConf = Resolved<typeof dhcpAgentSpec>;
 
 export const DNSMASQ_DRIVERS = ['quantum.agent.linux.dhcp.Dnsmasq', 'neutron.agent.linux.dhcp.Dnsmasq', 'dnsmasq'];
@@ -24,6 +25,7 @@ export const DNSMASQ_DRIVERS = ['quantum.agent.linux.dhcp.Dnsmasq', 'neutron.age
 /** Throws ConfigError on bad values; returns warnings for combinations Neutron accepts but ignores. */
 export function validateDhcpConf(conf: DhcpAgentConf): string[] {
   validateCommon(conf.DEFAULT, conf.AGENT);
+  transportUrlFrom(conf);
   if (!DNSMASQ_DRIVERS.includes(conf.DEFAULT.dhcp_driver)) {
     throw new ConfigError(`[DEFAULT] dhcp_driver = ${JSON.stringify(conf.DEFAULT.dhcp_driver)}: only quantum.agent.linux.dhcp.Dnsmasq is supported`);
   }

@@ -122,6 +122,8 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
       const id = routerIdFromNamespace(ns);
       if (id && !wanted.get(id)?.admin_state_up) stale.add(id);
     }
+    // Proxies of routers this agent no longer serves (e.g. failed over while it was down): their pid files say so.
+    for (const id of this.driver.pidFileIds()) if (!wanted.get(id)?.admin_state_up) stale.add(id);
     let failed = 0;
     await inPool([...stale], POOL, async (id) => {
       try {

@@ -1,6 +1,7 @@
 // quantum-l3-agent: thin main over L3Agent.
 import { loadConfig } from '../common/config.js';
 import { createLogger } from '../common/log.js';
+import { Transport, transportOptionsFrom } from '../common/messaging.js';
 import { runService } from '../common/service.js';
 import { L3Agent, BINARY } from './agent.js';
 import { l3AgentSpec, validateL3Conf } from './opts.js';
@@ -13,7 +14,9 @@ runService(BINARY, async (svc) => {
   for (const w of warnings) log.warn(w);
   validateL3Conf(conf);
   log.info({ config_files: configFiles }, 'starting');
-  const agent = new L3Agent(conf, log);
+  // Casts from quantum-server over RabbitMQ when a broker is configured; else (and while it is away) polling.
+  const topts = transportOptionsFrom(conf, { log, name: BINARY });
+  const agent = new L3Agent(conf, log, { ...(topts ? { transport: new Transport(topts) } : {}) });
   agent.start();
   svc.onShutdown(() => agent.stop());
 });

@@ -1,6 +1,7 @@
 // quantum-l3-agent options (l3_agent.ini with quantum.conf), named as Neutron names them.
 import { bool, int, loggingOpts, mergeSpecs, str, type Resolved, type Spec } from '../common/config.js';
 import { ConfigError } from '../common/errors.js';
+import { messagingOpts, transportUrlFrom } from '../common/messaging.js';
 import { commonAgentOpts, validateCommon } from '../linux/agent-common.js';
 
 const l3Opts = {
@@ -11,11 +12,12 @@ const l3Opts = {
   },
 } satisfies Spec;
 
-export const l3AgentSpec = mergeSpecs(mergeSpecs(commonAgentOpts, l3Opts), loggingOpts);
+export const l3AgentSpec = mergeSpecs(mergeSpecs(commonAgentOpts, l3Opts), mergeSpecs(messagingOpts, loggingOpts));
 export type L3AgentConf = Resolved<typeof l3AgentSpec>;
 
 export function validateL3Conf(conf: L3AgentConf): void {
   validateCommon(conf.DEFAULT, conf.AGENT);
+  transportUrlFrom(conf);
   const m = conf.DEFAULT.metadata_access_mark;
   if (!/^(0x[0-9a-f]+|\d+)$/i.test(m) || Number(m) <= 0 || Number(m) > 0xffff) {
     throw new ConfigError(`[DEFAULT] metadata_access_mark = ${JSON.stringify(m)}: must be a number between 0x1 and 0xffff`);

@@ -202,6 +202,9 @@ export interface CastListener {
   consume(topic: string, server: string, handler: (method: string, args: Record<string, unknown>) => void | Promise<void>): void;
 }
 
+/** After a broker (re)connect, poll this long unless a cast shows quantum-server is connected too (its reconnect backoff tops out at 30 s). */
+const RECONNECT_GRACE_MS = 60_000;
+
 /** Resources whose sync failed are retried this many times before the agent falls back to a full sync. */
 const MAX_ATTEMPTS = 5;
 const CHUNK = 100;
@@ -228,6 +231,11 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
   private nextPeriodic = 0;
   /** The transport came (back) up: read the log once before trusting casts alone. */
   private catchUp = true;
+  /**
+   * Until then, keep polling after a (re)connect unless a cast arrives first: quantum-server may reconnect to
+   * the broker later than this agent does, and its casts are lost until it has.
+   */
+  private pollUntil = 0;
   private needFull = true;
   private readonly pending = new Map<string, number>();
   private wakeTimer: NodeJS.Timeout | undefined;
@@ -281,6 +289,7 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
     if (this.transport) {
       this.transport.on('up', () => {
         this.catchUp = true;
+        this.pollUntil = Date.now() + RECONNECT_GRACE_MS;
         this.kick();
       });
       this.transport.on('down', () => {
@@ -297,6 +306,8 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
   /** A cast from quantum-server: queue what it names and wake the loop (a short delay batches a burst). */
   protected onCast(method: string, args: Record<string, unknown>): void {
     this.stats.casts++;
+    // The server reaches the broker too: casts alone are enough from now on.
+    this.pollUntil = 0;
     const ids = this.resourcesOfCast(method, args);
     if (ids === 'full') this.needFull = true;
     else for (const id of ids) if (!this.pending.has(id)) this.pending.set(id, 0);
@@ -327,7 +338,7 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
   }
 
   private get messagingUp(): boolean {
-    return !!this.transport?.connected && !this.catchUp;
+    return !!this.transport?.connected && !this.catchUp && Date.now() >= this.pollUntil;
   }
 
   private async loop(): Promise<void> {

@@ -4,7 +4,8 @@
 // proxy process per agent serving every namespace through listening sockets made inside each (shared).
 import type { Logger } from '../common/log.js';
 import { metadataProxyManager, type ProxyConf } from './agent-common.js';
-import { ProcessManager, type ProcessMonitor } from './external-process.js';
+import { readdirSync } from 'node:fs';
+import { externalPidsDir, ProcessManager, type ProcessMonitor } from './external-process.js';
 import type { IptablesManager } from './iptables.js';
 import { METADATA_IP } from './dnsmasq.js';
 import { ROUTER_DEV_PREFIX } from './names.js';
@@ -141,6 +142,20 @@ export class MetadataDriver {
     const pm = this.managers.get(uuid) ?? new ProcessManager({ uuid, statePath: this.o.conf.state_path, cmd: () => [], log: this.o.log });
     this.managers.delete(uuid);
     await pm.disable();
+  }
+
+  /**
+   * Router or network ids with a per-namespace proxy pid file under this agent's state path: after a restart,
+   * those no longer served here are torn down (their namespace may now be another agent's).
+   */
+  pidFileIds(): string[] {
+    try {
+      return readdirSync(externalPidsDir(this.o.conf.state_path))
+        .map((f) => /^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.pid$/.exec(f)?.[1])
+        .filter((x): x is string => !!x);
+    } catch {
+      return [];
+    }
   }
 
   /** Proxies this agent should run, and how many serve: for its state report. */

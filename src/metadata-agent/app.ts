@@ -1,6 +1,7 @@
 // Wiring: config → QuantumClient + NovaClient + lookup → handler → node:http on the Unix socket.
 import { createServer, type Server } from 'node:http';
 import type { Logger } from '../common/log.js';
+import { Transport, transportOptionsFrom } from '../common/messaging.js';
 import { QuantumClient } from '../common/quantum-client.js';
 import { MetadataProxyHandler } from './handler.js';
 import { CacheInvalidator, type NotificationListener } from './invalidation.js';
@@ -22,7 +23,7 @@ export interface AgentParts {
   invalidator: CacheInvalidator | undefined;
 }
 
-export function buildAgent(conf: AgentConf, log: Logger, transport?: NotificationListener): AgentParts {
+export function buildAgent(conf: AgentConf, log: Logger, transport: NotificationListener | undefined = defaultTransport(conf, log)): AgentParts {
   const d = conf.DEFAULT;
   const { socketPath, cacheTtlMs } = resolveAgentConf(conf);
   const mode = socketMode(d.metadata_proxy_socket_mode, d.metadata_proxy_user, d.metadata_proxy_group);
@@ -41,6 +42,13 @@ export function buildAgent(conf: AgentConf, log: Logger, transport?: Notificatio
   const handler = new MetadataProxyHandler({ lookup, nova, log });
   const invalidator = cacheTtlMs > 0 ? new CacheInvalidator({ lookup, client: quantum, log, pollIntervalSec: conf.cache.notification_poll_interval, transport, pool: `${PROG}.${d.host}.${process.pid}` }) : undefined;
   return { socketPath, mode, cacheTtlMs, quantum, nova, lookup, handler, invalidator };
+}
+
+/** With the cache on and a broker configured, this process listens to port notifications over RabbitMQ. */
+function defaultTransport(conf: AgentConf, log: Logger): NotificationListener | undefined {
+  if (resolveAgentConf(conf).cacheTtlMs <= 0) return undefined;
+  const o = transportOptionsFrom(conf, { log, name: PROG });
+  return o ? new Transport(o) : undefined;
 }
 
 export function createAgentServer(handler: MetadataProxyHandler): Server {
@@ -70,7 +78,7 @@ export interface RunningAgent {
 }
 
 /** The whole agent in this process (metadata_workers 0 or 1): socket, server, state reports. */
-export async function startMetadataAgent(conf: AgentConf, log: Logger, transport?: NotificationListener): Promise<RunningAgent> {
+export async function startMetadataAgent(conf: AgentConf, log: Logger, transport: NotificationListener | undefined = defaultTransport(conf, log)): Promise<RunningAgent> {
   const parts = buildAgent(conf, log, transport);
   prepareSocketPath(parts.socketPath);
   const server = createAgentServer(parts.handler);

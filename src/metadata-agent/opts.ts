@@ -2,6 +2,7 @@
 import { cpus, hostname } from 'node:os';
 import { bool, int, loggingOpts, mergeSpecs, optStr, str, type Resolved, type Spec } from '../common/config.js';
 import { ConfigError } from '../common/errors.js';
+import { messagingOpts } from '../common/messaging.js';
 
 export const PROG = 'quantum-metadata-agent';
 export const SOCKET_MODES = ['deduce', 'user', 'group', 'all'] as const;
@@ -40,7 +41,7 @@ export const agentOpts = {
   },
 } satisfies Spec;
 
-export const agentSpec = mergeSpecs(agentOpts, loggingOpts);
+export const agentSpec = mergeSpecs(mergeSpecs(agentOpts, messagingOpts), loggingOpts);
 export type AgentConf = Resolved<typeof agentSpec>;
 
 /** Resolve $state_path in the socket path and read the cache settings into one TTL (0 = off). */

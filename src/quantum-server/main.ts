@@ -2,6 +2,7 @@
 import cluster from 'node:cluster';
 import { loadConfig } from '../common/config.js';
 import { createLogger } from '../common/log.js';
+import { maskUrl, Transport, transportOptionsFrom } from '../common/messaging.js';
 import { runService } from '../common/service.js';
 import { hostname } from 'node:os';
 import { buildPlugin, startQuantumServer, openQuantumDb } from './app.js';
@@ -20,12 +21,17 @@ runService('quantum-server', async (svc) => {
   for (const w of warnings) log.warn(w);
   const connection = resolveConnection(conf);
   const workers = d.api_workers ?? 1;
+  // Casts to the agents (Neutron's notifiers) when a broker is configured; each process has its own connection.
+  const topts = transportOptionsFrom(conf, { log, name: 'quantum-server' });
+  const transport = topts ? new Transport(topts) : undefined;
+  transport?.start();
+  if (transport) svc.onShutdown(() => transport.close());
 
   if (workers > 1 && cluster.isPrimary) {
     // Migrate once, then fork the API workers; they share the listening socket. The parent keeps the database
     // open for the periodic tasks (failover, notification log pruning), so they run once, not once per worker.
     const h = await openQuantumDb(connection);
-    const periodic = buildPlugin(h, { baseMac: d.base_mac, agentDownTime: d.agent_down_time, log, scheduling: schedulingOf(conf), hostname: hostname(), notificationRetentionSec: d.agent_notification_retention });
+    const periodic = buildPlugin(h, { baseMac: d.base_mac, agentDownTime: d.agent_down_time, log, scheduling: schedulingOf(conf), hostname: hostname(), notificationRetentionSec: d.agent_notification_retention, caster: transport });
     periodic.scheduler.startFailoverChecks();
     periodic.notifier.startPruning();
     let stopping = false;
@@ -80,7 +86,8 @@ runService('quantum-server', async (svc) => {
     periodicTasks: !cluster.isWorker,
     hostname: hostname(),
     notificationRetentionSec: d.agent_notification_retention,
+    caster: transport,
   });
-  log.info({ config_files: configFiles, bind_host: d.bind_host, bind_port: running.port, database: connection.replace(/\/\/[^@/]*@/, '//***@') }, `quantum-server listening on ${d.bind_host}:${running.port}`);
+  log.info({ config_files: configFiles, bind_host: d.bind_host, bind_port: running.port, database: connection.replace(/\/\/[^@/]*@/, '//***@'), messaging: topts ? maskUrl(topts.url) : 'none (agents poll)' }, `quantum-server listening on ${d.bind_host}:${running.port}`);
   svc.onShutdown(() => running.close());
 });

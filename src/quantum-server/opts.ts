@@ -1,6 +1,7 @@
 // quantum-server options, named as neutron-server names them (quantum.conf).
 import { bool, int, loggingOpts, mergeSpecs, optInt, str, type Resolved, type Spec } from '../common/config.js';
 import { ConfigError } from '../common/errors.js';
+import { messagingOpts, transportUrlFrom } from '../common/messaging.js';
 import { networkSchedulerKind, routerSchedulerKind, type SchedulerOptions } from './scheduler.js';
 
 export const serverOpts = {
@@ -27,7 +28,7 @@ export const serverOpts = {
   },
 } satisfies Spec;
 
-export const quantumServerSpec = mergeSpecs(serverOpts, loggingOpts);
+export const quantumServerSpec = mergeSpecs(mergeSpecs(serverOpts, messagingOpts), loggingOpts);
 export type QuantumServerConf = Resolved<typeof quantumServerSpec>;
 
 /** oslo.config interpolation for the one option that uses it: $state_path / ${state_path}. */
@@ -42,6 +43,7 @@ export function validateServerConf(conf: QuantumServerConf): void {
   }
   routerSchedulerKind(conf.DEFAULT.router_scheduler_driver);
   networkSchedulerKind(conf.DEFAULT.network_scheduler_driver);
+  transportUrlFrom(conf);
   if (conf.DEFAULT.auth_strategy === 'keystone') {
     throw new ConfigError('[DEFAULT] auth_strategy = keystone: not supported yet (use noauth)');
   }

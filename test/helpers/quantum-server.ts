@@ -13,9 +13,9 @@ export interface RunningQuantum {
 }
 
 /** quantum-server on a free loopback port with its own SQLite file under dir; stopped again if it does not come up. */
-export async function startQuantumServer(dir: string): Promise<RunningQuantum> {
+export async function startQuantumServer(dir: string, extraArgs: string[] = []): Promise<RunningQuantum> {
   const port = await getFreePort();
-  const daemon = spawnDaemon('quantum-server/main.js', ['--bind_host', '127.0.0.1', '--bind_port', String(port), '--state_path', dir, '--database-connection', `sqlite:///${join(dir, 'quantum.sqlite')}`]);
+  const daemon = spawnDaemon('quantum-server/main.js', ['--bind_host', '127.0.0.1', '--bind_port', String(port), '--state_path', dir, '--database-connection', `sqlite:///${join(dir, 'quantum.sqlite')}`, ...extraArgs]);
   try {
     await waitForListen({ host: '127.0.0.1', port }, 20_000);
   } catch {
