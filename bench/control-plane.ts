@@ -21,11 +21,11 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
 import { QuantumClient, type Agent } from '../src/common/quantum-client.js';
-import { bridgeName, dhcpNamespace, routerNamespace } from '../src/linux/names.js';
+import { bridgeName, dhcpNamespace, routerDeviceName, routerNamespace } from '../src/linux/names.js';
 import { NetFixture, type Guest } from '../test/helpers/netns.js';
 import { startRabbit, type TestRabbit as RunningRabbit } from '../test/helpers/rabbitmq.js';
 import { killChildren, run } from './lib/exec.js';
-import { cpuSeconds, memory } from './lib/procstat.js';
+import { cpuSecondsSelf, memory } from './lib/procstat.js';
 import { launch, logTail, type Proc } from './lib/procs.js';
 import { fmt, median, table } from './lib/stats.js';
 import { percentile } from './lib/storm.js';
@@ -45,6 +45,7 @@ const { values: flags } = parseArgs({
     'agent-down-time': { type: 'string', default: '10' },
     'no-failover': { type: 'boolean', default: false },
     out: { type: 'string', default: 'bench/results/control-plane' },
+    debug: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -60,6 +61,7 @@ const IDLE_S = Number(flags.idle);
 const OUTAGE_S = Number(flags.outage);
 const DOWN_TIME = Number(flags['agent-down-time']);
 const POLLING = 2;
+const REPORT_S = 4;
 const L3_HOSTS = ['bench-l3-a', 'bench-l3-b'];
 const DHCP_HOST = 'bench-dhcp';
 const PROJECT = 'bench';
@@ -134,7 +136,7 @@ async function startStack(fx: NetFixture, rabbit: RunningRabbit | undefined, lab
   );
   writeFileSync(
     join(etc, 'metadata_agent.ini'),
-    ini({ DEFAULT: { state_path: qState, metadata_proxy_socket: socket, nova_metadata_host: '127.0.0.1', nova_metadata_port: mPort, metadata_proxy_shared_secret: secret, metadata_workers: 1, host: 'bench-meta', ...transport }, AGENT: { report_interval: 2 }, cache: { enabled: true, expiration_time: 10 } }),
+    ini({ DEFAULT: { state_path: qState, metadata_proxy_socket: socket, nova_metadata_host: '127.0.0.1', nova_metadata_port: mPort, metadata_proxy_shared_secret: secret, metadata_workers: 1, host: 'bench-meta', ...transport }, AGENT: { report_interval: REPORT_S }, cache: { enabled: true, expiration_time: 10 } }),
   );
   const nState = join(dir, 'nova');
   mkdirSync(nState, { recursive: true });
@@ -153,8 +155,10 @@ async function startStack(fx: NetFixture, rabbit: RunningRabbit | undefined, lab
     agentState.set(host, st);
     return { state_path: st, quantum_url: quantumUrl, host, polling_interval: POLLING, metadata_proxy_socket: socket, metadata_proxy_mode: MODE, ...transport };
   };
-  for (const h of L3_HOSTS) writeFileSync(join(etc, `${h}.ini`), ini({ DEFAULT: agentCommon(h), AGENT: { report_interval: 2, check_child_processes_interval: 2 } }));
-  writeFileSync(join(etc, `${DHCP_HOST}.ini`), ini({ DEFAULT: agentCommon(DHCP_HOST), AGENT: { report_interval: 2, check_child_processes_interval: 2 } }));
+  // Reports every 4 s (agent_down_time 10 s wants at least two per window); children checked every 10 s.
+  const agentSection = { report_interval: REPORT_S, check_child_processes_interval: 10 };
+  for (const h of L3_HOSTS) writeFileSync(join(etc, `${h}.ini`), ini({ DEFAULT: agentCommon(h), AGENT: agentSection }));
+  writeFileSync(join(etc, `${DHCP_HOST}.ini`), ini({ DEFAULT: agentCommon(DHCP_HOST), AGENT: agentSection }));
 
   const procs = new Map<string, Proc>();
   const serverLog = join(dir, 'quantum-server.log');
@@ -174,8 +178,9 @@ async function startStack(fx: NetFixture, rabbit: RunningRabbit | undefined, lab
     await up('nova-api', [process.execPath, main('nova-api'), '--config-file', join(etc, 'nova.conf'), '--log_file', join(dir, 'nova-api.log')]);
     await waitFor('nova-api', 30_000, async () => (await request(`http://127.0.0.1:${cPort}/`)).statusCode < 500);
     await up('metadata-agent', [process.execPath, main('metadata-agent'), '--config-file', join(etc, 'quantum.conf'), '--config-file', join(etc, 'metadata_agent.ini'), '--log_file', join(dir, 'metadata-agent.log')]);
-    for (const h of L3_HOSTS) await up(h, [process.execPath, main('l3-agent'), '--config-file', join(etc, `${h}.ini`), '--log_file', join(dir, `${h}.log`)]);
-    await up(DHCP_HOST, [process.execPath, main('dhcp-agent'), '--config-file', join(etc, `${DHCP_HOST}.ini`), '--log_file', join(dir, `${DHCP_HOST}.log`)]);
+    const dbg = flags.debug ? ['--debug'] : [];
+    for (const h of L3_HOSTS) await up(h, [process.execPath, main('l3-agent'), '--config-file', join(etc, `${h}.ini`), '--log_file', join(dir, `${h}.log`), ...dbg]);
+    await up(DHCP_HOST, [process.execPath, main('dhcp-agent'), '--config-file', join(etc, `${DHCP_HOST}.ini`), '--log_file', join(dir, `${DHCP_HOST}.log`), ...dbg]);
     await waitFor('agents registered', 30_000, async () => (await q.listAgents()).filter((a) => a.alive).length >= 4);
   } catch (e) {
     for (const p of procs.values()) if (p.exited()) log(`${p.name} exited:\n${logTail(p)}`);
@@ -255,8 +260,14 @@ async function sampleGuest(s: Stack, b: Built): Promise<Sample> {
   return { built: b, guest, serverId: srv.server.id, ec2Id: ec2 };
 }
 
+const trace: string[] = [];
 async function served(g: Guest): Promise<boolean> {
-  const r = await run(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '1', 'http://169.254.169.254/openstack/latest/meta_data.json'], { ns: g.ns, allowFail: true, timeoutMs: 3000 });
+  const t0 = Date.now();
+  const r0 = await run(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code} %{time_connect} %{time_total}', '--connect-timeout', '0.2', '-m', '2', 'http://169.254.169.254/openstack/latest/meta_data.json'], { ns: g.ns, allowFail: true, timeoutMs: 3000 });
+  if (process.env.CP_TRACE) trace.push(`${t0 % 100000} ${r0.stdout.trim()} exit ${r0.code} took ${Date.now() - t0}`);
+  return r0.stdout.trim().startsWith('200');
+  // Short timeouts: before the router's interface exists the SYN goes nowhere, and a long one would round the latency up to it.
+  const r = await run(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--connect-timeout', '0.2', '-m', '2', 'http://169.254.169.254/openstack/latest/meta_data.json'], { ns: g.ns, allowFail: true, timeoutMs: 3000 });
   return r.stdout.trim() === '200';
 }
 
@@ -271,8 +282,8 @@ function pidsOf(s: Stack, host: string): number[] {
 }
 
 /** RPC requests and heartbeats quantum-server logged in [from, to). */
-function serverRequests(s: Stack, from: number, to: number): { rpc: number; reports: number; other: number } {
-  const out = { rpc: 0, reports: 0, other: 0 };
+function serverRequests(s: Stack, from: number, to: number): { rpc: number; reports: number; other: number; byUrl: Record<string, number> } {
+  const out = { rpc: 0, reports: 0, other: 0, byUrl: {} as Record<string, number> };
   for (const line of readFileSync(s.serverLog, 'utf8').split('\n')) {
     if (!line.includes('"status"') || !line.includes('"url"')) continue;
     let j: { time?: number; url?: string; method?: string };
@@ -282,9 +293,34 @@ function serverRequests(s: Stack, from: number, to: number): { rpc: number; repo
       continue;
     }
     if (!j.time || j.time < from || j.time >= to || !j.url) continue;
+    const key = `${j.method} ${j.url.split('?')[0]}`;
+    out.byUrl[key] = (out.byUrl[key] ?? 0) + 1;
     if (j.url.startsWith('/v2.0/rpc/')) out.rpc++;
     else if (j.method === 'POST' && j.url.startsWith('/v2.0/agents')) out.reports++;
     else out.other++;
+  }
+  return out;
+}
+
+/** External commands an agent logged (at debug) in [from, to), by their first words. */
+function agentCommands(s: Stack, host: string, from: number, to: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  let text = '';
+  try {
+    text = readFileSync(join(s.dir, `${host}.log`), 'utf8');
+  } catch {
+    return out;
+  }
+  for (const line of text.split('\n')) {
+    if (!line.includes('running command')) continue;
+    try {
+      const j = JSON.parse(line) as { time?: number; argv?: string[] };
+      if (!j.time || j.time < from || j.time >= to || !j.argv) continue;
+      const k = j.argv.slice(0, 4).join(' ');
+      out[k] = (out[k] ?? 0) + 1;
+    } catch {
+      /* not JSON */
+    }
   }
   return out;
 }
@@ -296,7 +332,10 @@ interface SizeResult {
   perRouterS: number;
   latency: { p50: number; p99: number; max: number; n: number };
   idle: Array<{ host: string; cpuPct: number }>;
-  idleRequests: { rpc: number; reports: number; other: number };
+  proxyIdleCpuPct: number;
+  /** Interface added → its qr- device up in the router namespace (what the agent did, without the guest's ARP retry). */
+  applied: { p50: number; p99: number };
+  idleRequests: { rpc: number; reports: number; other: number; byUrl: Record<string, number> };
   proxyPss?: number;
   failover?: { servedAfterS: number; convergeS: number; lost: number; doubled: number; sampled: number };
   outage?: { routersDuring: number; convergeAfterS: number };
@@ -317,6 +356,7 @@ async function runSize(n: number, rabbit: RunningRabbit | undefined): Promise<Si
 
     // 2. change-to-serving
     const lat: number[] = [];
+    const app: number[] = [];
     const samples: Sample[] = [];
     for (let i = 0; i < CHANGES; i++) {
       const b = await buildTenant(s, n + i, false);
@@ -324,32 +364,50 @@ async function runSize(n: number, rabbit: RunningRabbit | undefined): Promise<Si
       samples.push(smp);
       await sleep(300);
       const t = Date.now();
-      await s.q.addRouterInterface(b.routerId, { subnet_id: b.subnetId });
-      lat.push(await timeToServe(smp.guest, t, 60_000));
+      const info = await s.q.addRouterInterface(b.routerId, { subnet_id: b.subnetId });
+      const dev = routerDeviceName(info.port_id);
+      const [l, a] = await Promise.all([
+        timeToServe(smp.guest, t, 60_000),
+        waitFor('qr- device', 60_000, async () => (await run(['ip', '-n', routerNamespace(b.routerId), 'link', 'show', 'dev', dev], { allowFail: true })).code === 0, 10).then(() => Date.now() - t),
+      ]);
+      lat.push(l);
+      app.push(a);
+      if (process.env.CP_TRACE) log(`t0 ${t % 100000}: ${trace.splice(0).join(' | ')}`);
     }
+    app.sort((x, y) => x - y);
+    const applied = { p50: percentile(app, 50), p99: percentile(app, 99) };
     lat.sort((a, b) => a - b);
     const latency = { p50: percentile(lat, 50), p99: percentile(lat, 99), max: lat[lat.length - 1] ?? NaN, n: lat.length };
-    log(`change-to-serving: p50 ${latency.p50} ms, p99 ${latency.p99} ms over ${lat.length} changes`);
+    log(`change-to-serving: guest served p50 ${latency.p50} ms, p99 ${latency.p99} ms; interface built p50 ${applied.p50} ms, p99 ${applied.p99} ms; over ${lat.length} changes`);
     const total = n + CHANGES;
     await waitFor('converged after the changes', 120_000, () => converged(s, total, total), 500);
 
     // 3. idle
     await sleep(3000);
     const hosts = [...L3_HOSTS, DHCP_HOST];
-    const cpu0 = new Map(hosts.map((h) => [h, cpuSeconds(s.procs.get(h)!.pid)]));
+    // The agents' own CPU (their proxies, children of the L3 agents in per-namespace mode, are counted apart).
+    const proxyPids = L3_HOSTS.flatMap((h) => pidsOf(s, h).filter((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('ns-proxy')));
+    const proxyCpu = () => proxyPids.reduce((t, p) => t + cpuSecondsSelf(p), 0);
+    const cpu0 = new Map(hosts.map((h) => [h, cpuSecondsSelf(s.procs.get(h)!.pid)]));
+    const px0 = proxyCpu();
     const w0 = Date.now();
     await sleep(IDLE_S * 1000);
     const w1 = Date.now();
-    const idle = hosts.map((h) => ({ host: h, cpuPct: ((cpuSeconds(s.procs.get(h)!.pid) - cpu0.get(h)!) / ((w1 - w0) / 1000)) * 100 }));
+    const idle = hosts.map((h) => ({ host: h, cpuPct: ((cpuSecondsSelf(s.procs.get(h)!.pid) - cpu0.get(h)!) / ((w1 - w0) / 1000)) * 100 }));
+    const proxyIdleCpuPct = ((proxyCpu() - px0) / ((w1 - w0) / 1000)) * 100;
     const idleRequests = serverRequests(s, w0, w1);
-    log(`idle ${IDLE_S} s: CPU ${idle.map((x) => `${x.host} ${x.cpuPct.toFixed(2)}%`).join(', ')}; ${idleRequests.rpc} RPC requests, ${idleRequests.reports} state reports`);
+    log(`idle ${IDLE_S} s: CPU ${idle.map((x) => `${x.host} ${x.cpuPct.toFixed(2)}%`).join(', ')}, all ${proxyPids.length} metadata proxies ${proxyIdleCpuPct.toFixed(2)}%; ${idleRequests.rpc} RPC requests, ${idleRequests.reports} state reports (${Object.entries(idleRequests.byUrl).map(([k, v]) => `${k} ×${v}`).join(', ')})`);
+    for (const h of hosts) {
+      const cmds = agentCommands(s, h, w0, w1);
+      if (Object.keys(cmds).length) log(`  ${h} ran during the idle window: ${Object.entries(cmds).map(([k, v]) => `${k} ×${v}`).join(', ')}`);
+    }
     // Proxy memory: every proxy process of the L3 agents (shared or one per router).
     let pss = 0;
     for (const h of L3_HOSTS) for (const pid of pidsOf(s, h)) if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('ns-proxy')) pss += memory(pid).pssKb;
     const proxyPss = pss / total;
     log(`metadata proxies: ${(pss / 1024).toFixed(1)} MB Pss in all, ${(proxyPss).toFixed(0)} kB per router`);
 
-    const res: SizeResult = { routers: n, createS, convergeS, perRouterS: convergeS / n, latency, idle, idleRequests, proxyPss };
+    const res: SizeResult = { routers: n, createS, convergeS, perRouterS: convergeS / n, latency, applied, idle, proxyIdleCpuPct, idleRequests, proxyPss };
 
     // 4. failover
     if (!flags['no-failover']) {
@@ -422,8 +480,8 @@ async function mainRun(): Promise<void> {
     fmt(r.createS),
     fmt(r.convergeS),
     fmt(r.perRouterS, 3),
-    `${r.latency.p50} / ${r.latency.p99}`,
-    r.idle.map((x) => fmt(x.cpuPct, 2)).join(' / '),
+    `${r.latency.p50} / ${r.latency.p99} (built ${r.applied.p50} / ${r.applied.p99})`,
+    `${r.idle.map((x) => fmt(x.cpuPct, 2)).join(' / ')} (proxies ${fmt(r.proxyIdleCpuPct, 2)})`,
     `${r.idleRequests.rpc} (+${r.idleRequests.reports} reports)`,
     r.proxyPss !== undefined ? fmt(r.proxyPss, 0) : '–',
     r.failover ? `${fmt(r.failover.servedAfterS)} / ${fmt(r.failover.convergeS)} (${r.failover.lost} lost, ${r.failover.doubled} doubled)` : '–',

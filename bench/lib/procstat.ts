@@ -27,6 +27,12 @@ export function processTree(pid: number): number[] {
   return out.filter((p) => parent.has(p));
 }
 
+/** utime+stime in seconds of this process alone (all its threads), not its children. */
+export function cpuSecondsSelf(pid: number): number {
+  const f = statFields(pid);
+  return f ? (Number(f[11]) + Number(f[12])) / CLK_TCK : 0;
+}
+
 /** utime+stime in seconds of the whole tree (all threads, including finished ones of live processes). */
 export function cpuSeconds(pid: number): number {
   let ticks = 0;

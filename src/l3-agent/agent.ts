@@ -8,7 +8,7 @@ import type { Logger } from '../common/log.js';
 import { L3_PLUGIN_TOPIC, type InterfacePort, type QuantumClient, type SyncRouter } from '../common/quantum-client.js';
 import { AgentLoop, inPool, type CastListener } from '../linux/agent-common.js';
 import { deleteBridgeIfEmpty, initL3, plug, plugFresh, unplug } from '../linux/interface.js';
-import { ipBatch, IpNamespace, rootLinkPresent } from '../linux/ip-lib.js';
+import { ipBatch, IpNamespace, rootLinkPresent, sendIpAddrAdvNotif } from '../linux/ip-lib.js';
 import { IptablesManager } from '../linux/iptables.js';
 import { MetadataDriver, type MetadataProxyMode, type SharedProxy } from '../linux/metadata-driver.js';
 import { bridgeName, routerDeviceName, routerIdFromNamespace, routerNamespace, tapDeviceName, ROUTER_DEV_PREFIX, NS_ROUTER_PREFIX, TAP_PREFIX } from '../linux/names.js';
@@ -212,6 +212,7 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
         await initL3(device, st.cidrs, ri.ns.name, ctx);
       }
       ri.ports.set(pid, st);
+      for (const c of st.cidrs) sendIpAddrAdvNotif(ri.ns.name, device, c.split('/')[0]!, d.send_arp_for_ha, ctx);
       if (!have) this.log.info({ router_id: r.id, port_id: pid, device, cidrs: st.cidrs }, 'router interface plugged');
     }
     for (const [pid, st] of [...ri.ports]) {

@@ -8,6 +8,7 @@ const l3Opts = {
   DEFAULT: {
     metadata_port: int(9697, 'TCP Port used by Quantum metadata namespace proxy.', { min: 1, max: 65535 }),
     enable_metadata_proxy: bool(true, 'Allow running metadata proxy.'),
+    send_arp_for_ha: int(3, 'Send this many gratuitous ARPs when an interface is added (guests that failed to reach the gateway learn it at once); 0 or less disables the feature.'),
     metadata_access_mark: str('0x1', 'Iptables mangle mark used to mark metadata valid requests. This mark will be masked with 0xffff so that only the lower 16 bits will be used.'),
   },
 } satisfies Spec;

@@ -81,6 +81,18 @@ export async function ipBatch(lines: readonly string[], netns?: string, ctx: Ctx
   await execute(['ip', ...(netns ? ['-n', netns] : []), '-batch', '-'], { input: `${lines.join('\n')}\n`, log: ctx.log });
 }
 
+/**
+ * Neutron's send_ip_addr_adv_notif: `count` gratuitous ARPs for an IPv4 address just put on a device, so guests
+ * whose ARP for it failed while it was missing (a router interface added under running guests) learn it now
+ * instead of after their neighbour entry times out. In the background: the caller does not wait for it.
+ */
+export function sendIpAddrAdvNotif(netns: string, dev: string, ip: string, count: number, ctx: Ctx = {}): void {
+  if (count <= 0 || ip.includes(':')) return;
+  execute(['arping', '-U', '-I', dev, '-c', String(count), '-w', String(count + 1), ip], { netns, log: ctx.log, timeoutMs: (count + 5) * 1000 }).catch((e: unknown) =>
+    ctx.log?.warn({ err: e instanceof Error ? e.message : String(e), dev, ip }, 'Failed sending gratuitous ARP'),
+  );
+}
+
 /** A root-namespace device exists (sysfs, no process). */
 export function rootLinkPresent(name: string): boolean {
   return existsSync(`/sys/class/net/${name}`);
