@@ -10,7 +10,7 @@ import { parseFlags } from '../common/flags.js';
 import { PROXY_NODE_FLAGS } from '../common/proxy-runtime.js';
 import { createLiteLogger, type LiteLogger } from '../common/lite-log.js';
 import { PROG, proxyAliases, proxyOpts } from './opts.js';
-import { MetadataProxy } from './proxy.js';
+import { createProxy } from './proxy.js';
 
 // Keep the young generation at its initial size instead of letting it grow to 16 MB semi-spaces under
 // load: ~5 MB less private memory after a burst, no measurable CPU cost for a proxy's short-lived garbage.
@@ -63,7 +63,7 @@ async function main(): Promise<void> {
   else if (c.log_dir) path = join(c.log_dir, `${PROG}-${uuid}.log`);
   log = createLiteLogger({ name: PROG, debug: c.debug, path });
 
-  const proxy = new MetadataProxy(
+  const { runtime, listener } = createProxy(
     {
       routerId: c.router_id,
       networkId: c.network_id,
@@ -85,7 +85,7 @@ async function main(): Promise<void> {
   );
   let port: number;
   try {
-    port = await proxy.listen();
+    port = await listener.listen({ host: c.bind_address, port: c.metadata_port });
   } catch (e) {
     return fatal(`cannot listen on ${c.bind_address}:${c.metadata_port}: ${errorMessage(e)}`);
   }
@@ -97,8 +97,9 @@ async function main(): Promise<void> {
   const stop = async (sig: string) => {
     if (stopping) return;
     stopping = true;
-    log!.info({ signal: sig, inflight: proxy.pending }, 'stopping: finishing in-flight requests');
-    await proxy.close();
+    log!.info({ signal: sig, inflight: runtime.pending }, 'stopping: finishing in-flight requests');
+    await listener.close();
+    runtime.close();
     if (c.pid_file && !removePidFile(c.pid_file)) log!.warn({ pid_file: c.pid_file }, 'could not remove the pid file');
     log!.info('stopped');
     await log!.close();
