@@ -10,7 +10,8 @@ case "$mode" in demo|test|stop) ;; *) echo "usage: $0 demo|test|stop" >&2; exit 
 
 if [ "$(id -u)" != 0 ]; then echo "$0: run as root (the stack builds network namespaces)" >&2; exit 1; fi
 
-pkgs=(iproute2 iptables dnsmasq-base isc-dhcp-client curl procps kmod)
+# gcc + libc6-dev: `npm run build` compiles the small netns addon (src/linux/native/netns.c) against node's headers.
+pkgs=(iproute2 iptables dnsmasq-base isc-dhcp-client curl procps kmod gcc libc6-dev)
 [ "$mode" = test ] && pkgs+=(mariadb-server haproxy wrk cloud-init python3)
 [ "$mode" = demo ] && pkgs+=(cloud-init python3)
 missing=()
