@@ -3,7 +3,7 @@
 // in) and hands it over on fd 4, then says what it is on the IPC channel (fd 3); each becomes a
 // NamespaceListener with its own id lines and maxconn, over one ProxyRuntime (one agent pool, one sweeper).
 // Loaded only with --shared, so a per-namespace proxy never pays for it. Protocol: src/common/shared-proxy.ts.
-import { chownSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chownSync, fstatSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dropPrivileges, removePidFile, writePidFile } from '../common/daemon.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import type { LiteLogger } from '../common/lite-log.js';
@@ -71,6 +71,13 @@ function stateOwner(file: string): number | undefined {
 export async function runShared(o: SharedOptions): Promise<{ readonly pending: number; stop(): Promise<void> }> {
   const log = o.log;
   if (typeof process.send !== 'function') throw new ConfigError('--shared must be started by its agent: an IPC channel on fd 3 and a descriptor socket on fd 4');
+  let fdOk = false;
+  try {
+    fdOk = fstatSync(SHARED_FD_SOCKET).isSocket();
+  } catch {
+    /* not open */
+  }
+  if (!fdOk) throw new ConfigError(`--shared: fd ${SHARED_FD_SOCKET} must be the agent's descriptor socket`);
   const netns = loadNetnsSocket();
   const runtime = new ProxyRuntime(o.runtime, log);
   const served = new Map<string, Served>();
