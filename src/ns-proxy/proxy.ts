@@ -65,6 +65,8 @@ const RETRYABLE_CONNECT = new Set(['ECONNREFUSED', 'ENOENT', 'EAGAIN']);
 const SWEEP_MS = 250;
 const QUIET_MS = 5_000;
 const COMPACT_AFTER = 1_000;
+/** On close, how long a connection that has not sent its first request yet may still send it. */
+const FRESH_GRACE_MS = 1_000;
 
 /** origin-form path + query; absolute-form is reduced to its path (the host is the guest's to invent). */
 export function upstreamPath(url: string): string | undefined {
@@ -108,6 +110,8 @@ class Guest {
   keepAlive = true;
   /** Bytes of `buf` already searched for the end of the head (a guest dripping bytes costs O(n), not O(n²)). */
   scanned = 0;
+  /** No request answered yet on this connection. */
+  fresh = true;
   readonly peer: string;
 
   constructor(
@@ -247,6 +251,7 @@ class Guest {
       sock.once('drain', () => (this.drainDeadline = 0));
     }
     this.head = undefined;
+    this.fresh = false;
     if (closing) {
       this.state = G.Closing;
       // A guest that never closes its side must not hold a maxconn slot for ever.
@@ -545,9 +550,15 @@ export class NamespaceListener {
     this.closing = true;
     const closed = new Promise<void>((r) => this.server.close(() => r()));
     for (const p of this.parked.splice(0)) p.sock.destroy();
+    const now = Date.now();
     for (const g of this.guests) {
-      // Idle keep-alive guests go now; busy ones after their answer (reply() sees `closing`).
-      if (g.state === G.Idle && (g.buf === undefined || g.buf.length === 0)) g.sock.destroy();
+      // Idle keep-alive guests go now; busy ones after their answer (reply() sees `closing`). A connection
+      // accepted an instant ago whose first request is still on its way (the sockets are shared with the
+      // next proxy during a handover) gets a moment to send it: its guest would not retry.
+      if (g.state === G.Idle && (g.buf === undefined || g.buf.length === 0)) {
+        if (g.fresh) g.deadline = Math.min(g.deadline, now + FRESH_GRACE_MS);
+        else g.sock.destroy();
+      }
     }
     if (this.guests.size > 0) {
       await new Promise<void>((resolve) => {
