@@ -45,6 +45,7 @@ const cfg = {
 const PORT = 9697;
 const SHARED_PORT = 9699;
 const PERNS_PORT = 9698;
+const SOLO_PORT = 9700;
 const PATH = '/latest/meta-data/instance-id';
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const say = (m: string) => process.stderr.write(`[shared-bench ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
@@ -66,6 +67,7 @@ const result = {
   bind: [] as string[],
   memory: [] as MemRow[],
   sharedBaseKb: 0,
+  sharedBasePrivateKb: 0,
   load: [] as { mode: string; conns: number; rep: number; rps: number; p99Ms: number; cpuUsPerReq: number; errors: number }[],
   kill: [] as ({ mode: string; respawnMs: number } & LoopResult)[],
   notes: [] as string[],
@@ -142,7 +144,9 @@ async function main(): Promise<void> {
   cleanups.push(() => m.destroy());
   await m.start();
   await sleep(1000);
-  result.sharedBaseKb = memory(m.pid!).pssKb;
+  const base = memory(m.pid!);
+  result.sharedBaseKb = base.pssKb;
+  result.sharedBasePrivateKb = base.privateKb;
   let have = 0;
   for (const n of [...cfg.sizes].sort((a, b) => a - b)) {
     const t = Date.now();
@@ -156,7 +160,7 @@ async function main(): Promise<void> {
     await sleep(6000); // past the quiet period: the agent connections close, as on an idle node
     const mem = sumMem([m.pid!]);
     result.memory.push({ mode: 'shared', routers: n, processes: 1, ...mem });
-    say(`shared, ${n} listeners (added in ${addMs} ms): ${fmt(mem.pssKb / 1024)} MB Pss, ${fmt(mem.pssKb / n)} KB per router, marginal ${fmt((mem.pssKb - result.sharedBaseKb) / n)} KB`);
+    say(`shared, ${n} listeners (added in ${addMs} ms): ${fmt(mem.pssKb / 1024)} MB Pss, ${fmt(mem.pssKb / n)} KB per router, marginal ${fmt((mem.pssKb - result.sharedBaseKb) / n)} KB Pss, ${fmt((mem.privateKb - result.sharedBasePrivateKb) / n)} KB private`);
   }
 
   // ---- 2. load through one router namespace: shared (next to the idle listeners) vs per-namespace ----
@@ -165,8 +169,14 @@ async function main(): Promise<void> {
   await m.add({ kind: 'router', id: routerId, namespace: topo.router, host: '0.0.0.0', port: SHARED_PORT });
   const perNs = launch('perns-load', [process.execPath, ...PROXY_NODE_FLAGS, defaultProxyMain, '--nodaemonize', `--router_id=${routerId}`, `--state_path=${state}`, `--metadata_port=${PERNS_PORT}`, `--metadata_proxy_socket=${upstream.socket}`], topo.router, tmp);
   await waitServed(topo.router, PERNS_PORT);
+  // The same process model with that one listener only: what the other idle listeners cost per request.
+  const solo = new SharedMetadataProxy({ name: 'bench-solo', conf, log: silentLogger, pruneIntervalSec: 0 });
+  cleanups.push(() => solo.destroy());
+  await solo.start();
+  await solo.add({ kind: 'router', id: routerId, namespace: topo.router, host: '0.0.0.0', port: SOLO_PORT });
   const targets = [
     { mode: `shared (1 of ${m.size} listeners)`, port: SHARED_PORT, pid: () => m.pid! },
+    { mode: 'shared (its only listener)', port: SOLO_PORT, pid: () => solo.pid! },
     { mode: 'per-namespace', port: PERNS_PORT, pid: () => perNs.pid },
   ];
   const url = `http://${METADATA_IP}${PATH}`;
@@ -176,7 +186,8 @@ async function main(): Promise<void> {
   }
   for (let rep = 0; rep < cfg.repeats; rep++) {
     for (const c of cfg.conns) {
-      for (const t of rep % 2 ? [...targets].reverse() : targets) {
+      // Rotated every repeat so drift in the machine's load does not favour one target.
+      for (const t of [...targets.slice(rep % targets.length), ...targets.slice(0, rep % targets.length)]) {
         await redirectTo(topo, t.port);
         const pid = t.pid();
         const c0 = cpuSeconds(pid);
@@ -226,6 +237,7 @@ async function main(): Promise<void> {
     mon.stop();
     await pm.disable();
   }
+  await solo.destroy();
   await m.destroy();
 
   // ---- 1b. memory: a proxy per namespace, and haproxy per namespace ----
@@ -281,10 +293,10 @@ function report(): void {
       result.memory.map((r) => [r.mode, r.routers, r.processes, mb(r.pssKb), r.pssKb / r.routers >= 1024 ? `${mb(r.pssKb / r.routers)} MB` : `${fmt(r.pssKb / r.routers)} KB`, r.privateKb / r.routers >= 1024 ? `${mb(r.privateKb / r.routers)} MB` : `${fmt(r.privateKb / r.routers)} KB`, mb(r.rssKb)]),
     ),
     '',
-    `Shared proxy with no listener: ${mb(result.sharedBaseKb)} MB Pss. Marginal cost per listener (Pss(N) − Pss(0)) ÷ N: ${result.memory
+    `Shared proxy with no listener: ${mb(result.sharedBaseKb)} MB Pss, ${mb(result.sharedBasePrivateKb)} MB private. Marginal cost per listener, (X(N) − X(0)) ÷ N, Pss / private: ${result.memory
       .filter((r) => r.mode === 'shared')
-      .map((r) => `${fmt((r.pssKb - result.sharedBaseKb) / r.routers)} KB at ${r.routers}`)
-      .join(', ')}. The agent's copies of the listening sockets are kernel memory (a socket each), not in any process's Pss.`,
+      .map((r) => `${fmt((r.pssKb - result.sharedBaseKb) / r.routers)} / ${fmt((r.privateKb - result.sharedBasePrivateKb) / r.routers)} KB at ${r.routers}`)
+      .join(', ')}. Pss moves with the number of other node processes on the host sharing the node binary's pages; private memory does not. The agent's copies of the listening sockets are kernel memory (a socket each), not in any process's Pss.`,
     '',
     `## Load through one router namespace (Neutron's REDIRECT), \`${PATH}\`, medians of ${cfg.repeats}`,
     '',

@@ -4,7 +4,7 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { silentLogger } from '../src/common/log.js';
@@ -194,6 +194,33 @@ describe('SharedMetadataProxy with real namespaces', { skip: process.getuid?.() 
       process.stdout.write(`# kill -9: ${r.ok} answers, ${r.failed} failed (${JSON.stringify(r.errors)}), ${r.refused} refused, longest gap ${r.maxGapMs} ms\n`);
     } finally {
       await m.destroy();
+    }
+  });
+
+  test('runs as metadata_proxy_user after start, still rewrites its state file, and is still adopted', async () => {
+    chmodSync(join(state, 'metadata_proxy'), 0o666);
+    const conf = { state_path: state, debug: false, verbose: false, metadata_proxy_user: '65534', metadata_proxy_group: '65534' };
+    const m1 = manager({ conf });
+    await m1.start();
+    const id = uuid();
+    let m2: SharedMetadataProxy | undefined;
+    try {
+      const status = readFileSync(`/proc/${m1.pid}/status`, 'utf8');
+      assert.match(status, /^Uid:\s+65534\s+65534\s+65534\s+65534/m);
+      // Added after the drop: the state file is still rewritten.
+      await m1.add({ kind: 'router', id, namespace: ns[0]!, host: '0.0.0.0', port: PORT });
+      assert.equal(parseSharedState(readFileSync(m1.stateFile, 'utf8'))?.listeners[0]?.id, id);
+      assert.equal(idOf((await nsGet(ns[0]!, '/x')).body), id);
+      const old = m1.pid!;
+      await m1.stop();
+      m2 = manager({ conf });
+      await m2.start();
+      assert.ok(m2.has('router', id));
+      await waitFor(() => !pidAlive(old), 10_000, 50, 'the old proxy to exit');
+      assert.equal(idOf((await nsGet(ns[0]!, '/y')).body), id);
+    } finally {
+      await m2?.destroy();
+      await m1.destroy();
     }
   });
 
