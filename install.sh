@@ -10,7 +10,9 @@ case "$mode" in demo|test|stop) ;; *) echo "usage: $0 demo|test|stop" >&2; exit 
 
 if [ "$(id -u)" != 0 ]; then echo "$0: run as root (the stack builds network namespaces)" >&2; exit 1; fi
 
-pkgs=(iproute2 iptables iputils-arping dnsmasq-base isc-dhcp-client curl procps kmod)
+# gcc + libc6-dev: `npm run build` compiles the small netns addon (src/linux/native/netns.c) against node's headers.
+# iputils-arping: the L3 agent's gratuitous ARPs for new router interfaces (send_arp_for_ha).
+pkgs=(iproute2 iptables iputils-arping dnsmasq-base isc-dhcp-client curl procps kmod gcc libc6-dev)
 # rabbitmq-server: test/messaging.test.ts starts a private node of its own (own port, epmd, cookie, data in a
 # temp dir); Debian's package also starts the system service on install, which the tests neither need nor touch.
 [ "$mode" = test ] && pkgs+=(mariadb-server haproxy wrk cloud-init python3 rabbitmq-server)

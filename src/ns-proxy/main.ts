@@ -6,11 +6,12 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { daemonize, dropPrivileges, notifyParent, removePidFile, runningDaemon, writePidFile } from '../common/daemon.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
+import type { Resolved } from '../common/config.js';
 import { parseFlags } from '../common/flags.js';
 import { PROXY_NODE_FLAGS } from '../common/proxy-runtime.js';
 import { createLiteLogger, type LiteLogger } from '../common/lite-log.js';
 import { PROG, proxyAliases, proxyOpts } from './opts.js';
-import { MetadataProxy } from './proxy.js';
+import { createProxy, type GuestLimits, type RuntimeConfig } from './proxy.js';
 
 // Keep the young generation at its initial size instead of letting it grow to 16 MB semi-spaces under
 // load: ~5 MB less private memory after a burst, no measurable CPU cost for a proxy's short-lived garbage.
@@ -29,6 +30,76 @@ const fullGc = (): void => {
 
 let log: LiteLogger | undefined;
 
+type Conf = Resolved<typeof proxyOpts>['DEFAULT'];
+
+const limits = (c: Conf): GuestLimits => ({
+  timeoutHttpRequest: c.timeout_http_request * 1000,
+  timeoutClient: c.timeout_client * 1000,
+  timeoutKeepAlive: c.timeout_http_keep_alive * 1000,
+  maxconn: c.maxconn,
+  maxHeaderSize: c.max_header_size,
+  maxBodySize: c.max_body_size,
+});
+
+const runtimeConfig = (c: Conf, socketPath: string): RuntimeConfig => ({
+  socketPath,
+  timeoutServer: c.timeout_server * 1000,
+  upstreamConnections: c.upstream_connections,
+  retries: c.retries,
+  compact: fullGc,
+});
+
+function logFile(c: Conf, uuid: string): string | undefined {
+  if (c.log_file) return c.log_dir && !isAbsolute(c.log_file) ? join(c.log_dir, c.log_file) : c.log_file;
+  if (c.log_dir) return join(c.log_dir, `${PROG}-${uuid}.log`);
+  return undefined;
+}
+
+/** Common to both modes once listening: SIGTERM/SIGINT drain and exit 0, SIGHUP reopens the log. */
+function onSignals(stop: () => Promise<void>, pendingNow: () => number): void {
+  let stopping = false;
+  const onStop = async (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    log!.info({ signal: sig, inflight: pendingNow() }, 'stopping: finishing in-flight requests');
+    await stop();
+    log!.info('stopped');
+    await log!.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void onStop('SIGTERM'));
+  process.on('SIGINT', () => void onStop('SIGINT'));
+  // SIGHUP would kill a node process by default; here it reopens the log file (logrotate's postrotate).
+  process.on('SIGHUP', () => {
+    log!.reopen();
+    log!.info('SIGHUP: log file reopened');
+  });
+  // A daemon with stdio closed must not die on EPIPE writing to stderr.
+  process.stderr.on('error', () => {});
+}
+
+/** --shared: the namespaces' listening sockets come from the agent (src/ns-proxy/shared.ts). */
+async function shared(c: Conf): Promise<void> {
+  if (c.router_id || c.network_id) throw new ConfigError('--shared serves the namespaces its agent hands over: --router_id and --network_id do not apply');
+  if (c.daemonize) throw new ConfigError('--shared runs under its agent, which supervises it: pass --nodaemonize');
+  const name = c.shared_name ?? PROG;
+  if (!/^[\w.-]+$/.test(name)) throw new ConfigError(`--shared_name=${JSON.stringify(name)}: letters, digits, '.', '_' and '-' only`);
+  // Loaded here only: a per-namespace proxy never pays for shared mode's code.
+  const sh = await import('./shared.js');
+  log = createLiteLogger({ name: PROG, debug: c.debug, path: logFile(c, sh.sharedUuid(name)) });
+  const proxy = await sh.runShared({
+    name,
+    statePath: c.state_path,
+    pidFile: c.pid_file ?? sh.sharedPidFile(c.state_path, name),
+    runtime: runtimeConfig(c, c.metadata_proxy_socket ?? join(c.state_path, 'metadata_proxy')),
+    limits: limits(c),
+    user: c.metadata_proxy_user,
+    group: c.metadata_proxy_group,
+    log,
+  });
+  onSignals(() => proxy.stop(), () => proxy.pending);
+}
+
 async function fatal(msg: string): Promise<never> {
   process.stderr.write(`${PROG}: ${msg}\n`);
   log?.error(msg);
@@ -39,12 +110,13 @@ async function fatal(msg: string): Promise<never> {
 
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
-  const parsed = parseFlags(proxyOpts, argv, { prog: PROG, description: 'Metadata proxy for one router or network namespace.', aliases: proxyAliases });
+  const parsed = parseFlags(proxyOpts, argv, { prog: PROG, description: 'Metadata proxy for one router or network namespace (or, with --shared, for all of an agent\'s namespaces).', aliases: proxyAliases });
   if ('help' in parsed) {
     process.stdout.write(parsed.help);
     return;
   }
   const c = parsed.conf.DEFAULT;
+  if (c.shared) return shared(c);
   if (!c.router_id === !c.network_id) throw new ConfigError('Either one of parameter network_id or router_id must be passed in.');
   const uuid = (c.router_id ?? c.network_id)!;
   const socketPath = c.metadata_proxy_socket ?? join(c.state_path, 'metadata_proxy');
@@ -58,34 +130,12 @@ async function main(): Promise<void> {
     return;
   }
 
-  let path: string | undefined;
-  if (c.log_file) path = c.log_dir && !isAbsolute(c.log_file) ? join(c.log_dir, c.log_file) : c.log_file;
-  else if (c.log_dir) path = join(c.log_dir, `${PROG}-${uuid}.log`);
-  log = createLiteLogger({ name: PROG, debug: c.debug, path });
+  log = createLiteLogger({ name: PROG, debug: c.debug, path: logFile(c, uuid) });
 
-  const proxy = new MetadataProxy(
-    {
-      routerId: c.router_id,
-      networkId: c.network_id,
-      socketPath,
-      bindAddress: c.bind_address,
-      port: c.metadata_port,
-      timeoutHttpRequest: c.timeout_http_request * 1000,
-      timeoutClient: c.timeout_client * 1000,
-      timeoutServer: c.timeout_server * 1000,
-      timeoutKeepAlive: c.timeout_http_keep_alive * 1000,
-      maxconn: c.maxconn,
-      maxHeaderSize: c.max_header_size,
-      maxBodySize: c.max_body_size,
-      upstreamConnections: c.upstream_connections,
-      retries: c.retries,
-      compact: fullGc,
-    },
-    log,
-  );
+  const { runtime, listener } = createProxy({ routerId: c.router_id, networkId: c.network_id, bindAddress: c.bind_address, port: c.metadata_port, ...limits(c), ...runtimeConfig(c, socketPath) }, log);
   let port: number;
   try {
-    port = await proxy.listen();
+    port = await listener.listen({ host: c.bind_address, port: c.metadata_port });
   } catch (e) {
     return fatal(`cannot listen on ${c.bind_address}:${c.metadata_port}: ${errorMessage(e)}`);
   }
@@ -93,26 +143,11 @@ async function main(): Promise<void> {
   if (c.pid_file) writePidFile(c.pid_file);
   dropPrivileges(c.metadata_proxy_user, c.metadata_proxy_group);
 
-  let stopping = false;
-  const stop = async (sig: string) => {
-    if (stopping) return;
-    stopping = true;
-    log!.info({ signal: sig, inflight: proxy.pending }, 'stopping: finishing in-flight requests');
-    await proxy.close();
+  onSignals(async () => {
+    await listener.close();
+    runtime.close();
     if (c.pid_file && !removePidFile(c.pid_file)) log!.warn({ pid_file: c.pid_file }, 'could not remove the pid file');
-    log!.info('stopped');
-    await log!.close();
-    process.exit(0);
-  };
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
-  // SIGHUP would kill a node process by default; here it reopens the log file (logrotate's postrotate).
-  process.on('SIGHUP', () => {
-    log!.reopen();
-    log!.info('SIGHUP: log file reopened');
-  });
-  // A daemon with stdio closed must not die on EPIPE writing to stderr.
-  process.stderr.on('error', () => {});
+  }, () => runtime.pending);
   log.info({ bind: c.bind_address, port, socket: socketPath, router_id: c.router_id, network_id: c.network_id, uid: process.getuid?.(), gid: process.getgid?.() }, 'metadata proxy listening');
   await notifyParent({ qmDaemon: 'ready' });
 }

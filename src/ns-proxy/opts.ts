@@ -15,6 +15,8 @@ export const proxyOpts = {
   DEFAULT: {
     router_id: optStr('Router id this proxy serves (sent as X-Quantum-Router-ID / X-Neutron-Router-ID). Exactly one of router_id, network_id.'),
     network_id: optStr('Network id this proxy serves (sent as X-Quantum-Network-ID / X-Neutron-Network-ID). Exactly one of router_id, network_id.'),
+    shared: bool(false, 'Shared mode: one process for all of an agent\'s namespaces, serving the listening sockets the agent binds in each and hands over (IPC channel on fd 3, descriptors on fd 4). Started by the agent with --nodaemonize; no --router_id/--network_id.'),
+    shared_name: optStr('Shared mode: the agent this process serves (e.g. quantum-l3-agent); names its state file $state_path/external/shared-proxy/<name>.json and its default pid file $state_path/external/pids/<name>-shared.pid.'),
     pid_file: optStr('Pid file of this process.'),
     daemonize: bool(true, 'Run as a detached daemon (--nodaemonize to stay in the foreground, e.g. under systemd).'),
     state_path: str('/var/lib/quantum', 'Top-level directory for maintaining the agents\' state.'),

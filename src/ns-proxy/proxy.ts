@@ -7,24 +7,32 @@
 // than node:http: per request one read and one (corked) write on each side, no stream objects, pooled
 // keep-alive connections to the agent, and one sweeper timer for every deadline instead of a timer per
 // socket. Measured against node:http on both sides it needs about a third of the CPU per request.
+//
+// Two levels, so that one process can serve many namespaces (shared mode, src/ns-proxy/shared.ts):
+// a NamespaceListener is one namespace's listening socket with its guests, maxconn and parked queue and
+// the id header lines; the ProxyRuntime is what a process has once: the pool of keep-alive connections
+// to the agent (a pooled connection carries requests of any listener, the id lines are per request), the
+// in-flight exchanges, the 250 ms sweeper and the quiet-period compaction.
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { LiteLogger } from '../common/lite-log.js';
 import { ChunkedDecoder, HttpError, parseRequestHead, parseResponseHead, reason, type RequestHead, type ResponseHead } from './http1.js';
 
-export interface ProxyConfig {
-  routerId?: string | undefined;
-  networkId?: string | undefined;
-  socketPath: string;
-  bindAddress: string;
-  port: number;
+/** What the guests of a listener are held to (haproxy's frontend limits); one object for all listeners of a process. */
+export interface GuestLimits {
   /** Milliseconds. */
   timeoutHttpRequest: number;
   timeoutClient: number;
-  timeoutServer: number;
   timeoutKeepAlive: number;
   maxconn: number;
   maxHeaderSize: number;
   maxBodySize: number;
+}
+
+/** Per process: the agent's socket and the pool's behaviour. */
+export interface RuntimeConfig {
+  socketPath: string;
+  /** Milliseconds. */
+  timeoutServer: number;
   upstreamConnections: number;
   retries: number;
   /** Quiet this long (ms) after serving requests: close the idle agent connections (default 5 s). */
@@ -33,6 +41,18 @@ export interface ProxyConfig {
   compactAfter?: number;
   /** Gives memory back once a burst is over (main.ts: a full GC); without it only the connections close. */
   compact?: () => void;
+}
+
+/** Whose guests a listener serves: exactly one of the two. */
+export interface ListenerIdentity {
+  routerId?: string | undefined;
+  networkId?: string | undefined;
+}
+
+/** Everything a one-namespace proxy process is given (per-namespace mode). */
+export interface ProxyConfig extends RuntimeConfig, GuestLimits, ListenerIdentity {
+  bindAddress: string;
+  port: number;
 }
 
 /** Statuses the agent may answer that reach the guest as they are (Python proxy set + haproxy's 502/503/504). */
@@ -45,6 +65,8 @@ const RETRYABLE_CONNECT = new Set(['ECONNREFUSED', 'ENOENT', 'EAGAIN']);
 const SWEEP_MS = 250;
 const QUIET_MS = 5_000;
 const COMPACT_AFTER = 1_000;
+/** On close, how long a connection that has not sent its first request yet may still send it. */
+const FRESH_GRACE_MS = 1_000;
 
 /** origin-form path + query; absolute-form is reduced to its path (the host is the guest's to invent). */
 export function upstreamPath(url: string): string | undefined {
@@ -88,23 +110,25 @@ class Guest {
   keepAlive = true;
   /** Bytes of `buf` already searched for the end of the head (a guest dripping bytes costs O(n), not O(n²)). */
   scanned = 0;
+  /** No request answered yet on this connection. */
+  fresh = true;
   readonly peer: string;
 
   constructor(
     readonly sock: Socket,
-    readonly proxy: MetadataProxy,
+    readonly l: NamespaceListener,
   ) {
     const a = sock.remoteAddress ?? '';
     // A dual-stack bind reports IPv4 guests as ::ffff:a.b.c.d.
     this.peer = a.startsWith('::ffff:') && a.indexOf('.') > 0 ? a.slice(7) : a;
-    this.deadline = Date.now() + proxy.cfg.timeoutHttpRequest;
+    this.deadline = Date.now() + l.limits.timeoutHttpRequest;
   }
 
   onData(chunk: Buffer): void {
     this.buf = this.buf === undefined || this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
     if (this.state === G.Upstream || this.state === G.Closing) {
       // Pipelined input waits; a guest that floods it is paused.
-      if (this.buf.length > this.proxy.cfg.maxHeaderSize + this.proxy.cfg.maxBodySize) this.sock.pause();
+      if (this.buf.length > this.l.limits.maxHeaderSize + this.l.limits.maxBodySize) this.sock.pause();
       return;
     }
     this.process();
@@ -127,11 +151,11 @@ class Guest {
           if (this.state === G.Idle) {
             this.state = G.Head;
             this.scanned = 0;
-            this.deadline = Date.now() + this.proxy.cfg.timeoutHttpRequest;
+            this.deadline = Date.now() + this.l.limits.timeoutHttpRequest;
           }
           const from = this.scanned > 3 ? this.scanned - 3 : 0;
           const end = buf.indexOf(CRLF2, from);
-          const max = this.proxy.cfg.maxHeaderSize;
+          const max = this.l.limits.maxHeaderSize;
           if (end < 0) {
             if (buf.length > max) throw new HttpError(431, 'request header block too large');
             // A head using bare LF line ends would never complete: refuse it now, not at the timeout.
@@ -148,10 +172,10 @@ class Guest {
           this.head = head;
           this.path = path;
           this.keepAlive = head.keepAlive;
-          if (head.contentLength > this.proxy.cfg.maxBodySize) throw new HttpError(413, 'request body too large');
+          if (head.contentLength > this.l.limits.maxBodySize) throw new HttpError(413, 'request body too large');
           if (head.expectContinue) this.sock.write('HTTP/1.1 100 Continue\r\n\r\n');
           if (head.chunked) {
-            this.decoder = new ChunkedDecoder(this.proxy.cfg.maxBodySize);
+            this.decoder = new ChunkedDecoder(this.l.limits.maxBodySize);
             this.state = G.Body;
           } else if (head.contentLength > 0) {
             this.need = head.contentLength;
@@ -183,7 +207,7 @@ class Guest {
       }
     } catch (e) {
       const he = e instanceof HttpError ? e : new HttpError(400, String(e));
-      if (this.proxy.log.isDebug) this.proxy.log.debug({ peer: this.peer, status: he.status, err: he.message }, 'bad request from guest');
+      if (this.l.rt.log.isDebug) this.l.rt.log.debug({ peer: this.peer, status: he.status, err: he.message }, 'bad request from guest');
       this.keepAlive = false;
       this.state = G.Closing;
       this.reply(he.status, undefined, Buffer.from(`${reason(he.status)}\n`), TEXT);
@@ -193,7 +217,7 @@ class Guest {
   private dispatch(body: Buffer | undefined): void {
     this.state = G.Upstream;
     this.deadline = 0;
-    this.proxy.forward(this, this.head!.method, this.path, body, this.head!.contentType);
+    this.l.rt.forward(this, this.head!.method, this.path, body, this.head!.contentType);
   }
 
   /** Write the whole response at once; then the next request, or close. */
@@ -201,7 +225,7 @@ class Guest {
     const sock = this.sock;
     if (sock.destroyed) return;
     const ct = contentType ?? bodyType;
-    const closing = !this.keepAlive || this.proxy.closing;
+    const closing = !this.keepAlive || this.l.closing;
     let h = `HTTP/1.1 ${status} ${reason(status)}\r\n`;
     if (ct !== undefined) h += `Content-Type: ${ct}\r\n`;
     h += `Content-Length: ${body.length}\r\n`;
@@ -223,19 +247,20 @@ class Guest {
       sock.uncork();
     }
     if (sock.writableNeedDrain) {
-      this.drainDeadline = Date.now() + this.proxy.cfg.timeoutClient;
+      this.drainDeadline = Date.now() + this.l.limits.timeoutClient;
       sock.once('drain', () => (this.drainDeadline = 0));
     }
     this.head = undefined;
+    this.fresh = false;
     if (closing) {
       this.state = G.Closing;
       // A guest that never closes its side must not hold a maxconn slot for ever.
-      this.deadline = Date.now() + this.proxy.cfg.timeoutClient;
+      this.deadline = Date.now() + this.l.limits.timeoutClient;
       sock.end();
       return;
     }
     this.state = G.Idle;
-    this.deadline = Date.now() + this.proxy.cfg.timeoutKeepAlive;
+    this.deadline = Date.now() + this.l.limits.timeoutKeepAlive;
     if (sock.isPaused()) sock.resume();
     if (this.buf !== undefined && this.buf.length > 0) this.process();
     else this.buf = undefined;
@@ -257,8 +282,8 @@ class Upstream {
   used = 0;
   dead = false;
 
-  constructor(readonly proxy: MetadataProxy) {
-    this.sock = connect({ path: proxy.cfg.socketPath });
+  constructor(readonly rt: ProxyRuntime) {
+    this.sock = connect({ path: rt.cfg.socketPath });
     this.sock.on('data', (d: Buffer) => this.onData(d));
     this.sock.on('end', () => this.onEnd());
     this.sock.on('error', (e: NodeJS.ErrnoException) => this.fail(e));
@@ -273,8 +298,8 @@ class Upstream {
     // old generation, where young reads pushed into it outlive young GCs (measured with bench/proxy-memory.js:
     // 4.7 MB more malloc heap after a burst when it was reused).
     this.parts = [];
-    const p = this.proxy;
-    let h = `${ex.method} ${ex.path} HTTP/1.1\r\nHost: 169.254.169.254\r\nX-Forwarded-For: ${ex.guest.peer}\r\n${p.idLines}`;
+    // The id lines are the listener's, whichever namespace's request this pooled connection carried before.
+    let h = `${ex.method} ${ex.path} HTTP/1.1\r\nHost: 169.254.169.254\r\nX-Forwarded-For: ${ex.guest.peer}\r\n${ex.guest.l.idLines}`;
     if (ex.body !== undefined) {
       if (ex.contentType !== undefined) h += `Content-Type: ${ex.contentType}\r\n`;
       h += `Content-Length: ${ex.body.length}\r\n\r\n`;
@@ -355,8 +380,8 @@ class Upstream {
     this.got = 0;
     this.decoder = undefined;
     this.seen = false;
-    this.proxy.finish(ex, head.status, head.contentType, body);
-    if (reusable) this.proxy.release(this);
+    this.rt.finish(ex, head.status, head.contentType, body);
+    if (reusable) this.rt.release(this);
     else this.destroy();
   }
 
@@ -373,21 +398,21 @@ class Upstream {
     const ex = this.ex;
     this.dead = true;
     this.ex = undefined;
-    this.proxy.forget(this);
+    this.rt.forget(this);
     if (!this.sock.destroyed) this.sock.destroy();
-    if (ex) this.proxy.upstreamFailed(ex, e, this.used > 1, this.seen);
+    if (ex) this.rt.upstreamFailed(ex, e, this.used > 1, this.seen);
   }
 
   abort(e: HttpError): void {
     const ex = this.ex;
     this.ex = undefined;
     this.destroy();
-    if (ex) this.proxy.upstreamBroken(ex, e);
+    if (ex) this.rt.upstreamBroken(ex, e);
   }
 
   destroy(): void {
     this.dead = true;
-    this.proxy.forget(this);
+    this.rt.forget(this);
     this.sock.destroy();
   }
 }
@@ -404,37 +429,34 @@ interface Exchange {
   done: boolean;
 }
 
-export class MetadataProxy {
+/** One namespace's listening socket: its guests, maxconn and parked queue, and the id it sends for them. */
+export class NamespaceListener {
   readonly server: Server;
-  /** The id header lines, the same on every request. */
+  /** The id header lines, the same on every request of this listener, never taken from the guest. */
   readonly idLines: string;
   closing = false;
   private readonly guests = new Set<Guest>();
-  private readonly idle: Upstream[] = [];
-  private readonly exchanges = new Set<Exchange>();
-  private sweeper: NodeJS.Timeout | undefined;
   private onDrained: (() => void) | undefined;
-  /** When the last request came (0: none since the last quiet period began). */
-  private lastRequest = 0;
-  private sinceCompact = 0;
 
   constructor(
-    readonly cfg: ProxyConfig,
-    readonly log: LiteLogger,
+    readonly rt: ProxyRuntime,
+    readonly limits: GuestLimits,
+    id: ListenerIdentity,
   ) {
-    if (!cfg.routerId === !cfg.networkId) throw new Error('exactly one of routerId and networkId is required');
-    this.idLines = cfg.routerId
-      ? `X-Quantum-Router-ID: ${cfg.routerId}\r\nX-Neutron-Router-ID: ${cfg.routerId}\r\n`
-      : `X-Quantum-Network-ID: ${cfg.networkId}\r\nX-Neutron-Network-ID: ${cfg.networkId}\r\n`;
-    if (!/^[\x21-\x7e]+$/.test((cfg.routerId ?? cfg.networkId)!)) throw new Error('the router/network id must be printable ASCII without spaces');
+    if (!id.routerId === !id.networkId) throw new Error('exactly one of routerId and networkId is required');
+    const uuid = (id.routerId ?? id.networkId)!;
+    if (!/^[\x21-\x7e]+$/.test(uuid)) throw new Error('the router/network id must be printable ASCII without spaces');
+    this.idLines = id.routerId
+      ? `X-Quantum-Router-ID: ${uuid}\r\nX-Neutron-Router-ID: ${uuid}\r\n`
+      : `X-Quantum-Network-ID: ${uuid}\r\nX-Neutron-Network-ID: ${uuid}\r\n`;
     // allowHalfOpen: a guest that shuts down its sending side after the request still gets the answer.
     // pauseOnConnect: nothing is read from a connection until it has one of the maxconn slots.
     this.server = createServer({ noDelay: true, allowHalfOpen: true, pauseOnConnect: true }, (sock) => this.accept(sock));
   }
 
-  /** Requests being proxied right now. */
-  get pending(): number {
-    return this.exchanges.size;
+  /** Guest connections holding a maxconn slot. */
+  get connections(): number {
+    return this.guests.size;
   }
 
   /**
@@ -449,8 +471,8 @@ export class MetadataProxy {
       sock.destroy();
       return;
     }
-    if (this.guests.size >= this.cfg.maxconn) {
-      if (this.parked.length >= this.cfg.maxconn) {
+    if (this.guests.size >= this.limits.maxconn) {
+      if (this.parked.length >= this.limits.maxconn) {
         sock.destroy();
         return;
       }
@@ -462,7 +484,7 @@ export class MetadataProxy {
   }
 
   private unpark(): void {
-    while (this.guests.size < this.cfg.maxconn && this.parked.length > 0 && !this.closing) {
+    while (this.guests.size < this.limits.maxconn && this.parked.length > 0 && !this.closing) {
       const p = this.parked.shift()!;
       if (!p.sock.destroyed) this.admit(p.sock);
     }
@@ -486,23 +508,28 @@ export class MetadataProxy {
     sock.resume();
   }
 
-  listen(): Promise<number> {
+  /**
+   * Bind host:port (per-namespace mode), or serve a socket already listening in its namespace, handed over
+   * by the agent (shared mode). Resolves with the port.
+   */
+  listen(at: { host: string; port: number } | { fd: number }, backlog = 511): Promise<number> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen({ host: this.cfg.bindAddress, port: this.cfg.port, backlog: 511 }, () => {
+      const done = () => {
         this.server.off('error', reject);
-        this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
-        this.sweeper.unref();
+        this.rt.attach(this);
         const a = this.server.address();
-        resolve(typeof a === 'object' && a ? a.port : this.cfg.port);
-      });
+        resolve(typeof a === 'object' && a ? a.port : 'port' in at ? at.port : 0);
+      };
+      if ('fd' in at) this.server.listen({ fd: at.fd, backlog }, done);
+      else this.server.listen({ host: at.host, port: at.port, backlog }, done);
     });
   }
 
-  /** Every deadline in one place: requests too slow to arrive, answers too slow to come, stuck writes. */
-  private sweep(): void {
-    const now = Date.now();
-    while (this.parked.length > 0 && (this.parked[0]!.sock.destroyed || this.parked[0]!.since + this.cfg.timeoutHttpRequest < now)) this.parked.shift()!.sock.destroy();
+  /** This listener's deadlines (called by the runtime's sweeper). */
+  sweep(now: number): void {
+    const parked = this.parked;
+    while (parked.length > 0 && (parked[0]!.sock.destroyed || parked[0]!.since + this.limits.timeoutHttpRequest < now)) parked.shift()!.sock.destroy();
     for (const g of this.guests) {
       if (g.deadline !== 0 && g.deadline < now && (g.state === G.Idle || g.state === G.Head || g.state === G.Body)) {
         if (g.state === G.Idle) g.sock.destroy();
@@ -513,6 +540,89 @@ export class MetadataProxy {
       } else if (g.state === G.Closing && g.deadline !== 0 && g.deadline < now) g.sock.destroy();
       else if (g.drainDeadline !== 0 && g.drainDeadline < now) g.sock.destroy();
     }
+  }
+
+  /**
+   * Stop accepting (the listening socket is closed at once), let in-flight requests finish (up to graceMs),
+   * then drop what is left.
+   */
+  async close(graceMs = this.rt.cfg.timeoutServer + 1000): Promise<void> {
+    this.closing = true;
+    const closed = new Promise<void>((r) => this.server.close(() => r()));
+    for (const p of this.parked.splice(0)) p.sock.destroy();
+    const now = Date.now();
+    for (const g of this.guests) {
+      // Idle keep-alive guests go now; busy ones after their answer (reply() sees `closing`). A connection
+      // accepted an instant ago whose first request is still on its way (the sockets are shared with the
+      // next proxy during a handover) gets a moment to send it: its guest would not retry.
+      if (g.state === G.Idle && (g.buf === undefined || g.buf.length === 0)) {
+        if (g.fresh) g.deadline = Math.min(g.deadline, now + FRESH_GRACE_MS);
+        else g.sock.destroy();
+      }
+    }
+    if (this.guests.size > 0) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, graceMs);
+        this.onDrained = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      for (const g of this.guests) g.sock.destroy();
+    }
+    await closed;
+    this.rt.detach(this);
+  }
+}
+
+/**
+ * What a proxy process has once, however many namespaces it serves: the agent connection pool, the
+ * exchanges in flight, one sweeper for every deadline of every listener, and the quiet-period compaction.
+ */
+export class ProxyRuntime {
+  private readonly listeners = new Set<NamespaceListener>();
+  private readonly idle: Upstream[] = [];
+  private readonly exchanges = new Set<Exchange>();
+  private sweeper: NodeJS.Timeout | undefined;
+  /** When the last request came (0: none since the last quiet period began). */
+  private lastRequest = 0;
+  private sinceCompact = 0;
+  private closed = false;
+
+  constructor(
+    readonly cfg: RuntimeConfig,
+    readonly log: LiteLogger,
+  ) {}
+
+  /** Requests being proxied right now. */
+  get pending(): number {
+    return this.exchanges.size;
+  }
+
+  /** Guest connections holding a slot, over every listener. */
+  get guests(): number {
+    let n = 0;
+    for (const l of this.listeners) n += l.connections;
+    return n;
+  }
+
+  /** A listener started listening: its deadlines join the sweep (one timer for the whole process). */
+  attach(l: NamespaceListener): void {
+    this.listeners.add(l);
+    if (this.sweeper === undefined && !this.closed) {
+      this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
+      this.sweeper.unref();
+    }
+  }
+
+  detach(l: NamespaceListener): void {
+    this.listeners.delete(l);
+  }
+
+  /** Every deadline in one place: requests too slow to arrive, answers too slow to come, stuck writes. */
+  private sweep(): void {
+    const now = Date.now();
+    for (const l of this.listeners) l.sweep(now);
     if (this.lastRequest !== 0 && this.exchanges.size === 0 && now - this.lastRequest >= (this.cfg.quietMs ?? QUIET_MS)) this.quiet();
     for (const ex of this.exchanges) {
       if (ex.deadline < now && !ex.done) {
@@ -565,7 +675,7 @@ export class MetadataProxy {
 
   release(up: Upstream): void {
     if (up.dead) return;
-    if (this.idle.length >= this.cfg.upstreamConnections || this.closing) up.destroy();
+    if (this.idle.length >= this.cfg.upstreamConnections || this.closed) up.destroy();
     else this.idle.push(up);
   }
 
@@ -620,27 +730,17 @@ export class MetadataProxy {
     this.finishError(ex, 502, 'The metadata agent returned an invalid response.');
   }
 
-  /** Stop accepting, let in-flight requests finish (up to graceMs), then drop what is left. */
-  async close(graceMs = this.cfg.timeoutServer + 1000): Promise<void> {
-    this.closing = true;
-    const closed = new Promise<void>((r) => this.server.close(() => r()));
-    for (const p of this.parked.splice(0)) p.sock.destroy();
-    for (const g of this.guests) {
-      // Idle keep-alive guests go now; busy ones after their answer (reply() sees `closing`).
-      if (g.state === G.Idle && (g.buf === undefined || g.buf.length === 0)) g.sock.destroy();
-    }
-    if (this.guests.size > 0) {
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, graceMs);
-        this.onDrained = () => {
-          clearTimeout(t);
-          resolve();
-        };
-      });
-      for (const g of this.guests) g.sock.destroy();
-    }
-    await closed;
+  /** After the listeners have closed: stop the sweeper and drop the idle agent connections. */
+  close(): void {
+    this.closed = true;
     if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = undefined;
     for (const up of [...this.idle]) up.destroy();
   }
+}
+
+/** A one-namespace proxy (per-namespace mode): a runtime with a single listener. */
+export function createProxy(cfg: ProxyConfig, log: LiteLogger): { runtime: ProxyRuntime; listener: NamespaceListener } {
+  const runtime = new ProxyRuntime(cfg, log);
+  return { runtime, listener: new NamespaceListener(runtime, cfg, cfg) };
 }

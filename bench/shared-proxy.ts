@@ -1,0 +1,333 @@
+// One shared metadata proxy for all namespaces vs a proxy per namespace vs haproxy per namespace:
+//  1. memory per router: Pss of all proxy processes ÷ routers, with 100, 300 and 1000 namespaces (each
+//     listener answers one request first), and the shared proxy's marginal cost per listener;
+//  2. req/s and proxy CPU per request through one router namespace (Neutron's REDIRECT) at 1/16/64
+//     connections, shared (next to the other idle listeners) vs per-namespace;
+//  3. kill -9 under a guest loop with a new connection per request: shared (respawned by
+//     SharedMetadataProxy, sockets kept by the agent) vs per-namespace (ProcessMonitor, 1 s checks).
+// Not a test. As root:  node dist/bench/shared-proxy.js [--sizes 100,300,1000] [--per-ns 100,300] [--haproxy 100]
+//   [--conns 1,16,64] [--duration 3] [--repeats 3] [--out NAME]
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { execFileSync } from 'node:child_process';
+import { silentLogger } from '../src/common/log.js';
+import { PROXY_NODE_FLAGS } from '../src/common/proxy-runtime.js';
+import { defaultProxyMain, metadataProxyManager } from '../src/linux/agent-common.js';
+import { ProcessMonitor, type ProcessManager } from '../src/linux/external-process.js';
+import { SharedMetadataProxy } from '../src/linux/shared-proxy.js';
+// The same guest loop the shared proxy's kill -9 test runs.
+import { guestLoop, type LoopResult } from '../test/helpers/guest-loop.js';
+import { killChildren, run } from './lib/exec.js';
+import { createTopology, destroyTopology, METADATA_IP, redirectTo, runPrefix, type Topology } from './lib/netns.js';
+import { launch, startHaproxy, startUpstream, type Proc } from './lib/procs.js';
+import { cpuSeconds, memory } from './lib/procstat.js';
+import { fmt, median, table } from './lib/stats.js';
+import { wrk } from './lib/wrk.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const repoRoot = resolve(here, '../..');
+const list = (s: string | undefined, d: number[]) => (s === undefined ? d : s === '' || s === '0' ? [] : s.split(',').map(Number));
+const { values: flags } = parseArgs({
+  options: { sizes: { type: 'string' }, 'per-ns': { type: 'string' }, haproxy: { type: 'string' }, conns: { type: 'string' }, duration: { type: 'string' }, repeats: { type: 'string' }, out: { type: 'string' } },
+});
+const cfg = {
+  sizes: list(flags.sizes, [100, 300, 1000]),
+  perNs: list(flags['per-ns'], [100, 300]),
+  haproxy: Number(flags.haproxy ?? 100),
+  conns: list(flags.conns, [1, 16, 64]),
+  duration: Number(flags.duration ?? 3),
+  repeats: Number(flags.repeats ?? 3),
+};
+const PORT = 9697;
+const SHARED_PORT = 9699;
+const PERNS_PORT = 9698;
+const SOLO_PORT = 9700;
+const PATH = '/latest/meta-data/instance-id';
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const say = (m: string) => process.stderr.write(`[shared-bench ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
+
+interface MemRow {
+  mode: string;
+  routers: number;
+  processes: number;
+  pssKb: number;
+  privateKb: number;
+  rssKb: number;
+}
+
+const result = {
+  when: new Date().toISOString(),
+  commit: '',
+  machine: '',
+  cfg,
+  bind: [] as string[],
+  memory: [] as MemRow[],
+  sharedBaseKb: 0,
+  sharedBasePrivateKb: 0,
+  load: [] as { mode: string; conns: number; rep: number; rps: number; p99Ms: number; cpuUsPerReq: number; errors: number }[],
+  kill: [] as ({ mode: string; respawnMs: number } & LoopResult)[],
+  notes: [] as string[],
+};
+
+let prefix = '';
+let tmp = '';
+const cleanups: (() => Promise<void>)[] = [];
+
+async function cleanup(): Promise<void> {
+  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
+  killChildren('SIGTERM');
+  await sleep(300);
+  killChildren('SIGKILL');
+  if (prefix) await destroyTopology(prefix);
+}
+
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    say(`${sig}: cleaning up ${prefix}-*`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+async function batch(lines: string[], ns?: string): Promise<void> {
+  for (let i = 0; i < lines.length; i += 500) await run(['ip', ...(ns ? ['-n', ns] : []), '-force', '-batch', '-'], { input: lines.slice(i, i + 500).join('\n') + '\n' });
+}
+
+async function parallel<T>(items: T[], n: number, fn: (x: T, i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(Array.from({ length: n }, async () => {
+    for (let i = next++; i < items.length; i = next++) await fn(items[i]!, i);
+  }));
+}
+
+/** One request from inside a namespace to its local listener; true on 200. */
+async function probe(ns: string, port: number): Promise<boolean> {
+  const { stdout } = await run(['curl', '-s', '-o', '/dev/null', '-m', '5', '-w', '%{http_code}', `http://127.0.0.1:${port}${PATH}`], { ns, allowFail: true });
+  return stdout === '200';
+}
+
+async function waitServed(ns: string, port: number, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await probe(ns, port)) return;
+    await sleep(50);
+  }
+  throw new Error(`nothing answers on ${ns} :${port}`);
+}
+
+const sumMem = (pids: number[]) => pids.map((p) => memory(p)).reduce((a, m) => ({ pssKb: a.pssKb + m.pssKb, privateKb: a.privateKb + m.privateKb, rssKb: a.rssKb + m.rssKb }), { pssKb: 0, privateKb: 0, rssKb: 0 });
+
+async function main(): Promise<void> {
+  prefix = runPrefix();
+  tmp = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  result.commit = execFileSync('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']).toString().trim();
+  result.machine = `${cpus().length}× ${cpus()[0]?.model ?? '?'}, node ${process.version}`;
+  say(`run ${prefix}, ${JSON.stringify(cfg)}`);
+  const maxN = Math.max(0, ...cfg.sizes, ...cfg.perNs, cfg.haproxy);
+  const names = Array.from({ length: maxN }, (_, i) => `${prefix}-n${i}`);
+  const t0 = Date.now();
+  await batch(names.map((n) => `netns add ${n}`));
+  await parallel(names, 8, async (n) => void (await run(['ip', '-n', n, 'link', 'set', 'lo', 'up'])));
+  say(`${maxN} namespaces in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  const upNs = `${prefix}-up`;
+  await batch([`netns add ${upNs}`]);
+  const upstream = await startUpstream(resolve(here, 'lib/upstream.js'), upNs, tmp);
+  const state = join(tmp, 'state');
+  mkdirSync(state, { recursive: true });
+  const conf = { state_path: state, metadata_proxy_socket: upstream.socket, debug: false, verbose: false };
+
+  // ---- 1. memory: shared ----
+  const m = new SharedMetadataProxy({ name: 'bench-l3', conf, log: silentLogger, pruneIntervalSec: 0 });
+  cleanups.push(() => m.destroy());
+  await m.start();
+  await sleep(1000);
+  const base = memory(m.pid!);
+  result.sharedBaseKb = base.pssKb;
+  result.sharedBasePrivateKb = base.privateKb;
+  let have = 0;
+  for (const n of [...cfg.sizes].sort((a, b) => a - b)) {
+    const t = Date.now();
+    const add = names.slice(have, n);
+    await Promise.all(add.map((ns) => m.add({ kind: 'router', id: randomUUID(), namespace: ns, host: '0.0.0.0', port: PORT })));
+    const addMs = Date.now() - t;
+    await parallel(add, 16, async (ns) => {
+      if (!(await probe(ns, PORT))) throw new Error(`shared listener in ${ns} did not answer`);
+    });
+    have = n;
+    await sleep(6000); // past the quiet period: the agent connections close, as on an idle node
+    const mem = sumMem([m.pid!]);
+    result.memory.push({ mode: 'shared', routers: n, processes: 1, ...mem });
+    say(`shared, ${n} listeners (added in ${addMs} ms): ${fmt(mem.pssKb / 1024)} MB Pss, ${fmt(mem.pssKb / n)} KB per router, marginal ${fmt((mem.pssKb - result.sharedBaseKb) / n)} KB Pss, ${fmt((mem.privateKb - result.sharedBasePrivateKb) / n)} KB private`);
+  }
+
+  // ---- 2. load through one router namespace: shared (next to the idle listeners) vs per-namespace ----
+  const topo: Topology = await createTopology(prefix, SHARED_PORT);
+  const routerId = randomUUID();
+  await m.add({ kind: 'router', id: routerId, namespace: topo.router, host: '0.0.0.0', port: SHARED_PORT });
+  const perNs = launch('perns-load', [process.execPath, ...PROXY_NODE_FLAGS, defaultProxyMain, '--nodaemonize', `--router_id=${routerId}`, `--state_path=${state}`, `--metadata_port=${PERNS_PORT}`, `--metadata_proxy_socket=${upstream.socket}`], topo.router, tmp);
+  await waitServed(topo.router, PERNS_PORT);
+  // The same process model with that one listener only: what the other idle listeners cost per request.
+  const solo = new SharedMetadataProxy({ name: 'bench-solo', conf, log: silentLogger, pruneIntervalSec: 0 });
+  cleanups.push(() => solo.destroy());
+  await solo.start();
+  await solo.add({ kind: 'router', id: routerId, namespace: topo.router, host: '0.0.0.0', port: SOLO_PORT });
+  const targets = [
+    { mode: `shared (1 of ${m.size} listeners)`, port: SHARED_PORT, pid: () => m.pid! },
+    { mode: 'shared (its only listener)', port: SOLO_PORT, pid: () => solo.pid! },
+    { mode: 'per-namespace', port: PERNS_PORT, pid: () => perNs.pid },
+  ];
+  const url = `http://${METADATA_IP}${PATH}`;
+  for (const t of targets) {
+    await redirectTo(topo, t.port);
+    await wrk(topo.guest, url, 16, 1);
+  }
+  for (let rep = 0; rep < cfg.repeats; rep++) {
+    for (const c of cfg.conns) {
+      // Rotated every repeat so drift in the machine's load does not favour one target.
+      for (const t of [...targets.slice(rep % targets.length), ...targets.slice(0, rep % targets.length)]) {
+        await redirectTo(topo, t.port);
+        const pid = t.pid();
+        const c0 = cpuSeconds(pid);
+        const r = await wrk(topo.guest, url, c, cfg.duration);
+        const cpu = ((cpuSeconds(pid) - c0) * 1e6) / Math.max(1, r.requests);
+        result.load.push({ mode: t.mode, conns: c, rep, rps: r.rps, p99Ms: r.p99Ms, cpuUsPerReq: cpu, errors: r.non2xx + r.socketErrors });
+        say(`${t.mode} c${c} rep ${rep}: ${fmt(r.rps, 0)} req/s, ${fmt(cpu)} µs CPU/req`);
+      }
+    }
+  }
+
+  // ---- 3. kill -9 under a guest loop ----
+  {
+    await redirectTo(topo, SHARED_PORT);
+    const loop = guestLoop(topo.guest, url, 4000);
+    await sleep(1500);
+    const old = m.pid!;
+    const k0 = Date.now();
+    process.kill(old, 'SIGKILL');
+    for (const end = Date.now() + 15_000; (!m.alive || m.pid === old) && Date.now() < end; ) await sleep(5);
+    const respawnMs = Date.now() - k0;
+    const r = await loop;
+    result.kill.push({ mode: 'shared', respawnMs, ...r });
+    say(`kill -9 shared: ${JSON.stringify(r)}, back in ${respawnMs} ms`);
+  }
+  await perNs.stop();
+  {
+    // As the agents supervise a per-namespace proxy: ProcessManager + ProcessMonitor, 1 s checks.
+    const pm: ProcessManager = metadataProxyManager({ uuid: routerId, namespace: topo.router, conf, port: PERNS_PORT, routerId, log: silentLogger });
+    cleanups.push(() => pm.disable());
+    await pm.enable();
+    const mon = new ProcessMonitor({ intervalSec: 1, action: 'respawn', log: silentLogger });
+    mon.register(pm);
+    cleanups.push(async () => mon.stop());
+    await waitServed(topo.router, PERNS_PORT);
+    await redirectTo(topo, PERNS_PORT);
+    const loop = guestLoop(topo.guest, url, 4000);
+    await sleep(1500);
+    const old = pm.pid!;
+    const k0 = Date.now();
+    process.kill(old, 'SIGKILL');
+    for (const end = Date.now() + 15_000; (!pm.active || pm.pid === old) && Date.now() < end; ) await sleep(5);
+    const respawnMs = Date.now() - k0;
+    const r = await loop;
+    result.kill.push({ mode: 'per-namespace (ProcessMonitor, 1 s checks)', respawnMs, ...r });
+    say(`kill -9 per-namespace: ${JSON.stringify(r)}, back in ${respawnMs} ms`);
+    mon.stop();
+    await pm.disable();
+  }
+  await solo.destroy();
+  await m.destroy();
+
+  // ---- 1b. memory: a proxy per namespace, and haproxy per namespace ----
+  const procs: Proc[] = [];
+  cleanups.push(async () => {
+    for (const p of procs) await p.stop();
+  });
+  let started = 0;
+  for (const n of [...cfg.perNs].sort((a, b) => a - b)) {
+    const t = Date.now();
+    const more = names.slice(started, n);
+    await parallel(more, 4, async (ns, i) => {
+      const p = launch(`perns-${started + i}`, [process.execPath, ...PROXY_NODE_FLAGS, defaultProxyMain, '--nodaemonize', `--router_id=${randomUUID()}`, `--state_path=${state}`, `--metadata_port=${PORT}`, `--metadata_proxy_socket=${upstream.socket}`], ns, tmp);
+      procs.push(p);
+      await waitServed(ns, PORT);
+    });
+    started = n;
+    await sleep(6000);
+    const mem = sumMem(procs.map((p) => p.pid));
+    result.memory.push({ mode: 'per-namespace', routers: n, processes: procs.length, ...mem });
+    say(`per-namespace, ${n} proxies (started in ${((Date.now() - t) / 1000).toFixed(1)} s): ${fmt(mem.pssKb / n / 1024)} MB Pss per router`);
+  }
+  for (const p of procs.splice(0)) await p.stop();
+  if (cfg.haproxy > 0) {
+    await parallel(names.slice(0, cfg.haproxy), 4, async (ns, i) => {
+      const p = await startHaproxy(`haproxy-${i}`, ns, tmp, { routerId: randomUUID(), port: PORT, socket: upstream.socket });
+      procs.push(p);
+      await waitServed(ns, PORT);
+    });
+    await sleep(2000);
+    const mem = sumMem(procs.map((p) => p.pid));
+    result.memory.push({ mode: 'haproxy (Neutron config)', routers: cfg.haproxy, processes: procs.length, ...mem });
+    say(`haproxy, ${cfg.haproxy} copies: ${fmt(mem.pssKb / cfg.haproxy / 1024)} MB Pss per router`);
+    for (const p of procs.splice(0)) await p.stop();
+  }
+  await upstream.stop();
+  report();
+}
+
+function report(): void {
+  const byMode = new Map<string, typeof result.load>();
+  for (const r of result.load) byMode.set(`${r.mode}|${r.conns}`, [...(byMode.get(`${r.mode}|${r.conns}`) ?? []), r]);
+  const mb = (kb: number) => fmt(kb / 1024);
+  const md = [
+    `# Shared metadata proxy vs one per namespace (${result.when})`,
+    '',
+    `Commit ${result.commit}, ${result.machine}, load average at the end ${loadavg().map((x) => x.toFixed(2)).join(' ')}. Proxies run as the agents run them (\`node ${PROXY_NODE_FLAGS.join(' ')} dist/proxy/ns-proxy/main.js\`); every listener answered one request, then 6 s idle (past the quiet period) before memory is read from /proc/<pid>/smaps_rollup.`,
+    '',
+    '## Memory per router (Pss of all proxy processes ÷ routers)',
+    '',
+    table(
+      ['mode', 'routers', 'processes', 'Pss total MB', 'Pss per router', 'private per router', 'RSS total MB'],
+      result.memory.map((r) => [r.mode, r.routers, r.processes, mb(r.pssKb), r.pssKb / r.routers >= 1024 ? `${mb(r.pssKb / r.routers)} MB` : `${fmt(r.pssKb / r.routers)} KB`, r.privateKb / r.routers >= 1024 ? `${mb(r.privateKb / r.routers)} MB` : `${fmt(r.privateKb / r.routers)} KB`, mb(r.rssKb)]),
+    ),
+    '',
+    `Shared proxy with no listener: ${mb(result.sharedBaseKb)} MB Pss, ${mb(result.sharedBasePrivateKb)} MB private. Marginal cost per listener, (X(N) − X(0)) ÷ N, Pss / private: ${result.memory
+      .filter((r) => r.mode === 'shared')
+      .map((r) => `${fmt((r.pssKb - result.sharedBaseKb) / r.routers)} / ${fmt((r.privateKb - result.sharedBasePrivateKb) / r.routers)} KB at ${r.routers}`)
+      .join(', ')}. Pss moves with the number of other node processes on the host sharing the node binary's pages; private memory does not. The agent's copies of the listening sockets are kernel memory (a socket each), not in any process's Pss.`,
+    '',
+    `## Load through one router namespace (Neutron's REDIRECT), \`${PATH}\`, medians of ${cfg.repeats}`,
+    '',
+    table(
+      ['mode', 'connections', 'req/s', 'p99 ms', 'proxy CPU µs/request', 'errors'],
+      [...byMode.values()].map((rs) => [rs[0]!.mode, rs[0]!.conns, fmt(median(rs.map((r) => r.rps)), 0), fmt(median(rs.map((r) => r.p99Ms)), 2), fmt(median(rs.map((r) => r.cpuUsPerReq))), rs.reduce((a, r) => a + r.errors, 0)]),
+    ),
+    '',
+    '## kill -9 under a guest loop (a new connection per request, 4 s, killed at 1.5 s)',
+    '',
+    table(
+      ['mode', 'answers', 'failed', 'refused', 'errors', 'longest gap ms', 'proxy back after ms'],
+      result.kill.map((k) => [k.mode, k.ok, k.failed, k.refused, JSON.stringify(k.errors), k.maxGapMs, k.respawnMs]),
+    ),
+    '',
+    ...result.notes.map((n) => `- ${n}`),
+  ].join('\n');
+  const name = flags.out ?? 'shared-proxy';
+  const out = join(repoRoot, 'bench', 'results', `${name}.md`);
+  mkdirSync(dirname(out), { recursive: true });
+  writeFileSync(out, `${md}\n`);
+  writeFileSync(join(repoRoot, 'bench', 'results', `${name}.json`), `${JSON.stringify(result, null, 2)}\n`);
+  process.stdout.write(`${md}\nwrote ${out}\n`);
+}
+
+main()
+  .catch((e: unknown) => {
+    process.stderr.write(`shared-proxy bench: ${e instanceof Error ? e.stack : String(e)}\n`);
+    process.exitCode = 1;
+  })
+  .finally(async () => {
+    await cleanup();
+    rmSync(tmp, { recursive: true, force: true });
+  });
