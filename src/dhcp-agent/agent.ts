@@ -28,6 +28,7 @@ import { IpNamespace } from '../linux/ip-lib.js';
 import { MetadataDriver, type MetadataProxyMode, type SharedProxy } from '../linux/metadata-driver.js';
 import { bridgeName, dhcpNamespace, dhcpRootDeviceName, tapDeviceName, DHCP_ROOT_PREFIX, TAP_PREFIX } from '../linux/names.js';
 import { NamespaceOwners } from '../linux/ns-owner.js';
+import { SharedMetadataProxy } from '../linux/shared-proxy.js';
 import type { DhcpAgentConf } from './opts.js';
 
 export const BINARY = 'quantum-dhcp-agent';
@@ -80,7 +81,9 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
     super(conf, log, { binary: BINARY, topic: TOPIC, agent_type: AGENT_TYPE, name: 'DHCP agent' }, deps);
     const d = conf.DEFAULT;
     this.owners = new NamespaceOwners({ host: d.host, binary: BINARY, state_path: d.state_path });
-    this.driver = new MetadataDriver({ mode: d.metadata_proxy_mode as MetadataProxyMode, conf: d, monitor: this.monitor, log, shared: deps.shared });
+    const mode = d.metadata_proxy_mode as MetadataProxyMode;
+    const shared = deps.shared ?? (mode === 'shared' ? new SharedMetadataProxy({ name: BINARY, conf: d, log }) : undefined);
+    this.driver = new MetadataDriver({ mode, conf: d, monitor: this.monitor, log, shared });
   }
 
   protected override async prepare(): Promise<void> {
@@ -167,6 +170,7 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
       }
     });
     if (failed) throw new Error(`${failed} networks failed`);
+    await this.driver.reconcile();
   }
 
   /** Only these networks: fetched again; those no longer served here (or deleted) are torn down. */

@@ -13,6 +13,7 @@ import { IptablesManager } from '../linux/iptables.js';
 import { MetadataDriver, type MetadataProxyMode, type SharedProxy } from '../linux/metadata-driver.js';
 import { bridgeName, routerDeviceName, routerIdFromNamespace, routerNamespace, tapDeviceName, ROUTER_DEV_PREFIX, NS_ROUTER_PREFIX, TAP_PREFIX } from '../linux/names.js';
 import { NamespaceOwners } from '../linux/ns-owner.js';
+import { SharedMetadataProxy } from '../linux/shared-proxy.js';
 import type { L3AgentConf } from './opts.js';
 
 export const BINARY = 'quantum-l3-agent';
@@ -63,7 +64,9 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
     const d = conf.DEFAULT;
     this.mark = `0x${Number(d.metadata_access_mark).toString(16)}`;
     this.owners = new NamespaceOwners({ host: d.host, binary: BINARY, state_path: d.state_path });
-    this.driver = new MetadataDriver({ mode: d.metadata_proxy_mode as MetadataProxyMode, conf: d, monitor: this.monitor, log, shared: deps.shared });
+    const mode = d.metadata_proxy_mode as MetadataProxyMode;
+    const shared = deps.shared ?? (mode === 'shared' ? new SharedMetadataProxy({ name: BINARY, conf: d, log }) : undefined);
+    this.driver = new MetadataDriver({ mode, conf: d, monitor: this.monitor, log, shared });
   }
 
   protected override reportConfigurations(): Record<string, unknown> {
@@ -142,6 +145,7 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
       }
     });
     if (failed) throw new Error(`${failed} routers failed`);
+    await this.driver.reconcile();
   }
 
   /** Only these routers: fetched again; those no longer scheduled here (or deleted) are torn down. */

@@ -34,6 +34,7 @@ export interface SharedProxy {
   add(l: { kind: 'router' | 'network'; id: string; namespace: string; host: string; port: number }): Promise<void>;
   remove(kind: 'router' | 'network', id: string): Promise<void>;
   has(kind: 'router' | 'network', id: string): boolean;
+  listeners(): Array<{ kind: 'router' | 'network'; id: string }>;
   readonly size: number;
   readonly alive: boolean;
   readonly respawns: number;
@@ -156,6 +157,23 @@ export class MetadataDriver {
     } catch {
       return [];
     }
+  }
+
+  /**
+   * After a full sync: listeners of an adopted shared proxy (an earlier run of this agent) that serve nothing
+   * this agent still wants go; so do those whose spawn() was never called this run.
+   */
+  async reconcile(): Promise<number> {
+    if (!this.o.shared) return 0;
+    const want = new Set([...this.targets.values()].map((t) => `${t.kind}:${t.id}`));
+    let n = 0;
+    for (const l of this.o.shared.listeners()) {
+      if (want.has(`${l.kind}:${l.id}`)) continue;
+      this.o.log.info({ kind: l.kind, id: l.id }, 'shared metadata proxy listener no longer wanted: removing it');
+      await this.o.shared.remove(l.kind, l.id);
+      n++;
+    }
+    return n;
   }
 
   /** Proxies this agent should run, and how many serve: for its state report. */
