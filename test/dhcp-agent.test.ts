@@ -279,3 +279,43 @@ describe('isolated network: dnsmasq, dhclient, option 121, metadata proxy on 169
     assert.deepEqual(await q.listPorts({ network_id: net.id, device_owner: 'network:dhcp' }), []);
   });
 });
+
+describe('metadata_proxy_mode = shared: the isolated network is served by the agent\'s one proxy process', () => {
+  test('a guest reaches 169.254.169.254 through the shared listener; no per-network process; teardown frees it', async () => {
+    for (const a of agents) await a.stop();
+    const net = await q.createNetwork({ name: `${fx.prefix}-shared` });
+    fx.trackBridge(bridgeName(net.id));
+    const ns = fx.trackNamespace(dhcpNamespace(net.id));
+    const sub = await q.createSubnet({ network_id: net.id, cidr: '10.73.0.0/24', ip_version: 4 });
+    const vm = await q.createPort({ network_id: net.id, device_owner: 'compute:nova', device_id: `${fx.prefix}-s` });
+    const a = makeAgent(['--metadata_proxy_mode', 'shared']);
+    a.start();
+    const stateFile = join(state, 'external', 'shared-proxy', 'quantum-dhcp-agent.json');
+    const listed = () => {
+      try {
+        return (JSON.parse(readFileSync(stateFile, 'utf8')) as { listeners: Array<{ tag: string }> }).listeners.some((l) => l.tag === `network:${net.id}`);
+      } catch {
+        return false;
+      }
+    };
+    await waitFor(listed, 15_000, 100, 'the network listed by the shared proxy');
+    const dport = (await q.listPorts({ network_id: net.id, device_owner: 'network:dhcp' }))[0]!;
+    fx.trackLink(dhcpRootDeviceName(dport.id));
+    const g = fx.guest({ bridge: bridgeName(net.id), mac: vm.mac_address, cidr: `${vm.fixed_ips[0]!.ip_address}/24`, gateway: sub.gateway_ip! });
+    await inNs(g.ns, ['ip', 'route', 'add', '169.254.169.254/32', 'via', dport.fixed_ips[0]!.ip_address]);
+    const body = JSON.parse(await inNs(g.ns, ['curl', '-s', '-m', '5', 'http://169.254.169.254/latest/meta-data/instance-id'])) as { headers: Record<string, string> };
+    assert.equal(body.headers['x-neutron-network-id'], net.id);
+    assert.equal(body.headers['x-forwarded-for'], vm.fixed_ips[0]!.ip_address);
+    assert.equal(existsSync(join(state, 'external', 'pids', `${net.id}.pid`)), false, 'no per-network proxy process');
+    const conf = (await q.listAgents({ host: `${fx.prefix}-dhcp1` }))[0]!.configurations as { metadata_proxy_mode?: string };
+    await waitFor(async () => ((await q.listAgents({ host: `${fx.prefix}-dhcp1` }))[0]!.configurations as { metadata_proxies?: { alive: number } }).metadata_proxies?.alive === 1, 5000, 100, 'reported alive');
+    assert.equal(conf.metadata_proxy_mode, 'shared');
+    await q.updateSubnet(sub.id, { enable_dhcp: false });
+    await waitFor(() => !listed() && !listNamespaces().includes(ns), 10_000, 50, 'listener removed and namespace gone');
+    await a.stop();
+    // The shared proxy outlives its agent (as haproxy outlives Neutron's): end it by its pid file.
+    const pid = Number(readFileSync(join(state, 'external', 'pids', 'quantum-dhcp-agent-shared.pid'), 'utf8'));
+    process.kill(pid, 'SIGTERM');
+    await waitFor(() => processGone(pid), 5000, 50, 'shared proxy stopped');
+  });
+});

@@ -87,6 +87,8 @@ describe('quantum-server daemon', () => {
     const d = spawnDaemon('quantum-server/main.js', ['--bind_host', '127.0.0.1', '--bind_port', String(port), '--state_path', state, '--api_workers', '4']);
     daemons.push(d);
     await waitForListen({ host: '127.0.0.1', port }, 45_000);
+    // Every worker up before the race (on a loaded machine the first one may otherwise take it all).
+    await waitFor(() => [...d.output().matchAll(/quantum-server listening on/g)].length >= 4, 45_000, 100, 'all four API workers listening');
     const qc = new QuantumClient({ url: `http://127.0.0.1:${port}`, connections: 50 });
     const net = await qc.createNetwork({ name: 'race' });
     await qc.createSubnet({ network_id: net.id, cidr: '10.66.0.0/24' });
