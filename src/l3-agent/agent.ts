@@ -1,14 +1,12 @@
 // quantum-l3-agent: keeps one qrouter-<id> namespace per router scheduled to its host in step with
 // quantum-server — qr- devices plugged into each network's bridge, the metadata iptables rules and the
 // router's metadata proxy (MetadataDriver) — syncing everything at start and then only the routers that change.
-import { readlinkSync } from 'node:fs';
-import { basename } from 'node:path';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { L3_PLUGIN_TOPIC, type InterfacePort, type QuantumClient, type SyncRouter } from '../common/quantum-client.js';
 import { AgentLoop, inPool, type CastListener } from '../linux/agent-common.js';
 import { deleteBridgeIfEmpty, initL3, plug, plugFresh, unplug } from '../linux/interface.js';
-import { ipBatch, IpNamespace, rootLinkPresent, sendIpAddrAdvNotif } from '../linux/ip-lib.js';
+import { ipBatch, IpNamespace, rootLinkMaster, rootLinkPresent, rootLinkUp, sendIpAddrAdvNotif, type LinkState } from '../linux/ip-lib.js';
 import { IptablesManager } from '../linux/iptables.js';
 import { MetadataDriver, type MetadataProxyMode, type SharedProxy } from '../linux/metadata-driver.js';
 import { bridgeName, routerDeviceName, routerIdFromNamespace, routerNamespace, tapDeviceName, ROUTER_DEV_PREFIX, NS_ROUTER_PREFIX, TAP_PREFIX } from '../linux/names.js';
@@ -191,18 +189,25 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
     const proxyOk = !d.enable_metadata_proxy || this.driver.active(r.id);
     if (ri && ri.fingerprint === fingerprint && proxyOk) return;
 
-    let adopt = false;
+    let adopt: Map<string, LinkState> | undefined;
+    let loPending = false;
     if (!ri) {
       const ns = new IpNamespace(routerNamespace(r.id), ctx);
       // Claimed before anything exists, so a crash half-way leaves a namespace this agent knows to clean.
       this.owners.claim(ns.name);
-      const fresh = await ns.ensure();
+      const fresh = await ns.ensure({ lo: false });
       await ns.sysctl('net.ipv4.ip_forward', 1);
       ri = { id: r.id, ns, ports: new Map(), iptables: this.buildIptables(ns.name) };
       await ri.iptables.apply({ fresh });
-      adopt = !fresh;
+      // A namespace that already exists (agent restart, failover from another agent here) is adopted: one
+      // `ip addr show` tells which devices are already right, and those cost nothing more.
+      if (fresh) loPending = true;
+      else {
+        adopt = await ns.linkStates();
+        loPending = !adopt.get('lo')?.up;
+      }
       this.routers.set(r.id, ri);
-      this.log.info({ router_id: r.id, namespace: ns.name, interfaces: want.size, adopted: adopt }, 'router added');
+      this.log.info({ router_id: r.id, namespace: ns.name, interfaces: want.size, adopted: !!adopt }, 'router added');
     }
 
     for (const [pid, st] of want) {
@@ -210,8 +215,16 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
       if (have && have.mac === st.mac && have.networkId === st.networkId && have.cidrs.join() === st.cidrs.join()) continue;
       const device = routerDeviceName(pid);
       const spec = { networkId: st.networkId, namespace: ri.ns.name, device, rootDevice: tapDeviceName(pid), mac: st.mac };
-      if (!have && !adopt) await plugFresh(spec, st.cidrs, ctx);
-      else {
+      const cur = adopt?.get(device);
+      if (cur && cur.up && cur.mac === st.mac.toLowerCase() && sameSet(cur.cidrs, st.cidrs) && rootLinkUp(spec.rootDevice) && rootLinkMaster(spec.rootDevice) === bridgeName(st.networkId)) {
+        // Already as it should be: the guests' ARP caches are right too.
+        ri.ports.set(pid, st);
+        continue;
+      }
+      if (!have && !adopt) {
+        await plugFresh(spec, st.cidrs, ctx, loPending ? ['link set lo up'] : []);
+        loPending = false;
+      } else {
         await plug(spec, ctx);
         await initL3(device, st.cidrs, ri.ns.name, ctx);
       }
@@ -219,13 +232,14 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
       for (const c of st.cidrs) sendIpAddrAdvNotif(ri.ns.name, device, c.split('/')[0]!, d.send_arp_for_ha, ctx);
       if (!have) this.log.info({ router_id: r.id, port_id: pid, device, cidrs: st.cidrs }, 'router interface plugged');
     }
+    if (loPending) await ri.ns.batch(['link set lo up']);
     for (const [pid, st] of [...ri.ports]) {
       if (want.has(pid)) continue;
       await unplug({ rootDevice: tapDeviceName(pid), namespace: ri.ns.name, device: routerDeviceName(pid), bridge: bridgeName(st.networkId) }, ctx);
       ri.ports.delete(pid);
       this.log.info({ router_id: r.id, port_id: pid }, 'router interface removed');
     }
-    if (adopt) await this.removeUnknownDevices(ri.id, ri.ns, new Set([...want.keys()].map(routerDeviceName)));
+    if (adopt) await this.removeUnknownDevices(ri.id, ri.ns, new Set([...want.keys()].map(routerDeviceName)), [...adopt.keys()]);
 
     if (d.enable_metadata_proxy) await this.driver.spawn({ kind: 'router', id: r.id, uuid: r.id, namespace: ri.ns.name, host: '0.0.0.0', port: d.metadata_port });
     else await this.driver.destroy(r.id, { kind: 'router', id: r.id });
@@ -233,14 +247,13 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
   }
 
   /** qr- devices in the namespace that no current port accounts for (left from before a restart). */
-  private async removeUnknownDevices(routerId: string, ns: IpNamespace, keep: Set<string>): Promise<void> {
+  private async removeUnknownDevices(routerId: string, ns: IpNamespace, keep: Set<string>, names: readonly string[]): Promise<void> {
     const ctx = { log: this.log };
-    const stale = (await ns.links()).filter((l) => l.name.startsWith(ROUTER_DEV_PREFIX) && !keep.has(l.name));
-    for (const l of stale) {
-      const rootDev = `${TAP_PREFIX}${l.name.slice(ROUTER_DEV_PREFIX.length)}`;
-      const bridge = bridgeOf(rootDev);
-      await unplug({ rootDevice: rootDev, namespace: ns.name, device: l.name, ...(bridge ? { bridge } : {}) }, ctx);
-      this.log.info({ router_id: routerId, device: l.name }, 'removed stale router device');
+    for (const name of names.filter((n) => n.startsWith(ROUTER_DEV_PREFIX) && !keep.has(n))) {
+      const rootDev = `${TAP_PREFIX}${name.slice(ROUTER_DEV_PREFIX.length)}`;
+      const bridge = rootLinkMaster(rootDev);
+      await unplug({ rootDevice: rootDev, namespace: ns.name, device: name, ...(bridge ? { bridge } : {}) }, ctx);
+      this.log.info({ router_id: routerId, device: name }, 'removed stale router device');
     }
   }
 
@@ -265,7 +278,7 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
       const devices = ri ? [...ri.ports.keys()].map(routerDeviceName) : (await ns.links()).map((l) => l.name).filter((n) => n.startsWith(ROUTER_DEV_PREFIX));
       for (const dev of devices) {
         const root = `${TAP_PREFIX}${dev.slice(ROUTER_DEV_PREFIX.length)}`;
-        const b = bridgeOf(root);
+        const b = rootLinkMaster(root);
         if (b) bridges.add(b);
         if (rootLinkPresent(root)) roots.push(root);
       }
@@ -281,11 +294,4 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
   }
 }
 
-/** The bridge a root-namespace device is enslaved to (sysfs), if any. */
-function bridgeOf(dev: string): string | undefined {
-  try {
-    return basename(readlinkSync(`/sys/class/net/${dev}/master`));
-  } catch {
-    return undefined;
-  }
-}
+const sameSet = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x) => b.includes(x));

@@ -1,5 +1,6 @@
 // Typed wrappers over iproute2 and sysctl, all through execute(). Names follow Neutron's ip_lib where it helps.
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { basename } from 'node:path';
 import { CommandError } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { execute, executeFull } from './exec.js';
@@ -96,6 +97,43 @@ export function sendIpAddrAdvNotif(netns: string, dev: string, ip: string, count
 /** A root-namespace device exists (sysfs, no process). */
 export function rootLinkPresent(name: string): boolean {
   return existsSync(`/sys/class/net/${name}`);
+}
+
+/** A root-namespace device is administratively up (IFF_UP in sysfs' flags, no process). */
+export function rootLinkUp(name: string): boolean {
+  try {
+    return (Number.parseInt(readFileSync(`/sys/class/net/${name}/flags`, 'utf8').trim(), 16) & 1) === 1;
+  } catch {
+    return false;
+  }
+}
+
+/** The bridge a root-namespace device is enslaved to (sysfs), if any. */
+export function rootLinkMaster(name: string): string | undefined {
+  try {
+    return basename(readlinkSync(`/sys/class/net/${name}/master`));
+  } catch {
+    return undefined;
+  }
+}
+
+export interface LinkState {
+  mac: string;
+  up: boolean;
+  /** Global IPv4 and IPv6 addresses as cidrs. */
+  cidrs: string[];
+}
+
+/** Every device of a namespace with its MAC, state and addresses, in one `ip -j addr show`. */
+export async function linkStates(netns: string | undefined, ctx: Ctx = {}): Promise<Map<string, LinkState>> {
+  const out = await execute(['ip', ...nsArg(netns), '-j', 'addr', 'show'], { log: ctx.log });
+  const arr = JSON.parse(out || '[]') as Array<{ ifname: string; address?: string; flags?: string[]; addr_info?: Array<{ local: string; prefixlen: number; scope?: string }> }>;
+  return new Map(
+    arr.map((l) => [
+      l.ifname,
+      { mac: (l.address ?? '').toLowerCase(), up: (l.flags ?? []).includes('UP'), cidrs: (l.addr_info ?? []).filter((a) => a.scope !== 'link' && a.scope !== 'host').map((a) => `${a.local}/${a.prefixlen}`) },
+    ]),
+  );
 }
 
 /** `ip -n <ns>` (a setns in iproute2 itself) instead of `ip netns exec <ns> ip`, which also remounts /sys. */
@@ -260,10 +298,10 @@ export class IpNamespace {
     return netnsPresent(this.name);
   }
 
-  /** Create it (idempotent) with lo up; true when this call created it. */
-  async ensure(): Promise<boolean> {
+  /** Create it (idempotent) with lo up; true when this call created it. `lo: false` leaves lo to the caller's next batch. */
+  async ensure(o: { lo?: boolean } = {}): Promise<boolean> {
     const made = await netnsAdd(this.name, this.ctx);
-    await ipBatch(['link set lo up'], this.name, this.ctx);
+    if (o.lo !== false) await ipBatch(['link set lo up'], this.name, this.ctx);
     return made;
   }
 
@@ -277,6 +315,10 @@ export class IpNamespace {
 
   links(): Promise<LinkInfo[]> {
     return linkList(this.name, this.ctx);
+  }
+
+  linkStates(): Promise<Map<string, LinkState>> {
+    return linkStates(this.name, this.ctx);
   }
 
   linkExists(dev: string): Promise<boolean> {

@@ -77,7 +77,7 @@ export class AgentRpc {
   async syncRouters(host: string, routerIds?: string[]): Promise<SyncRouter[]> {
     const agent = routerIds ? undefined : await this.agents.byTypeAndHost(AGENT_TYPE_L3, host);
     if (agent) await this.scheduler.autoScheduleRouters(agent);
-    const mine = new Set(await this.scheduler.routerIdsOnHost(host));
+    const mine = new Set(await this.scheduler.routerIdsOnHost(host, routerIds));
     const want = routerIds ? routerIds.filter((id) => mine.has(id)) : [...mine];
     const out: SyncRouter[] = [];
     for (const part of chunks(want)) {
@@ -108,7 +108,7 @@ export class AgentRpc {
   async networksInfo(networkIds: string[], host: string | undefined): Promise<NetworkInfo[]> {
     let want = networkIds;
     if (host !== undefined) {
-      const mine = new Set(await this.scheduler.networkIdsOnHost(host));
+      const mine = new Set(await this.scheduler.networkIdsOnHost(host, networkIds));
       want = want.filter((id) => mine.has(id));
     }
     const out: NetworkInfo[] = [];

@@ -194,12 +194,18 @@ export class AgentScheduler {
     return rows.map((r) => r.router_id);
   }
 
-  /** Routers hosted by the L3 agent on `host` (nothing when it is unknown or disabled, as Neutron's sync). */
-  async routerIdsOnHost(host: string): Promise<string[]> {
+  /**
+   * Routers hosted by the L3 agent on `host` (nothing when it is unknown or disabled, as Neutron's sync); only
+   * among `among` when given, so a call about a few routers costs the same however many the host has.
+   */
+  async routerIdsOnHost(host: string, among?: readonly string[]): Promise<string[]> {
     const agent = await this.agents.byTypeAndHost(AGENT_TYPE_L3, host);
     if (!agent || agent.admin_state_up !== 1) return [];
-    const rows = await this.db.selectFrom('routerl3agentbindings').select('router_id').where('l3_agent_id', '=', agent.id).execute();
-    return rows.map((r) => r.router_id);
+    const q = this.db.selectFrom('routerl3agentbindings').select('router_id').where('l3_agent_id', '=', agent.id);
+    if (!among) return (await q.execute()).map((r) => r.router_id);
+    const out: string[] = [];
+    for (const part of chunks(among)) if (part.length) out.push(...(await q.where('router_id', 'in', part).execute()).map((r) => r.router_id));
+    return out;
   }
 
   async agentsHostingRouter(routerId: string): Promise<Agent[]> {
@@ -324,11 +330,14 @@ export class AgentScheduler {
     return rows.map((r) => r.network_id);
   }
 
-  async networkIdsOnHost(host: string): Promise<string[]> {
+  async networkIdsOnHost(host: string, among?: readonly string[]): Promise<string[]> {
     const agent = await this.agents.byTypeAndHost(AGENT_TYPE_DHCP, host);
     if (!agent || agent.admin_state_up !== 1) return [];
-    const rows = await this.db.selectFrom('networkdhcpagentbindings').select('network_id').where('dhcp_agent_id', '=', agent.id).execute();
-    return rows.map((r) => r.network_id);
+    const q = this.db.selectFrom('networkdhcpagentbindings').select('network_id').where('dhcp_agent_id', '=', agent.id);
+    if (!among) return (await q.execute()).map((r) => r.network_id);
+    const out: string[] = [];
+    for (const part of chunks(among)) if (part.length) out.push(...(await q.where('network_id', 'in', part).execute()).map((r) => r.network_id));
+    return out;
   }
 
   async agentsHostingNetwork(networkId: string): Promise<Agent[]> {
