@@ -15,7 +15,7 @@
 //     time to converge once it is back.
 // Everything the run makes is named from the ids it created and removed at the end. Not a test.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -46,6 +46,7 @@ const { values: flags } = parseArgs({
     'no-failover': { type: 'boolean', default: false },
     out: { type: 'string', default: 'bench/results/control-plane' },
     debug: { type: 'boolean', default: false },
+    'keep-logs': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -457,6 +458,12 @@ async function runSize(n: number, rabbit: RunningRabbit | undefined): Promise<Si
   } finally {
     log('tearing down');
     await s.stop();
+    if (flags['keep-logs']) {
+      const to = join(resolve(flags['keep-logs']), `${n}`);
+      mkdirSync(to, { recursive: true });
+      for (const f of readdirSync(s.dir)) if (f.endsWith('.log')) copyFileSync(join(s.dir, f), join(to, f));
+      log(`logs kept in ${to}`);
+    }
     fx.cleanup();
   }
 }

@@ -24,7 +24,7 @@ import {
 } from '../linux/dnsmasq.js';
 import { ProcessManager, readCmdline } from '../linux/external-process.js';
 import { initL3, plug, plugFresh, unplug } from '../linux/interface.js';
-import { IpNamespace } from '../linux/ip-lib.js';
+import { IpNamespace, rootLinkMaster, rootLinkUp } from '../linux/ip-lib.js';
 import { MetadataDriver, type MetadataProxyMode, type SharedProxy } from '../linux/metadata-driver.js';
 import { bridgeName, dhcpNamespace, dhcpRootDeviceName, tapDeviceName, DHCP_ROOT_PREFIX, TAP_PREFIX } from '../linux/names.js';
 import { NamespaceOwners } from '../linux/ns-owner.js';
@@ -62,6 +62,8 @@ interface NetState {
   dnsmasqArgv?: (pidFile: string) => string[];
   /** The uuid its metadata proxy is known by (the network, or with enable_metadata_network its router). */
   proxyUuid?: string;
+  /** The DHCP port's device as last set up (port, MAC, addresses, gateway, MTU). */
+  devKey?: string;
   counts: { subnets: number; ports: number };
 }
 
@@ -165,7 +167,10 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
       } catch (e) {
         failed++;
         const st = this.networks.get(n.id);
-        if (st) st.networkFingerprint = undefined;
+        if (st) {
+          st.networkFingerprint = undefined;
+          st.devKey = undefined;
+        }
         this.log.error({ network_id: n.id, err: errorMessage(e) }, 'Unable to enable dhcp for network');
       }
     });
@@ -185,7 +190,10 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
       } catch (e) {
         failed.add(id);
         const st = this.networks.get(id);
-        if (st) st.networkFingerprint = undefined;
+        if (st) {
+          st.networkFingerprint = undefined;
+          st.devKey = undefined;
+        }
         this.log.error({ network_id: id, err: errorMessage(e) }, n ? 'Unable to enable dhcp for network' : 'Unable to disable dhcp for network');
       }
     });
@@ -241,6 +249,7 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
       this.log.warn({ network_id: n.id, namespace: st.ns.name }, 'DHCP namespace vanished; building it again');
       st.networkFingerprint = undefined;
       st.portId = undefined;
+      st.devKey = undefined;
     }
     if (st && st.networkFingerprint === fingerprint && st.dnsmasq?.active && (!metadata || (st.proxyUuid && this.driver.active(st.proxyUuid)))) return;
 
@@ -254,26 +263,39 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
       this.log.info({ network_id: n.id, namespace: st.ns.name }, 'enabling dhcp for network');
     }
     this.owners.claim(st.ns.name);
-    const fresh = await st.ns.ensure();
 
     // The DHCP port's device: tap<port[:11]> in the namespace, ns-<port[:11]> on the bridge.
     const device = tapDeviceName(port.id);
     const subById = new Map(v4.map((s) => [s.id, s]));
     const cidrs = port.fixed_ips.filter((f) => subById.has(f.subnet_id)).map((f) => `${f.ip_address}/${subById.get(f.subnet_id)!.cidr.split('/')[1]}`);
     if (metadata) cidrs.push(METADATA_CIDR);
-    const spec = { networkId: n.id, namespace: st.ns.name, device, rootDevice: dhcpRootDeviceName(port.id), mac: port.mac_address, mtu: n.mtu || undefined };
-    if (fresh) await plugFresh(spec, cidrs, ctx);
-    else {
-      if (st.portId && st.portId !== port.id) await unplug({ rootDevice: dhcpRootDeviceName(st.portId), namespace: st.ns.name, device: tapDeviceName(st.portId) }, ctx);
-      await plug(spec, ctx);
-      await this.removeStaleTaps(st.ns, device);
-      await initL3(device, cidrs, st.ns.name, ctx);
-    }
-    st.portId = port.id;
     // Default route through the first subnet with a gateway (Neutron's DeviceManager does the same).
     const gw = dhcpSubnets(v4).find((s) => s.gateway_ip)?.gateway_ip;
-    if (gw) await st.ns.routeReplace('default', gw, device);
-    else if (!fresh && (await st.ns.routes()).some((r) => r.startsWith('default'))) await st.ns.routeDelete('default');
+    const devKey = JSON.stringify([port.id, port.mac_address, cidrs, gw ?? null, n.mtu]);
+    // A port added to the network changes only dnsmasq's files: the device is left alone unless it changed.
+    if (st.devKey !== devKey || !st.ns.present) {
+      const fresh = await st.ns.ensure({ lo: false });
+      const spec = { networkId: n.id, namespace: st.ns.name, device, rootDevice: dhcpRootDeviceName(port.id), mac: port.mac_address, mtu: n.mtu || undefined };
+      if (fresh) await plugFresh(spec, cidrs, ctx, ['link set lo up']);
+      else {
+        // Adopted (agent restart) or changed: one `ip addr show` says whether the device is already right.
+        const links = await st.ns.linkStates();
+        const cur = links.get(device);
+        const right = cur && cur.up && cur.mac === port.mac_address.toLowerCase() && sameSet(cur.cidrs, cidrs) && rootLinkUp(spec.rootDevice) && rootLinkMaster(spec.rootDevice) === bridgeName(n.id);
+        const strays = [...links.keys()].filter((l) => l.startsWith(TAP_PREFIX) && l !== device);
+        if (!links.get('lo')?.up) await st.ns.batch(['link set lo up']);
+        if (!right || strays.length) {
+          if (st.portId && st.portId !== port.id) await unplug({ rootDevice: dhcpRootDeviceName(st.portId), namespace: st.ns.name, device: tapDeviceName(st.portId) }, ctx);
+          await plug(spec, ctx);
+          await this.removeStaleTaps(st.ns, device);
+          await initL3(device, cidrs, st.ns.name, ctx);
+        }
+      }
+      if (gw) await st.ns.routeReplace('default', gw, device);
+      else if (!fresh && (await st.ns.routes()).some((r) => r.startsWith('default'))) await st.ns.routeDelete('default');
+      st.portId = port.id;
+      st.devKey = devKey;
+    }
 
     // dnsmasq: files first, then start / reload / restart.
     const dhcpIpBySubnet = new Map(port.fixed_ips.map((f) => [f.subnet_id, f.ip_address]));
@@ -358,3 +380,5 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
     this.networks.delete(id);
   }
 }
+
+const sameSet = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x) => b.includes(x));
