@@ -25,7 +25,7 @@ import { bridgeName, dhcpNamespace, routerDeviceName, routerNamespace } from '..
 import { NetFixture, type Guest } from '../test/helpers/netns.js';
 import { startRabbit, type TestRabbit as RunningRabbit } from '../test/helpers/rabbitmq.js';
 import { killChildren, run } from './lib/exec.js';
-import { cpuSecondsSelf, memory } from './lib/procstat.js';
+import { cpuSecondsSelf, cpuSecondsWithReaped, memory } from './lib/procstat.js';
 import { launch, logTail, type Proc } from './lib/procs.js';
 import { fmt, median, table } from './lib/stats.js';
 import { percentile } from './lib/storm.js';
@@ -331,6 +331,8 @@ interface SizeResult {
   createS: number;
   convergeS: number;
   perRouterS: number;
+  /** CPU each daemon spent converging (with the commands it ran, not its long-running children), per router. */
+  cpuPerRouterMs: Record<string, number>;
   latency: { p50: number; p99: number; max: number; n: number };
   idle: Array<{ host: string; cpuPct: number }>;
   proxyIdleCpuPct: number;
@@ -346,14 +348,18 @@ async function runSize(n: number, rabbit: RunningRabbit | undefined): Promise<Si
   const fx = new NetFixture();
   const s = await startStack(fx, rabbit, `${n} routers`);
   try {
-    // 1. converge
+    // 1. converge (and what each daemon spent on it)
+    const daemonCpu = () => new Map([...s.procs].map(([name, p]) => [name, cpuSecondsWithReaped(p.pid)]));
+    const c0 = daemonCpu();
     const t0 = Date.now();
     await pool(Array.from({ length: n }, (_, i) => i), 8, async (i) => void (await buildTenant(s, i)));
     const createS = (Date.now() - t0) / 1000;
     log(`created ${n} networks, subnets, routers and interfaces in ${createS.toFixed(1)} s`);
     await waitFor(`${n} routers converged`, Math.max(300_000, n * 1000), () => converged(s, n, n), 500);
     const convergeS = (Date.now() - t0) / 1000;
-    log(`converged in ${convergeS.toFixed(1)} s (${((convergeS / n) * 1000).toFixed(0)} ms per router)`);
+    const c1 = daemonCpu();
+    const cpuPerRouterMs = Object.fromEntries([...c1].map(([name, v]) => [name, ((v - (c0.get(name) ?? 0)) / n) * 1000]));
+    log(`converged in ${convergeS.toFixed(1)} s (${((convergeS / n) * 1000).toFixed(0)} ms per router); CPU per router: ${Object.entries(cpuPerRouterMs).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(', ')}`);
 
     // 2. change-to-serving
     const lat: number[] = [];
@@ -408,7 +414,7 @@ async function runSize(n: number, rabbit: RunningRabbit | undefined): Promise<Si
     const proxyPss = pss / total;
     log(`metadata proxies: ${(pss / 1024).toFixed(1)} MB Pss in all, ${(proxyPss).toFixed(0)} kB per router`);
 
-    const res: SizeResult = { routers: n, createS, convergeS, perRouterS: convergeS / n, latency, applied, idle, proxyIdleCpuPct, idleRequests, proxyPss };
+    const res: SizeResult = { routers: n, createS, convergeS, perRouterS: convergeS / n, cpuPerRouterMs, latency, applied, idle, proxyIdleCpuPct, idleRequests, proxyPss };
 
     // 4. failover
     if (!flags['no-failover']) {

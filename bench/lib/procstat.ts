@@ -33,6 +33,12 @@ export function cpuSecondsSelf(pid: number): number {
   return f ? (Number(f[11]) + Number(f[12])) / CLK_TCK : 0;
 }
 
+/** utime+stime+cutime+cstime: the process and the children it has waited for (an agent and its `ip` commands). */
+export function cpuSecondsWithReaped(pid: number): number {
+  const f = statFields(pid);
+  return f ? (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / CLK_TCK : 0;
+}
+
 /** utime+stime in seconds of the whole tree (all threads, including finished ones of live processes). */
 export function cpuSeconds(pid: number): number {
   let ticks = 0;
