@@ -94,6 +94,59 @@ function tenantBody(c: Ctx): Obj {
   return t ? { tenant_id: t } : {};
 }
 
+/** The two agent schedulers: what each binds, and quantumclient's names and words for it. */
+const SCHED = {
+  l3: { agent: 'L3_AGENT', agentText: 'L3 agent', kind: 'router', arg: 'ROUTER', columns: ['id', 'name', 'external_gateway_info'] },
+  dhcp: { agent: 'DHCP_AGENT', agentText: 'DHCP agent', kind: 'network', arg: 'NETWORK', columns: ['id', 'name', 'subnets'] },
+} as const;
+type Sched = keyof typeof SCHED;
+
+/** l3-agent-router-add/remove, dhcp-agent-network-add/remove. */
+function bindCmd(which: Sched, op: 'add' | 'remove'): Command {
+  const w = SCHED[which];
+  const prep = op === 'add' ? 'to' : 'from';
+  return {
+    usage: `${which}-agent-${w.kind === 'router' ? 'router' : 'network'}-${op} ${w.agent} ${w.arg}`,
+    help: `${op === 'add' ? 'Add' : 'Remove'} a ${w.kind} ${prep} a ${w.agentText}.`,
+    async run(c) {
+      const agent = c.pos(0, w.agent);
+      const arg = c.pos(1, w.arg);
+      const id = await resolve(c.qc, w.kind, arg);
+      if (which === 'l3') await (op === 'add' ? c.qc.addRouterToL3Agent(agent, id) : c.qc.removeRouterFromL3Agent(agent, id));
+      else await (op === 'add' ? c.qc.addNetworkToDhcpAgent(agent, id) : c.qc.removeNetworkFromDhcpAgent(agent, id));
+      process.stdout.write(`${op === 'add' ? 'Added' : 'Removed'} ${w.kind} ${arg} ${prep} ${w.agentText}\n`);
+    },
+  };
+}
+
+/** router-list-on-l3-agent, net-list-on-dhcp-agent. */
+function onAgentCmd(which: Sched): Command {
+  const w = SCHED[which];
+  return {
+    usage: `${which === 'l3' ? 'router' : 'net'}-list-on-${which}-agent ${w.agent}`,
+    help: `List the ${w.kind}s on a ${w.agentText}.`,
+    async run(c) {
+      const agent = c.pos(0, w.agent);
+      const items = which === 'l3' ? await c.qc.listRoutersOnL3Agent(agent) : await c.qc.listNetworksOnDhcpAgent(agent);
+      printList([...w.columns], items as unknown as Obj[], c.out);
+    },
+  };
+}
+
+/** l3-agent-list-hosting-router, dhcp-agent-list-hosting-net. */
+function hostingCmd(which: Sched): Command {
+  const w = SCHED[which];
+  return {
+    usage: `${which}-agent-list-hosting-${which === 'l3' ? 'router' : 'net'} ${w.arg}`,
+    help: `List ${w.agentText}s hosting a ${w.kind}.`,
+    async run(c) {
+      const id = await resolve(c.qc, w.kind, c.pos(0, w.arg));
+      const agents = which === 'l3' ? await c.qc.listL3AgentsHostingRouter(id) : await c.qc.listDhcpAgentsHostingNetwork(id);
+      printList(['id', 'host', 'admin_state_up', 'alive'], agents.map((a) => ({ ...a, alive: a.alive ? ':-)' : 'xxx' })) as unknown as Obj[], c.out);
+    },
+  };
+}
+
 const COMMANDS: Record<string, Command> = {
   'net-create': {
     usage: 'net-create [--tenant-id TENANT] [--admin-state-down] [--shared] NAME',
@@ -260,72 +313,14 @@ const COMMANDS: Record<string, Command> = {
   'agent-delete': deleteCmd('agent'),
 
   // The agent scheduler extensions, as python-quantumclient's agentscheduler commands.
-  'l3-agent-router-add': {
-    usage: 'l3-agent-router-add L3_AGENT ROUTER',
-    help: 'Add a router to a L3 agent.',
-    async run(c) {
-      const rarg = c.pos(1, 'ROUTER');
-      await c.qc.addRouterToL3Agent(c.pos(0, 'L3_AGENT'), await resolve(c.qc, 'router', rarg));
-      process.stdout.write(`Added router ${rarg} to L3 agent\n`);
-    },
-  },
-  'l3-agent-router-remove': {
-    usage: 'l3-agent-router-remove L3_AGENT ROUTER',
-    help: 'Remove a router from a L3 agent.',
-    async run(c) {
-      const rarg = c.pos(1, 'ROUTER');
-      await c.qc.removeRouterFromL3Agent(c.pos(0, 'L3_AGENT'), await resolve(c.qc, 'router', rarg));
-      process.stdout.write(`Removed router ${rarg} from L3 agent\n`);
-    },
-  },
-  'router-list-on-l3-agent': {
-    usage: 'router-list-on-l3-agent L3_AGENT',
-    help: 'List the routers on a L3 agent.',
-    async run(c) {
-      printList(['id', 'name', 'external_gateway_info'], (await c.qc.listRoutersOnL3Agent(c.pos(0, 'L3_AGENT'))) as unknown as Obj[], c.out);
-    },
-  },
-  'l3-agent-list-hosting-router': {
-    usage: 'l3-agent-list-hosting-router ROUTER',
-    help: 'List L3 agents hosting a router.',
-    async run(c) {
-      const agents = await c.qc.listL3AgentsHostingRouter(await resolve(c.qc, 'router', c.pos(0, 'ROUTER')));
-      printList(['id', 'host', 'admin_state_up', 'alive'], agents.map((a) => ({ ...a, alive: a.alive ? ':-)' : 'xxx' })) as unknown as Obj[], c.out);
-    },
-  },
-  'dhcp-agent-network-add': {
-    usage: 'dhcp-agent-network-add DHCP_AGENT NETWORK',
-    help: 'Add a network to a DHCP agent.',
-    async run(c) {
-      const narg = c.pos(1, 'NETWORK');
-      await c.qc.addNetworkToDhcpAgent(c.pos(0, 'DHCP_AGENT'), await resolve(c.qc, 'network', narg));
-      process.stdout.write(`Added network ${narg} to DHCP agent\n`);
-    },
-  },
-  'dhcp-agent-network-remove': {
-    usage: 'dhcp-agent-network-remove DHCP_AGENT NETWORK',
-    help: 'Remove a network from a DHCP agent.',
-    async run(c) {
-      const narg = c.pos(1, 'NETWORK');
-      await c.qc.removeNetworkFromDhcpAgent(c.pos(0, 'DHCP_AGENT'), await resolve(c.qc, 'network', narg));
-      process.stdout.write(`Removed network ${narg} from DHCP agent\n`);
-    },
-  },
-  'net-list-on-dhcp-agent': {
-    usage: 'net-list-on-dhcp-agent DHCP_AGENT',
-    help: 'List the networks on a DHCP agent.',
-    async run(c) {
-      printList(['id', 'name', 'subnets'], (await c.qc.listNetworksOnDhcpAgent(c.pos(0, 'DHCP_AGENT'))) as unknown as Obj[], c.out);
-    },
-  },
-  'dhcp-agent-list-hosting-net': {
-    usage: 'dhcp-agent-list-hosting-net NETWORK',
-    help: 'List DHCP agents hosting a network.',
-    async run(c) {
-      const agents = await c.qc.listDhcpAgentsHostingNetwork(await resolve(c.qc, 'network', c.pos(0, 'NETWORK')));
-      printList(['id', 'host', 'admin_state_up', 'alive'], agents.map((a) => ({ ...a, alive: a.alive ? ':-)' : 'xxx' })) as unknown as Obj[], c.out);
-    },
-  },
+  'l3-agent-router-add': bindCmd('l3', 'add'),
+  'l3-agent-router-remove': bindCmd('l3', 'remove'),
+  'router-list-on-l3-agent': onAgentCmd('l3'),
+  'l3-agent-list-hosting-router': hostingCmd('l3'),
+  'dhcp-agent-network-add': bindCmd('dhcp', 'add'),
+  'dhcp-agent-network-remove': bindCmd('dhcp', 'remove'),
+  'net-list-on-dhcp-agent': onAgentCmd('dhcp'),
+  'dhcp-agent-list-hosting-net': hostingCmd('dhcp'),
 };
 
 async function interfaceBody(c: Ctx, arg: string): Promise<{ subnet_id?: string; port_id?: string }> {
@@ -344,7 +339,8 @@ function usage(): string {
     '',
     'Commands:',
   ];
-  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(24)} ${c.help}`);
+  const width = Math.max(...Object.keys(COMMANDS).map((n) => n.length));
+  for (const [name, c] of Object.entries(COMMANDS)) lines.push(`  ${name.padEnd(width)} ${c.help}`);
   return `${lines.join('\n')}\n`;
 }
 
