@@ -27,6 +27,8 @@ export interface NetnsSocket {
   listeningPort(fd: number): number | null;
   /** The inode of the network namespace a socket belongs to (stat(/run/netns/<name>).ino of the same one). */
   socketNetnsInode(fd: number): number;
+  /** A TCP connection made from inside `nsPath`, with SO_MARK `mark` when > 0 (blocking, at most 5 s). */
+  connectInNamespace(nsPath: string | null, host: string, port: number, mark: number): number;
   closeFd(fd: number): void;
 }
 
@@ -84,6 +86,7 @@ export function loadNetnsSocket(path?: string): NetnsSocket {
     pidfdGetfd: m.pidfdGetfd,
     listeningPort: m.listeningPort,
     socketNetnsInode: m.socketNetnsInode,
+    connectInNamespace: m.connectInNamespace,
     closeFd: (fd) => closeSync(fd),
   };
   loaded.set(p, api);

@@ -357,6 +357,96 @@ static napi_value socket_netns_inode(napi_env env, napi_callback_info info) {
   return v;
 }
 
+// connectInNamespace(nsPath, host, port, mark) -> fd: a TCP connection made from inside a namespace (the
+// doctor's probe of a proxy), with SO_MARK set when mark > 0 so the router's INPUT rules let it through as
+// they let marked guest traffic through. Blocking, bounded by a 5 s send timeout; the thread returns to its
+// own namespace before anything else runs.
+static napi_value connect_in_namespace(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 4) return throw_type(env, "connectInNamespace(nsPath, host, port, mark)");
+  char ns[4096] = "", host[INET6_ADDRSTRLEN + 1];
+  napi_valuetype t;
+  napi_typeof(env, argv[0], &t);
+  int inNs = t == napi_string;
+  if (inNs && !get_str(env, argv[0], ns, sizeof ns, NULL)) return throw_type(env, "nsPath: a path or null");
+  if (!get_str(env, argv[1], host, sizeof host, NULL)) return throw_type(env, "host: an IPv4 or IPv6 address");
+  int32_t port, mark;
+  if (!get_int(env, argv[2], &port) || port < 1 || port > 65535) return throw_type(env, "port: 1-65535");
+  if (!get_int(env, argv[3], &mark) || mark < 0) return throw_type(env, "mark: 0 or a positive integer");
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t slen;
+  int family;
+  struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+  struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+  if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+    family = AF_INET;
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    slen = sizeof *s4;
+  } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+    family = AF_INET6;
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons((uint16_t)port);
+    slen = sizeof *s6;
+  } else {
+    return throw_type(env, "host: an IPv4 or IPv6 address");
+  }
+  int self = -1, target = -1;
+  if (inNs) {
+    self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (self < 0) return throw_errno(env, errno, "open", "/proc/thread-self/ns/net");
+    target = open(ns, O_RDONLY | O_CLOEXEC);
+    if (target < 0) {
+      int e = errno;
+      close(self);
+      return throw_errno(env, e, "open", ns);
+    }
+    if (setns(target, CLONE_NEWNET) != 0) {
+      int e = errno;
+      close(self);
+      close(target);
+      return throw_errno(env, e, "setns", ns);
+    }
+    close(target);
+  }
+  int err = 0;
+  const char *where = NULL;
+  struct timeval tv = {5, 0};
+  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    err = errno;
+    where = "socket";
+  } else if (mark > 0 && setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark) != 0) {
+    err = errno;
+    where = "setsockopt";
+  } else if (setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0) {
+    err = errno;
+    where = "setsockopt";
+  } else if (connect(fd, (struct sockaddr *)&ss, slen) != 0) {
+    err = errno;
+    where = "connect";
+  }
+  if (err && fd >= 0) close(fd);
+  if (inNs) {
+    if (setns(self, CLONE_NEWNET) != 0) {
+      fprintf(stderr, "qm_netns: cannot return to the original network namespace: %s\n", strerror(errno));
+      abort();
+    }
+    close(self);
+  }
+  if (err) {
+    char what[4200];
+    snprintf(what, sizeof what, "%s:%d%s%s", host, port, inNs ? " in " : "", inNs ? ns : "");
+    return throw_errno(env, err, where, what);
+  }
+  napi_value r;
+  napi_create_int32(env, fd, &r);
+  return r;
+}
+
 NAPI_MODULE_INIT() {
   const napi_property_descriptor props[] = {
       {"listenInNamespace", NULL, listen_in_namespace, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -366,6 +456,7 @@ NAPI_MODULE_INIT() {
       {"pidfdGetfd", NULL, pidfd_getfd_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"listeningPort", NULL, listening_port, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketNetnsInode", NULL, socket_netns_inode, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"connectInNamespace", NULL, connect_in_namespace, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
