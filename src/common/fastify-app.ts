@@ -100,11 +100,11 @@ export function createApiApp(o: ApiAppOptions): FastifyInstance {
 export type Handlers = Partial<Record<Method, RouteHandlerMethod | { opts: RouteShorthandOptions; handler: RouteHandlerMethod }>>;
 
 /** Register a path's methods; the other methods answer the API's 405 (fastify alone would say 404). */
-export function routes(app: FastifyInstance, path: string, handlers: Handlers, notAllowed: () => ApiError): void {
+export function routes(app: FastifyInstance, path: string, handlers: Handlers, notAllowed: (method: string) => ApiError): void {
   for (const m of METHODS) {
     const h = handlers[m];
     if (!h) {
-      app.route({ method: m, url: path, handler: async () => { throw notAllowed(); } });
+      app.route({ method: m, url: path, handler: async () => { throw notAllowed(m); } });
       continue;
     }
     if (typeof h === 'function') app.route({ method: m, url: path, handler: h });
