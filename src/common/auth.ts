@@ -134,3 +134,30 @@ export function keystoneAuthFrom(k: KeystoneAuthtokenConf, log: Logger): Keyston
   const validator = new TokenValidator({ session, cacheTimeSec: k.token_cache_time < 0 ? 0 : k.token_cache_time, log });
   return { session, validator, wwwAuthenticateUri: k.www_authenticate_uri || k.auth_url! };
 }
+
+/**
+ * A client's own credentials in [DEFAULT] (the agents'): keystoneauth's names, with Grizzly's (admin_user,
+ * admin_password, admin_tenant_name, auth_region) read as their deprecated spellings.
+ */
+export const serviceCredentialOpts = {
+  DEFAULT: {
+    auth_url: optStr('Keystone URL for this service\'s credentials (e.g. http://127.0.0.1:5000/v3; Grizzly\'s http://127.0.0.1:5000/v2.0 is accepted).'),
+    auth_type: str('password', 'Authentication type (keystoneauth): password.', { choices: ['password'] }),
+    username: optStr('The service user (Grizzly: admin_user).', { deprecated: [['DEFAULT', 'admin_user']] }),
+    password: optStr("The service user's password (Grizzly: admin_password).", { secret: true, deprecated: [['DEFAULT', 'admin_password']] }),
+    project_name: optStr("The service user's project (Grizzly: admin_tenant_name).", { deprecated: [['DEFAULT', 'admin_tenant_name']] }),
+    user_domain_name: str('Default', "The service user's domain."),
+    project_domain_name: str('Default', "The service project's domain."),
+    region_name: optStr('Region of the endpoints (Grizzly: auth_region).', { deprecated: [['DEFAULT', 'auth_region']] }),
+  },
+} satisfies Spec;
+
+export type ServiceCredentialConf = Resolved<typeof serviceCredentialOpts>['DEFAULT'];
+
+/** The service's Keystone session when auth_strategy = keystone (ConfigError naming what is missing), else undefined. */
+export function serviceSessionFrom(strategy: string, d: ServiceCredentialConf): KeystoneSession | undefined {
+  if (strategy !== 'keystone') return undefined;
+  const missing = (['auth_url', 'username', 'password', 'project_name'] as const).filter((n) => !d[n]);
+  if (missing.length) throw new ConfigError(`auth_strategy = keystone needs [DEFAULT] ${missing.join(', ')} (or Grizzly's admin_user, admin_password, admin_tenant_name)`);
+  return new KeystoneSession({ authUrl: d.auth_url!, username: d.username!, password: d.password!, projectName: d.project_name!, userDomainName: d.user_domain_name, projectDomainName: d.project_domain_name, regionName: d.region_name });
+}

@@ -34,11 +34,9 @@ export type Method = (typeof METHODS)[number];
 export function createApiApp(o: ApiAppOptions): FastifyInstance {
   const app = Fastify({
     logger: false,
-    disableRequestLogging: true,
     bodyLimit: o.bodyLimit ?? 1 << 20,
     keepAliveTimeout: o.keepAliveTimeout ?? 30_000,
-    ignoreTrailingSlash: true,
-    ignoreDuplicateSlashes: true,
+    routerOptions: { ignoreTrailingSlash: true, ignoreDuplicateSlashes: true },
     // Bodies are checked by the routes' schemas and then by the APIs' own attribute rules, which word the
     // messages as Neutron / Nova do: no coercion, no defaults, nothing removed behind their back.
     ajv: { customOptions: { coerceTypes: false, useDefaults: false, removeAdditional: false, allErrors: false } },
