@@ -84,6 +84,20 @@ export const flavorsApi: FastifyPluginAsync<ComputeDeps> = async (app, deps) => 
 
   routes(app, '/flavors', { GET: async (req) => listFlavors(ctxOf(req, deps), false), POST: async (req) => createFlavor(ctxOf(req, deps), objectBody(req, malformed)) }, notAllowed);
   routes(app, '/flavors/detail', { GET: async (req) => listFlavors(ctxOf(req, deps), true) }, notAllowed);
+  // Flavor extra specs (openstackclient reads them for every flavor it lists): none are kept here.
+  routes(app, '/flavors/:id/os-extra_specs', { GET: async (req) => (await getFlavor((req.params as { id: string }).id), { extra_specs: {} }) }, notAllowed);
+  routes(
+    app,
+    '/flavors/:id/os-extra_specs/:key',
+    {
+      GET: async (req) => {
+        const { id, key } = req.params as { id: string; key: string };
+        await getFlavor(id);
+        throw notFound(`Flavor ${id} has no extra specs with key ${key}.`);
+      },
+    },
+    notAllowed,
+  );
   routes(
     app,
     '/flavors/:id',
