@@ -7,12 +7,13 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve as resolve_ } from 'node:path';
 import { QuantumClient, type Port } from '../src/common/quantum-client.js';
 import { execute } from '../src/linux/exec.js';
 import { bridgeName, dhcpNamespace, routerNamespace } from '../src/linux/names.js';
 import { keystoneSkip, SERVICE_PASSWORD, startKeystone, USER_PASSWORD, type TestKeystone } from './helpers/keystone.js';
 import { NetFixture } from './helpers/netns.js';
+import { buildRoot } from './helpers/paths.js';
 import { getFreePort, spawnDaemon, waitFor, waitForListen, type Daemon } from './helpers/proc.js';
 
 const OPENSTACK = '/usr/bin/openstack';
@@ -25,20 +26,27 @@ describe('openstackclient through the Keystone catalog', { skip }, () => {
   let state: string;
   let admin: QuantumClient;
 
+  const osEnv = (user: 'alice' | 'bob') => ({
+    PATH: '/usr/bin:/bin',
+    HOME: state,
+    OS_AUTH_URL: k.ks.url,
+    OS_USERNAME: user,
+    OS_PASSWORD: USER_PASSWORD,
+    OS_PROJECT_NAME: user === 'alice' ? 'project-a' : 'project-b',
+    OS_USER_DOMAIN_NAME: 'Default',
+    OS_PROJECT_DOMAIN_NAME: 'Default',
+    OS_REGION_NAME: k.ks.region,
+  });
+
+  /** Our own quantum / nova CLIs with the same OS_* environment. */
+  function cli(prog: 'quantum' | 'nova', user: 'alice' | 'bob', args: string[]): Promise<string> {
+    return new Promise((resolve, reject) =>
+      execFile(process.execPath, [resolve_(buildRoot, `src/cli/${prog}.js`), ...args], { env: osEnv(user), timeout: 30_000 }, (e, out, err) => (e ? reject(new Error(`${prog} ${args.join(' ')}: ${err}${out}`)) : resolve(out))),
+    );
+  }
+
   function osc(user: 'alice' | 'bob', args: string[], json = true): Promise<any> { // eslint-disable-line @typescript-eslint/no-explicit-any
-    const env = {
-      PATH: '/usr/bin:/bin',
-      HOME: state,
-      OS_AUTH_URL: k.ks.url,
-      OS_USERNAME: user,
-      OS_PASSWORD: USER_PASSWORD,
-      OS_PROJECT_NAME: user === 'alice' ? 'project-a' : 'project-b',
-      OS_USER_DOMAIN_NAME: 'Default',
-      OS_PROJECT_DOMAIN_NAME: 'Default',
-      OS_REGION_NAME: k.ks.region,
-      OS_IDENTITY_API_VERSION: '3',
-      OS_INTERFACE: 'public',
-    };
+    const env = { ...osEnv(user), OS_IDENTITY_API_VERSION: '3', OS_INTERFACE: 'public' };
     const argv = json ? [...args, '-f', 'json'] : args;
     return new Promise((resolve, reject) =>
       execFile(OPENSTACK, argv, { env, timeout: 60_000, maxBuffer: 8 << 20 }, (e, out, err) => {
@@ -143,6 +151,15 @@ describe('openstackclient through the Keystone catalog', { skip }, () => {
     assert.equal(shown.size, 4096);
     assert.ok(((await osc('alice', ['image', 'list'])) as Array<{ ID: string }>).some((x) => x.ID === img.id));
     assert.ok(!((await osc('bob', ['image', 'list'])) as Array<{ ID: string }>).some((x) => x.ID === img.id));
+  });
+
+  test('our quantum and nova CLIs take OS_* and find their endpoints in the catalog', async () => {
+    const nets = (await cli('quantum', 'alice', ['net-list', '-f', 'value', '-c', 'name'])).split('\n');
+    assert.ok(nets.includes(`${fx.prefix}-net`));
+    assert.ok(!(await cli('quantum', 'bob', ['net-list', '-f', 'value', '-c', 'name'])).includes(`${fx.prefix}-net`));
+    assert.match(await cli('nova', 'alice', ['flavor-list']), /m1\.tiny/);
+    assert.match(await cli('nova', 'alice', ['keypair-list']), /k-osc/);
+    assert.doesNotMatch(await cli('nova', 'bob', ['keypair-list']), /k-osc/);
   });
 
   test('server create/list/show/set, and the guest gets its metadata through the chain; then server delete', async (t) => {
