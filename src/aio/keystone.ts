@@ -158,14 +158,7 @@ export class LocalKeystone {
 
   /** Stop the server by its pid, drop the database. */
   async stop(): Promise<void> {
-    const p = this.proc;
-    if (p && p.exitCode === null) {
-      const gone = new Promise<void>((r) => p.once('exit', () => r()));
-      p.kill('SIGTERM');
-      const t = setTimeout(() => p.kill('SIGKILL'), 5000);
-      await gone;
-      clearTimeout(t);
-    }
+    await this.pause();
     await this.admin?.close();
     await this.pool.close();
     await this.sql(`DROP DATABASE IF EXISTS \`${this.database}\``).catch(() => undefined);
@@ -177,7 +170,9 @@ export class LocalKeystone {
     if (!p || p.exitCode !== null) return;
     const gone = new Promise<void>((r) => p.once('exit', () => r()));
     p.kill('SIGTERM');
+    const t = setTimeout(() => p.kill('SIGKILL'), 5000);
     await gone;
+    clearTimeout(t);
   }
 
   async resume(): Promise<void> {
