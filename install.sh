@@ -13,9 +13,11 @@ if [ "$(id -u)" != 0 ]; then echo "$0: run as root (the stack builds network nam
 # gcc + libc6-dev: `npm run build` compiles the small netns addon (src/linux/native/netns.c) against node's headers.
 # iputils-arping: the L3 agent's gratuitous ARPs for new router interfaces (send_arp_for_ha).
 pkgs=(iproute2 iptables iputils-arping dnsmasq-base isc-dhcp-client curl procps kmod gcc libc6-dev)
+# python3-keystone, python3-openstackclient: the Keystone suites run a private Keystone (keystone-manage,
+# keystone-wsgi-public, a fresh MariaDB database) and drive the stack with an unmodified openstackclient.
 # rabbitmq-server: test/messaging.test.ts starts a private node of its own (own port, epmd, cookie, data in a
 # temp dir); Debian's package also starts the system service on install, which the tests neither need nor touch.
-[ "$mode" = test ] && pkgs+=(mariadb-server haproxy wrk cloud-init python3 rabbitmq-server)
+[ "$mode" = test ] && pkgs+=(mariadb-server haproxy wrk cloud-init python3 rabbitmq-server python3-keystone python3-openstackclient)
 [ "$mode" = demo ] && pkgs+=(cloud-init python3)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -11,7 +11,7 @@ const escapedHost = hostname().replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 test('etc/ samples match the option declarations (run `npm run gen-config` after changing options)', async () => {
   const files = await render();
-  assert.equal(files.size, 5);
+  assert.equal(files.size, 6);
   for (const [file, text] of files) {
     assert.equal(readFileSync(join(repoRoot, file), 'utf8'), text, `${file} is out of date`);
     assert.doesNotMatch(text, new RegExp(`= ${escapedHost}$`, 'm'), `${file} shows this machine's hostname`);

@@ -57,7 +57,7 @@ describe('quantum-server daemon', () => {
     const ks = spawnDaemon('quantum-server/main.js', ['--auth_strategy', 'keystone', '--state_path', tmp()]);
     daemons.push(ks);
     assert.equal(await exitOf(ks), 1);
-    assert.match(ks.output(), /quantum-server: \[DEFAULT\] auth_strategy = keystone: not supported yet/);
+    assert.match(ks.output(), /quantum-server: \[DEFAULT\] auth_strategy = keystone needs \[keystone_authtoken\] auth_url, username, password, project_name/);
     const mac = spawnDaemon('quantum-server/main.js', ['--base_mac', 'nope', '--state_path', tmp()]);
     daemons.push(mac);
     assert.equal(await exitOf(mac), 1);

@@ -1,6 +1,8 @@
 // A small argv parser for the CLIs: --opt value, --opt=value, repeatable options, flags, positionals,
 // '-' and '_' interchangeable in option names (the era's clients took both --ip-version and --ip_version).
 
+import type { PasswordAuthOptions } from '../common/keystone.js';
+
 export type ArgKind = 'string' | 'list' | 'flag';
 
 export interface ParsedArgs {
@@ -91,9 +93,42 @@ export function parseKeyValues(arg: string, what: string, allowed: readonly stri
 // ---- plumbing both clients' main() share ----
 
 /** Global options of both clients (each adds its own). */
-export const COMMON_GLOBALS: Record<string, ArgKind> = { 'os-url': 'string', 'os-project-id': 'string', 'os-tenant-id': 'string', format: 'string', help: 'flag' };
+const KEYSTONE_GLOBALS = ['os-auth-url', 'os-username', 'os-password', 'os-project-name', 'os-tenant-name', 'os-user-domain-name', 'os-project-domain-name', 'os-region-name', 'os-interface'];
+export const COMMON_GLOBALS: Record<string, ArgKind> = { 'os-url': 'string', 'os-project-id': 'string', 'os-tenant-id': 'string', format: 'string', help: 'flag', ...Object.fromEntries(KEYSTONE_GLOBALS.map((k) => [k, 'string' as const])) };
 /** Spellings of the global options that take a value (their value is never the subcommand). */
-export const COMMON_GLOBALS_WITH_VALUE = ['--os-url', '--os_url', '--os-project-id', '--os_project_id', '--os-tenant-id', '--os_tenant_id', '--format', '-f'];
+export const COMMON_GLOBALS_WITH_VALUE = ['--os-url', '--os_url', '--os-project-id', '--os_project_id', '--os-tenant-id', '--os_tenant_id', '--format', '-f', ...KEYSTONE_GLOBALS.flatMap((k) => [`--${k}`, `--${k.replace(/-/g, '_')}`])];
+
+/**
+ * Keystone credentials as the OpenStack clients take them (--os-auth-url or OS_AUTH_URL, OS_USERNAME, OS_PASSWORD,
+ * OS_PROJECT_NAME / OS_TENANT_NAME, OS_USER_DOMAIN_NAME, OS_PROJECT_DOMAIN_NAME, OS_REGION_NAME, OS_INTERFACE);
+ * undefined without an auth URL (noauth, as before). A missing piece is a UsageError worded as the clients word it.
+ */
+export function keystoneOf(opts: ParsedArgs['opts']): PasswordAuthOptions | undefined {
+  const get = (flag: string, ...envs: string[]) => (opts[flag] as string | undefined) ?? envs.map((e) => process.env[e]).find((v) => v !== undefined && v !== '');
+  const authUrl = get('os-auth-url', 'OS_AUTH_URL');
+  if (!authUrl) return undefined;
+  const need = (flag: string, env: string, what: string, ...more: string[]) => {
+    const v = get(flag, env, ...more);
+    if (!v) throw new UsageError(`You must provide ${what} via either --${flag} or env[${env}]`);
+    return v;
+  };
+  return {
+    authUrl,
+    username: need('os-username', 'OS_USERNAME', 'a username'),
+    password: need('os-password', 'OS_PASSWORD', 'a password'),
+    projectName: (opts['os-tenant-name'] as string | undefined) ?? need('os-project-name', 'OS_PROJECT_NAME', 'a project name', 'OS_TENANT_NAME'),
+    userDomainName: get('os-user-domain-name', 'OS_USER_DOMAIN_NAME') ?? 'Default',
+    projectDomainName: get('os-project-domain-name', 'OS_PROJECT_DOMAIN_NAME') ?? 'Default',
+    regionName: get('os-region-name', 'OS_REGION_NAME'),
+    interface: get('os-interface', 'OS_INTERFACE') ?? 'public',
+    timeoutMs: 30_000,
+  };
+}
+
+/** --os-url or $OS_URL when given (it overrides the catalog). */
+export function explicitUrl(opts: ParsedArgs['opts']): string | undefined {
+  return (opts['os-url'] as string | undefined) ?? (process.env.OS_URL || undefined);
+}
 
 export interface FoundCommand {
   /** The subcommand, undefined when argv has none. */

@@ -2,7 +2,8 @@
 import { readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { COMMON_GLOBALS, COMMON_GLOBALS_WITH_VALUE, findCommand, outputFormat, parseArgs, positional, projectIdOf, UsageError, writeHelp, type ArgKind, type ParsedArgs } from './args.js';
+import { COMMON_GLOBALS, COMMON_GLOBALS_WITH_VALUE, explicitUrl, findCommand, keystoneOf, outputFormat, parseArgs, positional, projectIdOf, UsageError, writeHelp, type ArgKind, type ParsedArgs } from './args.js';
+import { KeystoneSession } from '../common/keystone.js';
 import { formatValue, printList, renderTable, type OutputFormat } from './table.js';
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
@@ -23,12 +24,14 @@ class Compute {
   constructor(
     private readonly url: string,
     private readonly projectId: string,
+    /** Keystone: the token sent instead of X-Project-Id. */
+    private readonly token?: string,
   ) {}
 
   /** node:http with Connection: close (a CLI makes a handful of calls; no pool to linger at exit). */
   private send(method: string, path: string, payload: string | undefined): Promise<{ status: number; text: string }> {
     const u = new URL(`${this.url.replace(/\/$/, '')}/v2.1${path}`);
-    const headers: Record<string, string> = { 'X-Project-Id': this.projectId, Accept: 'application/json', Connection: 'close' };
+    const headers: Record<string, string> = { ...(this.token ? { 'X-Auth-Token': this.token } : { 'X-Project-Id': this.projectId }), Accept: 'application/json', Connection: 'close' };
     if (payload !== undefined) {
       headers['Content-Type'] = 'application/json';
       headers['Content-Length'] = String(Buffer.byteLength(payload));
@@ -396,7 +399,7 @@ const COMMANDS: Record<string, Command> = {
 function usage(): string {
   const lines = ['usage: nova [--os-url URL] [--os-project-id ID] [-f {table,json,value}] <subcommand> ...', '', 'Positional arguments:'];
   for (const [n, cmd] of Object.entries(COMMANDS)) lines.push(`    ${n.padEnd(18)}${cmd.help}`);
-  lines.push('', 'OS_URL (default http://127.0.0.1:8774) and OS_PROJECT_ID are read from the environment.', '');
+  lines.push('', 'OS_URL (default http://127.0.0.1:8774) and OS_PROJECT_ID are read from the environment; with OS_AUTH_URL, OS_USERNAME, OS_PASSWORD,', 'OS_PROJECT_NAME (and OS_USER_DOMAIN_NAME, OS_PROJECT_DOMAIN_NAME, OS_REGION_NAME) the client gets a Keystone token and the compute endpoint from the catalog.', '');
   return lines.join('\n');
 }
 
@@ -426,14 +429,31 @@ export async function main(argv: string[], write: (s: string) => void = (s) => v
     return 2;
   }
   const format: OutputFormat = fmt.format;
-  const url = (args.opts['os-url'] as string | undefined) ?? process.env.OS_URL ?? 'http://127.0.0.1:8774';
-  const projectId = projectIdOf(args.opts) ?? '';
+  // With Keystone (OS_AUTH_URL...): a token, and the compute endpoint from the catalog unless --os-url names one.
+  let token: string | undefined;
+  let url: string;
+  let projectId = projectIdOf(args.opts) ?? '';
+  try {
+    const ks = keystoneOf(args.opts);
+    const session = ks ? new KeystoneSession(ks) : undefined;
+    try {
+      const info = session ? await session.auth() : undefined;
+      token = info?.token;
+      if (info) projectId = info.projectId;
+      url = (explicitUrl(args.opts) ?? (session ? await session.endpoint('compute') : 'http://127.0.0.1:8774')).replace(/\/v2(\.1)?\/?$/, '');
+    } finally {
+      await session?.close();
+    }
+  } catch (e) {
+    process.stderr.write(`ERROR (CommandError): ${(e as Error).message}\n`);
+    return 1;
+  }
   if (!projectId) {
     process.stderr.write('ERROR (CommandError): You must provide a project id via either --os-project-id or env[OS_PROJECT_ID]\n');
     return 1;
   }
   const c: Ctx = {
-    api: new Compute(url, projectId),
+    api: new Compute(url, projectId, token),
     args,
     format,
     o: (n) => args.opts[n] as string | undefined,

@@ -1,7 +1,8 @@
 // `quantum`: the operator's client for quantum-server, with python-quantumclient's commands and tables.
 import { ApiError } from '../common/errors.js';
+import { KeystoneSession } from '../common/keystone.js';
 import { QuantumClient, type Filters } from '../common/quantum-client.js';
-import { COMMON_GLOBALS, COMMON_GLOBALS_WITH_VALUE, findCommand, outputFormat, parseArgs, parseKeyValues, positional, projectIdOf, UsageError, writeHelp, type ArgKind, type ParsedArgs } from './args.js';
+import { COMMON_GLOBALS, COMMON_GLOBALS_WITH_VALUE, explicitUrl, findCommand, keystoneOf, outputFormat, parseArgs, parseKeyValues, positional, projectIdOf, UsageError, writeHelp, type ArgKind, type ParsedArgs } from './args.js';
 import { printList, printShow, type OutputOptions } from './table.js';
 
 type Obj = Record<string, unknown>;
@@ -369,12 +370,28 @@ export async function main(argv: string[]): Promise<number> {
     process.stderr.write(`quantum ${name}: error: ${fmt.error}\n`);
     return 2;
   }
-  const url = (args.opts['os-url'] as string | undefined) ?? process.env.OS_URL ?? 'http://127.0.0.1:9696';
+  let session: KeystoneSession | undefined;
+  let url: string;
+  try {
+    const ks = keystoneOf(args.opts);
+    session = ks ? new KeystoneSession(ks) : undefined;
+    // With Keystone, the network endpoint comes from the catalog unless --os-url names one.
+    url = explicitUrl(args.opts) ?? (session ? await session.endpoint('network') : 'http://127.0.0.1:9696');
+  } catch (e) {
+    await session?.close();
+    if (e instanceof UsageError) {
+      process.stderr.write(`quantum: error: ${e.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`${(e as Error).message}\n`);
+    return 1;
+  }
   const projectId = projectIdOf(args.opts);
   let qc: QuantumClient;
   try {
-    qc = new QuantumClient({ url, projectId: projectId || undefined, timeoutMs: 30_000, connections: 4 });
+    qc = new QuantumClient({ url, projectId: session ? undefined : projectId || undefined, timeoutMs: 30_000, connections: 4, auth: session });
   } catch {
+    await session?.close();
     process.stderr.write(`quantum: invalid --os-url '${url}'\n`);
     return 2;
   }
@@ -403,6 +420,7 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   } finally {
     await qc.close();
+    await session?.close();
   }
 }
 

@@ -112,9 +112,21 @@ export const ROUTER_INTERFACE_OWNERS = ['network:router_interface', 'network:rou
 export const DEVICE_OWNER_ROUTER_INTF = 'network:router_interface';
 export const DEVICE_OWNER_DHCP = 'network:dhcp';
 
+/** Where a client's X-Auth-Token comes from: a KeystoneSession (renewed, re-fetched after a 401) or a caller's token. */
+export interface TokenSource {
+  token(): Promise<string>;
+  /** A request with this token got a 401. */
+  invalidate(token?: string): void;
+}
+
+/** A fixed token (a user's, passed on by a service acting for them): nothing to renew. */
+export const staticToken = (t: string): TokenSource => ({ token: async () => t, invalidate: () => undefined });
+
 export interface QuantumClientOptions {
   /** e.g. http://127.0.0.1:9696 */
   url: string;
+  /** auth_strategy = keystone: the token every request carries. */
+  auth?: TokenSource | undefined;
   /** Sent as X-Project-Id under auth_strategy=noauth (admin context when empty). */
   projectId?: string;
   /** Milliseconds before a request is abandoned (connect + headers + body). */
@@ -135,16 +147,28 @@ export function encodeFilters(filters: Filters): string {
 export class QuantumClient {
   private readonly pool: Pool;
   private readonly base: URL;
-  constructor(private readonly opts: QuantumClientOptions) {
+  private readonly shared: boolean;
+  constructor(
+    private readonly opts: QuantumClientOptions,
+    from?: QuantumClient,
+  ) {
     this.base = new URL(opts.url);
+    this.shared = !!from;
     const t = opts.timeoutMs ?? 30_000;
-    this.pool = new Pool(this.base.origin, {
-      connections: opts.connections ?? 16,
-      connectTimeout: Math.min(t, 10_000),
-      headersTimeout: t,
-      bodyTimeout: t,
-      keepAliveTimeout: 30_000,
-    });
+    this.pool = from
+      ? from.pool
+      : new Pool(this.base.origin, {
+          connections: opts.connections ?? 16,
+          connectTimeout: Math.min(t, 10_000),
+          headersTimeout: t,
+          bodyTimeout: t,
+          keepAliveTimeout: 30_000,
+        });
+  }
+
+  /** The same connections, with another token (a user's, for what a service does on their behalf). */
+  as(auth: TokenSource): QuantumClient {
+    return new QuantumClient({ ...this.opts, auth }, this);
   }
 
   /** Low level: returns the parsed JSON body, or throws ApiError (503 when the server cannot be reached). */
@@ -158,11 +182,20 @@ export class QuantumClient {
       headers['content-type'] = 'application/json';
     }
     const prefix = this.base.pathname.replace(/\/$/, '');
+    const auth = this.opts.auth;
     let res;
-    try {
-      res = await this.pool.request({ method: method as 'GET', path: `${prefix}${path}`, headers, body: payload });
-    } catch (e) {
-      throw new ApiError(503, 'ServiceUnavailable', `quantum-server at ${this.base.origin} unreachable: ${(e as Error).message}`);
+    for (let attempt = 0; ; attempt++) {
+      const token = auth ? await auth.token() : undefined;
+      if (token) headers['x-auth-token'] = token;
+      try {
+        res = await this.pool.request({ method: method as 'GET', path: `${prefix}${path}`, headers, body: payload });
+      } catch (e) {
+        throw new ApiError(503, 'ServiceUnavailable', `quantum-server at ${this.base.origin} unreachable: ${(e as Error).message}`);
+      }
+      // A token revoked or expired early: authenticate again once, as keystoneauth's session does.
+      if (res.statusCode !== 401 || !auth || attempt > 0) break;
+      await res.body.dump();
+      auth.invalidate(token);
     }
     const text = await res.body.text();
     if (res.statusCode >= 400) {
@@ -186,7 +219,7 @@ export class QuantumClient {
   }
 
   async close(): Promise<void> {
-    await this.pool.close();
+    if (!this.shared) await this.pool.close();
   }
 
   listNetworks = async (f: Filters = {}) => (await this.request<{ networks: Network[] }>('GET', `/v2.0/networks${encodeFilters(f)}`)).networks;

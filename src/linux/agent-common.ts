@@ -4,7 +4,9 @@
 import { hostname } from 'node:os';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bool, int, optStr, str, type Spec } from '../common/config.js';
+import { serviceCredentialOpts, serviceSessionFrom, type ServiceCredentialConf } from '../common/auth.js';
+import { bool, int, mergeSpecs, optStr, str, type Spec } from '../common/config.js';
+import type { KeystoneSession } from '../common/keystone.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { QuantumClient, type AgentReport, type ChangesReply } from '../common/quantum-client.js';
@@ -14,11 +16,11 @@ import { ProcessManager, ProcessMonitor } from './external-process.js';
 export const INTERFACE_DRIVERS = ['linuxbridge', 'quantum.agent.linux.interface.BridgeInterfaceDriver', 'neutron.agent.linux.interface.BridgeInterfaceDriver'];
 
 /** Options both agents read (quantum.conf + their own ini). */
-export const commonAgentOpts = {
+const agentBaseOpts = {
   DEFAULT: {
     state_path: str('/var/lib/quantum', 'Top-level directory for maintaining the agent\'s state (pid files, dnsmasq files, the metadata proxy socket).'),
     quantum_url: str('http://127.0.0.1:9696', 'URL of quantum-server.'),
-    auth_strategy: str('noauth', 'The type of authentication to use with quantum-server.', { choices: ['noauth'] }),
+    auth_strategy: str('noauth', 'The type of authentication to use with quantum-server: keystone authenticates with auth_url and the service credentials (a token kept and renewed).', { choices: ['noauth', 'keystone'] }),
     host: str(hostname(), 'Hostname to be used by the agent when reporting its state and binding ports. Defaults to the machine\'s hostname.', { sample: '<hostname>' }),
     interface_driver: str('linuxbridge', 'The driver used to plug interfaces: linuxbridge (quantum.agent.linux.interface.BridgeInterfaceDriver) is the only one.'),
     polling_interval: int(2, 'Seconds between two polls of quantum-server for changes when RabbitMQ is not configured or not reachable (and between retries after a failed sync).', { min: 1 }),
@@ -37,6 +39,9 @@ export const commonAgentOpts = {
     use_namespaces: bool(true, 'Allow overlapping IP (must be True: everything is built in namespaces).'),
   },
 } satisfies Spec;
+
+/** With the service credentials (auth_strategy = keystone) the agents authenticate with. */
+export const commonAgentOpts = mergeSpecs(agentBaseOpts, serviceCredentialOpts);
 
 export interface CommonAgentConf {
   state_path: string;
@@ -180,7 +185,7 @@ export class StateReporter {
 
 /** The options AgentLoop reads (both agents' confs have them: commonAgentOpts + loggingOpts). */
 export interface AgentLoopConf {
-  DEFAULT: { quantum_url: string; host: string; state_path: string; polling_interval: number; periodic_interval: number; full_sync_interval: number };
+  DEFAULT: { quantum_url: string; auth_strategy: string; host: string; state_path: string; polling_interval: number; periodic_interval: number; full_sync_interval: number } & ServiceCredentialConf;
   AGENT: { report_interval: number; check_child_processes_interval: number; check_child_processes_action: string };
 }
 
@@ -221,6 +226,8 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
   readonly monitor: ProcessMonitor;
   protected readonly client: QuantumClient;
   private readonly ownClient: boolean;
+  /** auth_strategy = keystone: the agent's token, renewed as it goes. */
+  private readonly session: KeystoneSession | undefined;
   private readonly reporter: StateReporter;
   protected readonly transport: CastListener | undefined;
   private stopped = false;
@@ -253,7 +260,8 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
     deps: { client?: QuantumClient | undefined; transport?: CastListener | undefined } = {},
   ) {
     const d = conf.DEFAULT;
-    this.client = deps.client ?? new QuantumClient({ url: d.quantum_url, timeoutMs: 60_000 });
+    this.session = deps.client ? undefined : serviceSessionFrom(d.auth_strategy, d);
+    this.client = deps.client ?? new QuantumClient({ url: d.quantum_url, timeoutMs: 60_000, auth: this.session });
     this.ownClient = !deps.client;
     this.transport = deps.transport;
     this.monitor = new ProcessMonitor({ intervalSec: conf.AGENT.check_child_processes_interval, action: conf.AGENT.check_child_processes_action as 'respawn' | 'exit', log });
@@ -476,6 +484,7 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
     await this.transport?.close().catch(() => undefined);
     await this.release();
     if (this.ownClient) await this.client.close();
+    await this.session?.close();
   }
 
   /** Let go of what the agent holds besides its children (e.g. the shared proxy's channel); default none. */

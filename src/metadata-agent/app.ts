@@ -1,5 +1,6 @@
 // Wiring: config → QuantumClient + NovaClient + lookup → handler → node:http on the Unix socket.
 import { createServer, type Server } from 'node:http';
+import { serviceSessionFrom } from '../common/auth.js';
 import type { Logger } from '../common/log.js';
 import { Transport, transportOptionsFrom } from '../common/messaging.js';
 import { QuantumClient } from '../common/quantum-client.js';
@@ -27,7 +28,9 @@ export function buildAgent(conf: AgentConf, log: Logger, transport: Notification
   const d = conf.DEFAULT;
   const { socketPath, cacheTtlMs } = resolveAgentConf(conf);
   const mode = socketMode(d.metadata_proxy_socket_mode, d.metadata_proxy_user, d.metadata_proxy_group);
-  const quantum = new QuantumClient({ url: d.quantum_url, timeoutMs: d.quantum_timeout * 1000 });
+  // auth_strategy = keystone: one token per process, renewed before expiry; a guest request never waits for Keystone
+  // (except the first after start or renewal).
+  const quantum = new QuantumClient({ url: d.quantum_url, timeoutMs: d.quantum_timeout * 1000, auth: serviceSessionFrom(d.auth_strategy, d) });
   const nova = new NovaClient({
     host: d.nova_metadata_host,
     port: d.nova_metadata_port,

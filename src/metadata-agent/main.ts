@@ -9,6 +9,7 @@ import { buildAgent, createAgentServer, createReporter, startMetadataAgent } fro
 import { agentSpec, PROG, resolveAgentConf } from './opts.js';
 import { chmodSync } from 'node:fs';
 import { QuantumClient } from '../common/quantum-client.js';
+import { serviceSessionFrom } from '../common/auth.js';
 import { prepareSocketPath, socketMode } from './socket.js';
 
 runService(PROG, async (svc) => {
@@ -65,7 +66,7 @@ runService(PROG, async (svc) => {
       setTimeout(() => cluster.fork(), 500);
     });
     for (let i = 0; i < workers; i++) cluster.fork();
-    const quantum = new QuantumClient({ url: d.quantum_url, timeoutMs: d.quantum_timeout * 1000 });
+    const quantum = new QuantumClient({ url: d.quantum_url, timeoutMs: d.quantum_timeout * 1000, auth: serviceSessionFrom(d.auth_strategy, d) });
     const reporter = createReporter(conf, quantum, socketPath, log);
     reporter.start();
     log.info({ config_files: configFiles, socket: socketPath, mode: mode.toString(8), workers, cache_ttl_s: cacheTtlMs / 1000, nova: `${d.nova_metadata_protocol}://${d.nova_metadata_host}:${d.nova_metadata_port}` }, 'metadata agent started workers');

@@ -1,5 +1,6 @@
 // quantum-metadata-agent options (quantum.conf + metadata_agent.ini), named as Neutron names them.
 import { cpus, hostname } from 'node:os';
+import { serviceCredentialOpts } from '../common/auth.js';
 import { bool, int, loggingOpts, mergeSpecs, optStr, str, type Resolved, type Spec } from '../common/config.js';
 import { ConfigError } from '../common/errors.js';
 import { messagingOpts } from '../common/messaging.js';
@@ -12,7 +13,7 @@ export const agentOpts = {
     host: str(hostname(), 'Hostname to be used by the agent when reporting its state.', { sample: '<hostname>' }),
     state_path: str('/var/lib/quantum', 'Where to store Quantum state files. This directory must be writable by the agent.'),
     quantum_url: str('http://127.0.0.1:9696', 'URL of quantum-server (the Neutron v2.0 API) used for port lookups and state reports.'),
-    auth_strategy: str('noauth', 'The type of authentication to use with quantum-server.', { choices: ['noauth'] }),
+    auth_strategy: str('noauth', 'The type of authentication to use with quantum-server: keystone authenticates with auth_url and the service credentials below (a token kept and renewed, never fetched per request).', { choices: ['noauth', 'keystone'] }),
     quantum_timeout: int(30, 'Seconds to wait for quantum-server to answer a lookup.', { min: 1 }),
     metadata_proxy_socket: str('$state_path/metadata_proxy', 'Location for Metadata Proxy UNIX domain socket.'),
     metadata_proxy_socket_mode: str('deduce', "Metadata Proxy UNIX domain socket mode, 4 values allowed: 'deduce': deduce mode from metadata_proxy_user/group values, 'user': set metadata proxy socket mode to 0o644, to use when metadata_proxy_user is agent effective user or root, 'group': set metadata proxy socket mode to 0o664, to use when metadata_proxy_group is agent effective group or root, 'all': set metadata proxy socket mode to 0o666, to use otherwise.", { choices: [...SOCKET_MODES] }),
@@ -41,7 +42,7 @@ export const agentOpts = {
   },
 } satisfies Spec;
 
-export const agentSpec = mergeSpecs(mergeSpecs(agentOpts, messagingOpts), loggingOpts);
+export const agentSpec = mergeSpecs(mergeSpecs(mergeSpecs(agentOpts, serviceCredentialOpts), messagingOpts), loggingOpts);
 export type AgentConf = Resolved<typeof agentSpec>;
 
 /** Resolve $state_path in the socket path and read the cache settings into one TTL (0 = off). */

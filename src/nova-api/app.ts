@@ -10,7 +10,11 @@ import { novaMigrations, type NovaDatabase } from '../db/nova-schema.js';
 import { checkProxySecret, MetadataHandler } from '../nova-metadata/handler.js';
 import { DbMetadataStore } from '../nova-metadata/store.js';
 import { DynamicVendorData } from '../nova-metadata/vendordata.js';
-import { ComputeApi } from './compute.js';
+import type { FastifyInstance } from 'fastify';
+import { keystoneAuthFrom, type KeystoneAuth } from '../common/auth.js';
+import { KeystoneSession } from '../common/keystone.js';
+import { buildComputeApi } from './api/index.js';
+import { GlanceClient } from './glance.js';
 import type { NovaSpec } from './opts.js';
 import type { Resolved } from '../common/config.js';
 
@@ -19,7 +23,9 @@ export type NovaConf = Resolved<NovaSpec>;
 export interface NovaApp {
   db: Db<NovaDatabase>;
   quantum: QuantumClient;
-  compute?: { server: Server; port: number; api: ComputeApi };
+  compute?: { server: Server; port: number; app: FastifyInstance };
+  /** Nova's own Keystone session for Neutron ([neutron] auth_type = password). */
+  neutronSession?: KeystoneSession | undefined;
   metadata?: { server: Server; port: number; handler: MetadataHandler };
   close(): Promise<void>;
 }
@@ -37,6 +43,17 @@ export function validateNovaConf(conf: NovaConf): void {
   }
   const msg = checkProxySecret(conf.neutron.service_metadata_proxy, conf.neutron.metadata_proxy_shared_secret);
   if (msg) throw new ConfigError(msg);
+  const n = conf.neutron;
+  if (n.auth_type !== undefined && n.auth_type !== 'password') throw new ConfigError(`[neutron] auth_type = ${JSON.stringify(n.auth_type)}: only password is supported`);
+  if (n.auth_type === 'password') {
+    const missing = (['auth_url', 'username', 'password', 'project_name'] as const).filter((k) => !n[k]);
+    if (missing.length) throw new ConfigError(`[neutron] auth_type = password needs ${missing.join(', ')}`);
+  }
+  if (conf.api.auth_strategy === 'keystone') {
+    const k = conf.keystone_authtoken;
+    const missing = (['auth_url', 'username', 'password', 'project_name'] as const).filter((x) => !k[x]);
+    if (missing.length) throw new ConfigError(`[api] auth_strategy = keystone needs [keystone_authtoken] ${missing.join(', ')}`);
+  }
   for (const a of conf.DEFAULT.enabled_apis) {
     if (a !== 'osapi_compute' && a !== 'metadata') throw new ConfigError(`[DEFAULT] enabled_apis: unknown API ${JSON.stringify(a)} (use osapi_compute, metadata)`);
   }
@@ -82,17 +99,32 @@ export async function startNova(conf: NovaConf, log: Logger, apis: string[] = co
     await db.close();
     throw e;
   }
-  const quantum = new QuantumClient({ url: conf.neutron.url, timeoutMs: conf.neutron.timeout * 1000 });
+  const n = conf.neutron;
+  // Nova's credentials for Neutron: a token fetched once, renewed before expiry and after a 401.
+  const neutronSession =
+    n.auth_type === 'password'
+      ? new KeystoneSession({ authUrl: n.auth_url!, username: n.username!, password: n.password!, projectName: n.project_name!, userDomainName: n.user_domain_name, projectDomainName: n.project_domain_name, regionName: n.region_name })
+      : undefined;
+  const quantum = new QuantumClient({ url: n.url, timeoutMs: n.timeout * 1000, auth: neutronSession });
+  let keystone: KeystoneAuth | undefined;
+  let glance: GlanceClient | undefined;
   const app: NovaApp = {
     db,
     quantum,
+    neutronSession,
     async close() {
-      if (app.compute) await closeServer(app.compute.server);
+      if (app.compute) {
+        app.compute.server.closeIdleConnections();
+        await app.compute.app.close();
+      }
       if (app.metadata) {
         await closeServer(app.metadata.server);
         app.metadata.handler.close();
       }
       await quantum.close();
+      await glance?.close();
+      await neutronSession?.close();
+      await keystone?.session.close();
       await db.close();
     },
   };
@@ -106,10 +138,16 @@ export async function startNova(conf: NovaConf, log: Logger, apis: string[] = co
       log.info(`metadata API listening on ${conf.DEFAULT.metadata_listen}:${port}`);
     }
     if (apis.includes('osapi_compute')) {
-      const api = new ComputeApi(db.db, quantum, log);
-      const server = createServer(api.handle);
-      const port = await listen(server, conf.DEFAULT.osapi_compute_listen, conf.DEFAULT.osapi_compute_listen_port);
-      app.compute = { server, port, api };
+      const strategy = conf.api.auth_strategy === 'keystone' ? 'keystone' : 'noauth';
+      if (strategy === 'keystone') keystone = keystoneAuthFrom(conf.keystone_authtoken, log);
+      const catalogSession = neutronSession ?? keystone?.session;
+      if (conf.glance.api_servers.length) glance = new GlanceClient(conf.glance.api_servers[0]!);
+      else if (catalogSession) glance = new GlanceClient(() => catalogSession.endpoint('image'));
+      const compute = await buildComputeApi({ db: db.db, quantum, glance, log, opts: {}, authStrategy: strategy, keystone });
+      await compute.listen({ host: conf.DEFAULT.osapi_compute_listen, port: conf.DEFAULT.osapi_compute_listen_port });
+      const addr = compute.server.address();
+      const port = typeof addr === 'object' && addr ? addr.port : conf.DEFAULT.osapi_compute_listen_port;
+      app.compute = { server: compute.server, port, app: compute };
       log.info(`compute API listening on ${conf.DEFAULT.osapi_compute_listen}:${port}`);
     }
   } catch (e) {

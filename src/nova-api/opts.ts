@@ -1,4 +1,5 @@
 // nova.conf options for nova-api / nova-api-metadata, named as Nova (Zed) names them.
+import { keystoneAuthtokenOpts } from '../common/auth.js';
 import { bool, int, list, loggingOpts, mergeSpecs, optStr, str, type Spec } from '../common/config.js';
 
 export const novaOpts = {
@@ -19,8 +20,20 @@ export const novaOpts = {
     service_metadata_proxy: bool(false, 'When True, the metadata API trusts X-Instance-ID/X-Tenant-ID headers signed by the Neutron metadata proxy.', { cli: true }),
     metadata_proxy_shared_secret: str('', 'Shared secret to validate proxy requests to the metadata API.', { secret: true, cli: true }),
     timeout: int(30, 'Timeout in seconds for requests to Neutron.', { min: 1 }),
+    auth_type: optStr("Authentication type nova uses with Neutron: password (keystoneauth's), or unset for none (noauth quantum-server)."),
+    auth_url: optStr('Keystone URL for nova\'s Neutron credentials.'),
+    username: optStr("Nova's user for Neutron."),
+    password: optStr("That user's password.", { secret: true }),
+    project_name: optStr("That user's project."),
+    user_domain_name: str('Default', "That user's domain."),
+    project_domain_name: str('Default', "That project's domain."),
+    region_name: optStr('Region of the endpoints used.'),
+  },
+  glance: {
+    api_servers: list([], 'Glance API servers (http://host:9292); empty: the image endpoint of the catalog when [keystone_authtoken] is set, else no image service (any image UUID is accepted).'),
   },
   api: {
+    auth_strategy: str('noauth', 'Determine the strategy to use for authentication of the compute API: noauth (X-Project-Id, as before) or keystone ([keystone_authtoken]).', { choices: ['noauth', 'noauth2', 'keystone'] }),
     metadata_cache_expiration: int(15, 'Seconds to cache instance metadata in the metadata API; 0 disables the cache.', { min: 0, cli: true }),
     local_metadata_per_cell: bool(false, 'Accepted for compatibility; this deployment has a single cell.'),
     dhcp_domain: str('novalocal', 'Domain appended to the instance hostname in metadata; empty for none.', { cli: true }),
@@ -36,5 +49,5 @@ export const novaOpts = {
   },
 } satisfies Spec;
 
-export const novaSpec = mergeSpecs(loggingOpts, novaOpts);
+export const novaSpec = mergeSpecs(mergeSpecs(loggingOpts, novaOpts), keystoneAuthtokenOpts);
 export type NovaSpec = typeof novaSpec;

@@ -1,12 +1,12 @@
 // Build a running quantum-server from resolved options: database, migrations, HTTP listener.
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
+import type { KeystoneAuth } from '../common/auth.js';
 import type { Logger } from '../common/log.js';
-import { closeServer, listen } from '../common/http.js';
 import { migrate, openDatabase, type Db } from '../db/connection.js';
 import { quantumMigrations, type QuantumDatabase } from '../db/quantum-schema.js';
 import { AgentRpc } from './agent-rpc.js';
 import { AgentStore } from './agents.js';
-import { createApi } from './api.js';
+import { buildQuantumApi } from './api/index.js';
 import { AgentNotifier, type Caster } from './notifier.js';
 import { QuantumPlugin } from './plugin.js';
 import { AgentScheduler, type SchedulerOptions } from './scheduler.js';
@@ -19,6 +19,8 @@ export interface QuantumServerOptions {
   baseMac?: string;
   agentDownTime?: number;
   authStrategy?: string;
+  /** Token validation under auth_strategy = keystone. */
+  keystone?: KeystoneAuth | undefined;
   log: Logger;
   /** Skip migrations (api_workers children: the parent already ran them). */
   skipMigrations?: boolean;
@@ -74,14 +76,18 @@ export async function startQuantumServer(o: QuantumServerOptions): Promise<Runni
   const handle = o.skipMigrations ? openDatabase<QuantumDatabase>(o.connection, { poolSize: 10 }) : await openQuantumDb(o.connection);
   const plugin = buildPlugin(handle, o);
   const rpc = new AgentRpc(plugin.store, plugin.agents, plugin.scheduler, plugin.notifier);
-  const server = createServer({ keepAliveTimeout: 30_000 }, createApi({ plugin, rpc, log: o.log, authStrategy: o.authStrategy ?? 'noauth' }));
+  const app = await buildQuantumApi({ plugin, rpc, log: o.log, authStrategy: o.authStrategy ?? 'noauth', keystone: o.keystone });
   let port: number;
   try {
-    port = await listen(server, o.host, o.port);
+    await app.listen({ host: o.host, port: o.port });
+    const a = app.server.address();
+    port = typeof a === 'object' && a ? a.port : o.port;
   } catch (e) {
+    await app.close().catch(() => undefined);
     await handle.close();
     throw e;
   }
+  const server = app.server;
   if (o.periodicTasks !== false) {
     plugin.scheduler.startFailoverChecks();
     plugin.notifier.startPruning();
@@ -97,8 +103,10 @@ export async function startQuantumServer(o: QuantumServerOptions): Promise<Runni
     async close() {
       plugin.scheduler.stop();
       plugin.notifier.stop();
-      await closeServer(server);
-      server.closeAllConnections?.();
+      server.closeIdleConnections();
+      await app.close();
+      server.closeAllConnections();
+      await o.keystone?.session.close();
       await handle.close();
     },
   };

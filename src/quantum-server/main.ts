@@ -1,5 +1,6 @@
 // quantum-server: the Neutron v2.0 API subset (networks, subnets, ports, routers, agents) on bind_port 9696.
 import cluster from 'node:cluster';
+import { keystoneAuthFrom } from '../common/auth.js';
 import { loadConfig } from '../common/config.js';
 import { createLogger } from '../common/log.js';
 import { maskUrl, Transport, transportOptionsFrom } from '../common/messaging.js';
@@ -80,6 +81,7 @@ runService('quantum-server', async (svc) => {
     baseMac: d.base_mac,
     agentDownTime: d.agent_down_time,
     authStrategy: d.auth_strategy,
+    keystone: d.auth_strategy === 'keystone' ? keystoneAuthFrom(conf.keystone_authtoken, log) : undefined,
     log,
     skipMigrations: cluster.isWorker,
     scheduling: schedulingOf(conf),
@@ -88,6 +90,6 @@ runService('quantum-server', async (svc) => {
     notificationRetentionSec: d.agent_notification_retention,
     caster: transport,
   });
-  log.info({ config_files: configFiles, bind_host: d.bind_host, bind_port: running.port, database: connection.replace(/\/\/[^@/]*@/, '//***@'), messaging: topts ? maskUrl(topts.url) : 'none (agents poll)' }, `quantum-server listening on ${d.bind_host}:${running.port}`);
+  log.info({ config_files: configFiles, bind_host: d.bind_host, bind_port: running.port, database: connection.replace(/\/\/[^@/]*@/, '//***@'), messaging: topts ? maskUrl(topts.url) : 'none (agents poll)', auth_strategy: d.auth_strategy }, `quantum-server listening on ${d.bind_host}:${running.port}`);
   svc.onShutdown(() => running.close());
 });

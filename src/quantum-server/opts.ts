@@ -1,5 +1,6 @@
 // quantum-server options, named as neutron-server names them (quantum.conf).
 import { bool, int, loggingOpts, mergeSpecs, optInt, str, type Resolved, type Spec } from '../common/config.js';
+import { keystoneAuthtokenOpts } from '../common/auth.js';
 import { ConfigError } from '../common/errors.js';
 import { messagingOpts, transportUrlFrom } from '../common/messaging.js';
 import { networkSchedulerKind, routerSchedulerKind, type SchedulerOptions } from './scheduler.js';
@@ -28,7 +29,7 @@ export const serverOpts = {
   },
 } satisfies Spec;
 
-export const quantumServerSpec = mergeSpecs(mergeSpecs(serverOpts, messagingOpts), loggingOpts);
+export const quantumServerSpec = mergeSpecs(mergeSpecs(mergeSpecs(serverOpts, keystoneAuthtokenOpts), messagingOpts), loggingOpts);
 export type QuantumServerConf = Resolved<typeof quantumServerSpec>;
 
 /** oslo.config interpolation for the one option that uses it: $state_path / ${state_path}. */
@@ -36,7 +37,7 @@ export function resolveConnection(conf: QuantumServerConf): string {
   return conf.database.connection.replace(/\$\{state_path\}|\$state_path/g, conf.DEFAULT.state_path);
 }
 
-/** Checks the option parser cannot express: base_mac shape, auth strategies not built yet. */
+/** Checks the option parser cannot express: base_mac shape, drivers, keystone's [keystone_authtoken]. */
 export function validateServerConf(conf: QuantumServerConf): void {
   if (!/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i.test(conf.DEFAULT.base_mac)) {
     throw new ConfigError(`[DEFAULT] base_mac = ${JSON.stringify(conf.DEFAULT.base_mac)}: not a MAC address (xx:xx:xx:xx:xx:xx)`);
@@ -45,7 +46,9 @@ export function validateServerConf(conf: QuantumServerConf): void {
   networkSchedulerKind(conf.DEFAULT.network_scheduler_driver);
   transportUrlFrom(conf);
   if (conf.DEFAULT.auth_strategy === 'keystone') {
-    throw new ConfigError('[DEFAULT] auth_strategy = keystone: not supported yet (use noauth)');
+    const k = conf.keystone_authtoken;
+    const missing = (['auth_url', 'username', 'password', 'project_name'] as const).filter((n) => !k[n]);
+    if (missing.length) throw new ConfigError(`[DEFAULT] auth_strategy = keystone needs [keystone_authtoken] ${missing.join(', ')}`);
   }
 }
 

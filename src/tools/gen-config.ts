@@ -14,6 +14,7 @@ export const samples: Array<{ file: string; title: string; module: string }> = [
   { file: 'etc/quantum/l3_agent.ini', title: 'l3_agent.ini: quantum-l3-agent', module: '../l3-agent/opts.js' },
   { file: 'etc/quantum/dhcp_agent.ini', title: 'dhcp_agent.ini: quantum-dhcp-agent', module: '../dhcp-agent/opts.js' },
   { file: 'etc/nova/nova.conf', title: 'nova.conf: nova-api and nova-api-metadata', module: '../nova-api/opts.js' },
+  { file: 'etc/glance/glance-api.conf', title: 'glance-api.conf: glance-api', module: '../glance-api/opts.js' },
 ];
 
 function isSpec(v: unknown): v is Spec {
