@@ -3,7 +3,8 @@
 //   quantum-metadata-doctor --config-file /etc/quantum/quantum.conf --config-file /etc/quantum/l3_agent.ini \
 //       --config-file /etc/quantum/metadata_agent.ini --router_id R --ip 10.1.1.2 [-f json]
 //   quantum-metadata-doctor ... --network_id N --ip A  |  --instance UUID
-import { int, loadConfig, optStr, str, type Spec } from '../common/config.js';
+import { serviceCredentialOpts, serviceSessionFrom } from '../common/auth.js';
+import { int, loadConfig, mergeSpecs, optStr, str, type Spec } from '../common/config.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import { QuantumClient } from '../common/quantum-client.js';
 import { diagnose, targetsOfInstance, type Hop, type Target } from './checks.js';
@@ -16,6 +17,7 @@ const doctorOpts = {
     state_path: str('/var/lib/quantum', 'The agents\' state_path.'),
     dhcp_state_path: optStr('The DHCP agent\'s state_path, when it differs from state_path.'),
     quantum_url: str('http://127.0.0.1:9696', 'URL of quantum-server.'),
+    auth_strategy: str('noauth', 'As the agents: keystone authenticates with their service credentials (auth_url, username, ...).', { choices: ['noauth', 'keystone'] }),
     metadata_port: int(9697, 'The router proxy port (l3_agent.ini).', { min: 1, max: 65535 }),
     metadata_access_mark: str('0x1', 'The mangle mark (l3_agent.ini).'),
     metadata_proxy_socket: optStr('The metadata agent\'s socket (default $state_path/metadata_proxy).'),
@@ -43,12 +45,13 @@ function printTable(t: Target, hops: Hop[]): void {
 }
 
 async function main(): Promise<number> {
-  const { conf } = loadConfig(doctorOpts, process.argv.slice(2), { prog: PROG, description: 'Walks a guest\'s metadata request hop by hop and names the first broken one.', aliases: { f: 'format' } });
+  const { conf } = loadConfig(mergeSpecs(doctorOpts, serviceCredentialOpts), process.argv.slice(2), { prog: PROG, description: 'Walks a guest\'s metadata request hop by hop and names the first broken one.', aliases: { f: 'format' } });
   const d = conf.DEFAULT;
   const given = [d.router_id, d.network_id, d.instance].filter((x) => x !== undefined).length;
   if (given !== 1) throw new ConfigError('give exactly one of --router_id, --network_id, --instance');
   if (process.getuid?.() !== 0) throw new ConfigError('run as root: the namespaces, iptables and pid files are root\'s');
-  const client = new QuantumClient({ url: d.quantum_url, timeoutMs: 10_000 });
+  const session = serviceSessionFrom(d.auth_strategy, d);
+  const client = new QuantumClient({ url: d.quantum_url, timeoutMs: 10_000, auth: session });
   try {
     const targets: Target[] = d.instance ? await targetsOfInstance(client, d.instance) : [{ kind: d.router_id ? 'router' : 'network', id: (d.router_id ?? d.network_id)!, ...(d.ip ? { ip: d.ip } : {}) }];
     if (!targets.length) {
