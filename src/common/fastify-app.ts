@@ -4,6 +4,7 @@
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest, type RouteHandlerMethod, type RouteShorthandOptions } from 'fastify';
 import { ApiError } from './errors.js';
 import type { Logger } from './log.js';
+import { LATENCY_BUCKETS, type Metrics } from './metrics.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -26,6 +27,8 @@ export interface ApiAppOptions {
   keepAliveTimeout?: number;
   /** Statuses fastify itself raises (413, 415, …) as the API's faults. */
   fromStatus?: (status: number, message: string) => ApiError;
+  /** Count requests and their latency by route (the route's template, so the labels stay few). */
+  metrics?: Metrics | undefined;
 }
 
 export const METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'] as const;
@@ -80,9 +83,16 @@ export function createApiApp(o: ApiAppOptions): FastifyInstance {
     return reply.code(e.status).send(o.faultBody(e));
   });
 
+  const requests = o.metrics?.counter('http_requests_total', 'API requests answered, by method, route and status.', ['method', 'route', 'status']);
+  const latency = o.metrics?.histogram('http_request_duration_seconds', 'API request latency, by method and route.', ['method', 'route'], LATENCY_BUCKETS);
   // oslo.service's wsgi access log: `<ip> "GET /v2.0/ports?... HTTP/1.1" status: 200  len: 512 time: 0.0021`.
   app.addHook('onResponse', (req, reply, done) => {
     const ms = reply.elapsedTime;
+    if (requests) {
+      const route = req.routeOptions.url ?? 'unmatched';
+      requests.inc({ method: req.method, route, status: String(reply.statusCode) });
+      latency!.observe({ method: req.method, route }, ms / 1000);
+    }
     const raw = req.raw;
     const len = Number(reply.getHeader('content-length') ?? 0);
     const remote = raw.socket?.remoteAddress;

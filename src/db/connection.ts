@@ -2,7 +2,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { Kysely, MysqlDialect, SqliteDialect, type Migration, Migrator } from 'kysely';
+import { Kysely, MysqlDialect, SqliteDialect, type LogEvent, type Migration, Migrator } from 'kysely';
 import { createPool } from 'mysql2';
 import { ConfigError } from '../common/errors.js';
 
@@ -62,7 +62,15 @@ export interface Db<T> {
   close(): Promise<void>;
 }
 
-export function openDatabase<T>(url: string, opts: { poolSize?: number } = {}): Db<T> {
+export interface OpenOptions {
+  poolSize?: number;
+  /** Told every query's duration in ms (a daemon's DB time metric). */
+  onQuery?: ((ms: number) => void) | undefined;
+}
+
+export function openDatabase<T>(url: string, opts: OpenOptions = {}): Db<T> {
+  const onQuery = opts.onQuery;
+  const log = onQuery ? (e: LogEvent) => onQuery(e.queryDurationMillis) : undefined;
   const p = parseConnectionUrl(url);
   if (p.dialect === 'sqlite') {
     if (p.path !== ':memory:') mkdirSync(dirname(p.path!), { recursive: true });
@@ -71,7 +79,7 @@ export function openDatabase<T>(url: string, opts: { poolSize?: number } = {}): 
     sqlite.pragma('busy_timeout = 5000');
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('synchronous = NORMAL');
-    const db = new Kysely<T>({ dialect: new SqliteDialect({ database: sqlite }) });
+    const db = new Kysely<T>({ dialect: new SqliteDialect({ database: sqlite }), ...(log ? { log } : {}) });
     return { db, dialect: 'sqlite', close: () => db.destroy() };
   }
   const pool = createPool({
@@ -86,7 +94,7 @@ export function openDatabase<T>(url: string, opts: { poolSize?: number } = {}): 
     dateStrings: true,
     supportBigNumbers: true,
   });
-  const db = new Kysely<T>({ dialect: new MysqlDialect({ pool }) });
+  const db = new Kysely<T>({ dialect: new MysqlDialect({ pool }), ...(log ? { log } : {}) });
   return { db, dialect: 'mysql', close: () => db.destroy() };
 }
 

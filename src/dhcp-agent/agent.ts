@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { ApiError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { DEVICE_OWNER_DHCP, DHCP_PLUGIN_TOPIC, type NetworkInfo, type Port, type QuantumClient, type Subnet } from '../common/quantum-client.js';
+import type { Counter } from 'prom-client';
+import type { Metrics } from '../common/metrics.js';
 import { AgentLoop, inPool, type CastListener } from '../linux/agent-common.js';
 import {
   METADATA_CIDR,
@@ -70,6 +72,7 @@ interface NetState {
 export interface DhcpAgentDeps {
   client?: QuantumClient;
   transport?: CastListener;
+  metrics?: Metrics;
   shared?: SharedProxy;
 }
 
@@ -78,6 +81,7 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
   readonly networks = new Map<string, NetState>();
   readonly driver: MetadataDriver;
   private readonly owners: NamespaceOwners;
+  private dnsmasqEvents: Counter<'event'> | undefined;
 
   constructor(conf: DhcpAgentConf, log: Logger, deps: DhcpAgentDeps = {}) {
     super(conf, log, { binary: BINARY, topic: TOPIC, agent_type: AGENT_TYPE, name: 'DHCP agent' }, deps);
@@ -86,6 +90,12 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
     const mode = d.metadata_proxy_mode as MetadataProxyMode;
     const shared = deps.shared ?? (mode === 'shared' ? new SharedMetadataProxy({ name: BINARY, conf: d, log }) : undefined);
     this.driver = new MetadataDriver({ mode, conf: d, monitor: this.monitor, log, shared });
+    const m = deps.metrics;
+    if (m) {
+      m.gauge('networks', 'Networks this agent serves DHCP for (a namespace and a dnsmasq each).', [], (g) => g.set(this.networks.size));
+      this.dnsmasqEvents = m.counter('dnsmasq_events_total', 'dnsmasq starts, restarts (arguments changed) and reloads (SIGHUP: hosts or opts changed).', ['event']);
+      this.driver.metrics(m);
+    }
   }
 
   protected override async prepare(): Promise<void> {
@@ -315,12 +325,15 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
         this.log.info({ network_id: n.id, running, wanted }, 'dnsmasq arguments changed; restarting');
         await dm.disable();
         await dm.enable();
+        this.dnsmasqEvents?.inc({ event: 'restart' });
       } else if (hostsChanged || optsChanged) {
         this.log.info({ network_id: n.id }, 'reloading dnsmasq allocations (SIGHUP)');
         dm.reload();
+        this.dnsmasqEvents?.inc({ event: 'reload' });
       }
     } else {
       await dm.enable();
+      this.dnsmasqEvents?.inc({ event: 'start' });
     }
     this.monitor.register(dm);
 

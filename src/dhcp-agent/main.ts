@@ -2,6 +2,7 @@
 import { loadConfig } from '../common/config.js';
 import { createLogger } from '../common/log.js';
 import { Transport, transportOptionsFrom } from '../common/messaging.js';
+import { Metrics, serveMetrics } from '../common/metrics.js';
 import { runService } from '../common/service.js';
 import { BINARY, DhcpAgent } from './agent.js';
 import { dhcpAgentSpec, validateDhcpConf } from './opts.js';
@@ -16,7 +17,12 @@ runService(BINARY, async (svc) => {
   log.info({ config_files: configFiles }, 'starting');
   // Casts from quantum-server over RabbitMQ when a broker is configured; else (and while it is away) polling.
   const topts = transportOptionsFrom(conf, { log, name: BINARY });
-  const agent = new DhcpAgent(conf, log, { ...(topts ? { transport: new Transport(topts) } : {}) });
+  const metrics = conf.metrics.listen ? new Metrics('quantum_dhcp_agent') : undefined;
+  const agent = new DhcpAgent(conf, log, { ...(topts ? { transport: new Transport(topts) } : {}), ...(metrics ? { metrics } : {}) });
+  if (conf.metrics.listen) {
+    const ms = await serveMetrics(conf.metrics.listen, log);
+    svc.onShutdown(() => ms.close());
+  }
   agent.start();
   svc.onShutdown(() => agent.stop());
 });

@@ -2,6 +2,7 @@
 import { bool, int, loggingOpts, mergeSpecs, optInt, optStr, str, type Resolved, type Spec } from '../common/config.js';
 import { ConfigError } from '../common/errors.js';
 import { messagingOpts, transportUrlFrom } from '../common/messaging.js';
+import { metricsOpts, parseListen } from '../common/metrics.js';
 import { commonAgentOpts, validateCommon } from '../linux/agent-common.js';
 
 const dhcpOpts = {
@@ -17,7 +18,7 @@ const dhcpOpts = {
   },
 } satisfies Spec;
 
-export const dhcpAgentSpec = mergeSpecs(mergeSpecs(commonAgentOpts, dhcpOpts), mergeSpecs(messagingOpts, loggingOpts));
+export const dhcpAgentSpec = mergeSpecs(mergeSpecs(mergeSpecs(commonAgentOpts, dhcpOpts), mergeSpecs(messagingOpts, loggingOpts)), metricsOpts);
 export type DhcpAgentConf = Resolved<typeof dhcpAgentSpec>;
 
 export const DNSMASQ_DRIVERS = ['quantum.agent.linux.dhcp.Dnsmasq', 'neutron.agent.linux.dhcp.Dnsmasq', 'dnsmasq'];
@@ -26,6 +27,7 @@ export const DNSMASQ_DRIVERS = ['quantum.agent.linux.dhcp.Dnsmasq', 'neutron.age
 export function validateDhcpConf(conf: DhcpAgentConf): string[] {
   validateCommon(conf.DEFAULT, conf.AGENT);
   transportUrlFrom(conf);
+  if (conf.metrics.listen) parseListen(conf.metrics.listen);
   if (!DNSMASQ_DRIVERS.includes(conf.DEFAULT.dhcp_driver)) {
     throw new ConfigError(`[DEFAULT] dhcp_driver = ${JSON.stringify(conf.DEFAULT.dhcp_driver)}: only quantum.agent.linux.dhcp.Dnsmasq is supported`);
   }

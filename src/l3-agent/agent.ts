@@ -4,6 +4,7 @@
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { L3_PLUGIN_TOPIC, type InterfacePort, type QuantumClient, type SyncRouter } from '../common/quantum-client.js';
+import type { Metrics } from '../common/metrics.js';
 import { AgentLoop, inPool, type CastListener } from '../linux/agent-common.js';
 import { deleteBridgeIfEmpty, initL3, plug, plugFresh, unplug } from '../linux/interface.js';
 import { ipBatch, IpNamespace, rootLinkMaster, rootLinkPresent, rootLinkUp, sendIpAddrAdvNotif, type LinkState } from '../linux/ip-lib.js';
@@ -40,6 +41,7 @@ interface RouterInfo {
 export interface L3AgentDeps {
   client?: QuantumClient;
   transport?: CastListener;
+  metrics?: Metrics;
   /** The shared metadata proxy (metadata_proxy_mode = shared). */
   shared?: SharedProxy;
 }
@@ -65,6 +67,12 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
     const mode = d.metadata_proxy_mode as MetadataProxyMode;
     const shared = deps.shared ?? (mode === 'shared' ? new SharedMetadataProxy({ name: BINARY, conf: d, log }) : undefined);
     this.driver = new MetadataDriver({ mode, conf: d, monitor: this.monitor, log, shared });
+    const m = deps.metrics;
+    if (m) {
+      m.gauge('routers', 'Routers this agent serves (a namespace each).', [], (g) => g.set(this.routers.size));
+      m.gauge('router_interfaces', 'Router interfaces plugged (qr- devices).', [], (g) => g.set([...this.routers.values()].reduce((n, r) => n + r.ports.size, 0)));
+      this.driver.metrics(m);
+    }
   }
 
   protected override reportConfigurations(): Record<string, unknown> {

@@ -2,6 +2,7 @@
 import { bool, int, loggingOpts, mergeSpecs, str, type Resolved, type Spec } from '../common/config.js';
 import { ConfigError } from '../common/errors.js';
 import { messagingOpts, transportUrlFrom } from '../common/messaging.js';
+import { metricsOpts, parseListen } from '../common/metrics.js';
 import { commonAgentOpts, validateCommon } from '../linux/agent-common.js';
 
 const l3Opts = {
@@ -13,12 +14,13 @@ const l3Opts = {
   },
 } satisfies Spec;
 
-export const l3AgentSpec = mergeSpecs(mergeSpecs(commonAgentOpts, l3Opts), mergeSpecs(messagingOpts, loggingOpts));
+export const l3AgentSpec = mergeSpecs(mergeSpecs(mergeSpecs(commonAgentOpts, l3Opts), mergeSpecs(messagingOpts, loggingOpts)), metricsOpts);
 export type L3AgentConf = Resolved<typeof l3AgentSpec>;
 
 export function validateL3Conf(conf: L3AgentConf): void {
   validateCommon(conf.DEFAULT, conf.AGENT);
   transportUrlFrom(conf);
+  if (conf.metrics.listen) parseListen(conf.metrics.listen);
   const m = conf.DEFAULT.metadata_access_mark;
   if (!/^(0x[0-9a-f]+|\d+)$/i.test(m) || Number(m) <= 0 || Number(m) > 0xffff) {
     throw new ConfigError(`[DEFAULT] metadata_access_mark = ${JSON.stringify(m)}: must be a number between 0x1 and 0xffff`);

@@ -10,6 +10,8 @@ import type { KeystoneSession } from '../common/keystone.js';
 import { ConfigError, errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { QuantumClient, type AgentReport, type ChangesReply } from '../common/quantum-client.js';
+import type { Counter, Histogram } from 'prom-client';
+import type { Metrics } from '../common/metrics.js';
 import { PROXY_NODE_FLAGS } from '../common/proxy-runtime.js';
 import { ProcessManager, ProcessMonitor } from './external-process.js';
 
@@ -250,6 +252,9 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
   private loopDone: Promise<void> | undefined;
   /** Full syncs, change polls and resource syncs done (tests, benchmarks, state reports). */
   readonly stats = { fullSyncs: 0, polls: 0, resourceSyncs: 0, casts: 0 };
+  /** [metrics] listen set: the agent's metrics (subclasses add theirs). */
+  protected readonly metrics: Metrics | undefined;
+  private m: { syncSeconds: Histogram<'kind'>; syncErrors: Counter<'kind'>; notifications: Counter<'source'> } | undefined;
   syncs = 0;
   lastError: string | undefined;
 
@@ -257,14 +262,27 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
     readonly conf: C,
     protected readonly log: Logger,
     private readonly identity: AgentIdentity,
-    deps: { client?: QuantumClient | undefined; transport?: CastListener | undefined } = {},
+    deps: { client?: QuantumClient | undefined; transport?: CastListener | undefined; metrics?: Metrics | undefined } = {},
   ) {
     const d = conf.DEFAULT;
+    this.metrics = deps.metrics;
+    if (deps.metrics) {
+      const m = deps.metrics;
+      this.m = {
+        syncSeconds: m.histogram('sync_duration_seconds', 'Syncs with quantum-server: full, or of the resources a notification named.', ['kind'], [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300]),
+        syncErrors: m.counter('sync_errors_total', 'Syncs that failed (retried; a resource failing five times brings a full sync).', ['kind']),
+        notifications: m.counter('notifications_total', 'Changes learned of, by where from: a RabbitMQ cast or the notification log.', ['source']),
+      };
+    }
     this.session = deps.client ? undefined : serviceSessionFrom(d.auth_strategy, d);
     this.client = deps.client ?? new QuantumClient({ url: d.quantum_url, timeoutMs: 60_000, auth: this.session });
     this.ownClient = !deps.client;
     this.transport = deps.transport;
     this.monitor = new ProcessMonitor({ intervalSec: conf.AGENT.check_child_processes_interval, action: conf.AGENT.check_child_processes_action as 'respawn' | 'exit', log });
+    deps.metrics?.counter('child_respawns_total', 'Child processes (per-namespace metadata proxies, dnsmasq) found dead and respawned by the process monitor.', [], (c) => {
+      c.reset();
+      c.inc(this.monitor.respawns);
+    });
     this.reporter = new StateReporter(
       this.client,
       conf.AGENT.report_interval,
@@ -314,6 +332,7 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
   /** A cast from quantum-server: queue what it names and wake the loop (a short delay batches a burst). */
   protected onCast(method: string, args: Record<string, unknown>): void {
     this.stats.casts++;
+    this.m?.notifications.inc({ source: 'cast' });
     // The server reaches the broker too: casts alone are enough from now on.
     this.pollUntil = 0;
     const ids = this.resourcesOfCast(method, args);
@@ -404,6 +423,7 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
       this.pending.clear();
       await this.fullSync();
     } catch (e) {
+      this.m?.syncErrors.inc({ kind: 'full' });
       this.needFull = true;
       this.lastError = errorMessage(e);
       this.log.error({ err: this.lastError }, `Failed synchronizing with quantum-server; full resync in ${d.polling_interval} s`);
@@ -417,6 +437,7 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
     this.needFull = false;
     this.lastError = undefined;
     this.stats.fullSyncs++;
+    this.m?.syncSeconds.observe({ kind: 'full' }, (Date.now() - started) / 1000);
     this.log.info({ ms: Date.now() - started, cursor: this.cursor }, 'full sync done');
   }
 
@@ -432,6 +453,7 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
       return false;
     }
     this.stats.polls++;
+    if (r.changes.length) this.m?.notifications.inc({ source: 'log' }, r.changes.length);
     for (const c of r.changes) {
       const ids = this.resourcesOfCast(c.method, { ...(c.payload ?? {}), _resource_id: c.resource_id });
       if (ids === 'full') this.needFull = true;
@@ -454,10 +476,14 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
     for (let i = 0; i < batch.length && !this.stopped; i += CHUNK) {
       const part = batch.slice(i, i + CHUNK);
       let failed: Set<string>;
+      const t0 = Date.now();
       try {
         failed = await this.syncResources(part.map(([id]) => id));
         this.stats.resourceSyncs += part.length;
+        this.m?.syncSeconds.observe({ kind: 'resources' }, (Date.now() - t0) / 1000);
+        if (failed.size) this.m?.syncErrors.inc({ kind: 'resources' }, failed.size);
       } catch (e) {
+        this.m?.syncErrors.inc({ kind: 'resources' }, part.length);
         this.lastError = errorMessage(e);
         this.log.error({ err: this.lastError, resources: part.length }, 'Failed synchronizing resources; retrying');
         failed = new Set(part.map(([id]) => id));

@@ -3,6 +3,7 @@
 // quantum-ns-metadata-proxy per router or isolated network (per-namespace, the Grizzly shape), or one shared
 // proxy process per agent serving every namespace through listening sockets made inside each (shared).
 import type { Logger } from '../common/log.js';
+import type { Metrics } from '../common/metrics.js';
 import { metadataProxyManager, type ProxyConf } from './agent-common.js';
 import { readdirSync } from 'node:fs';
 import { externalPidsDir, ProcessManager, type ProcessMonitor } from './external-process.js';
@@ -181,6 +182,22 @@ export class MetadataDriver {
     let alive = 0;
     for (const uuid of this.targets.keys()) if (this.active(uuid)) alive++;
     return { mode: this.o.mode, expected: this.targets.size, alive, ...(this.o.shared ? { respawns: this.o.shared.respawns } : {}) };
+  }
+
+  /** Proxies expected vs alive, and the shared proxy's respawns, at each scrape. */
+  metrics(m: Metrics): void {
+    m.gauge('metadata_proxies', 'Metadata proxies (or shared listeners) this agent should run, and those serving.', ['state'], (g) => {
+      const c = this.counts();
+      g.set({ state: 'expected' }, c.expected);
+      g.set({ state: 'alive' }, c.alive);
+    });
+    if (this.o.shared) {
+      const shared = this.o.shared;
+      m.counter('shared_proxy_respawns_total', 'Times the shared metadata proxy died and was respawned.', [], (c) => {
+        c.reset();
+        c.inc(shared.respawns);
+      });
+    }
   }
 
   async stop(): Promise<void> {

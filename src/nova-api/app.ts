@@ -6,6 +6,7 @@ import { closeServer, listen } from '../common/http.js';
 import type { Logger } from '../common/log.js';
 import { QuantumClient } from '../common/quantum-client.js';
 import { migrate, openDatabase, type Db } from '../db/connection.js';
+import { LATENCY_BUCKETS, type Metrics } from '../common/metrics.js';
 import { novaMigrations, type NovaDatabase } from '../db/nova-schema.js';
 import { checkProxySecret, MetadataHandler } from '../nova-metadata/handler.js';
 import { DbMetadataStore } from '../nova-metadata/store.js';
@@ -59,7 +60,9 @@ export function validateNovaConf(conf: NovaConf): void {
   }
 }
 
-export function metadataHandlerFor(conf: NovaConf, db: Db<NovaDatabase>, quantum: QuantumClient, log: Logger): MetadataHandler {
+export function metadataHandlerFor(conf: NovaConf, db: Db<NovaDatabase>, quantum: QuantumClient, log: Logger, metrics?: Metrics): MetadataHandler {
+  const answered = metrics?.counter('metadata_requests_total', 'Metadata API answers, by status.', ['status']);
+  const latency = metrics?.histogram('metadata_request_duration_seconds', 'Metadata API latency.', [], LATENCY_BUCKETS);
   const dynamic = conf.api.vendordata_providers.includes('DynamicJSON')
     ? new DynamicVendorData(
         {
@@ -81,6 +84,12 @@ export function metadataHandlerFor(conf: NovaConf, db: Db<NovaDatabase>, quantum
       dhcpDomain: conf.api.dhcp_domain,
       vendordataProviders: conf.api.vendordata_providers,
       vendordataJsonfilePath: conf.api.vendordata_jsonfile_path,
+      onAnswer: answered
+        ? (status, seconds) => {
+            answered.inc({ status: String(status) });
+            latency!.observe(seconds);
+          }
+        : undefined,
     },
     new DbMetadataStore(db.db),
     quantum,
@@ -90,9 +99,10 @@ export function metadataHandlerFor(conf: NovaConf, db: Db<NovaDatabase>, quantum
 }
 
 /** Start the enabled APIs. `apis` overrides enabled_apis (nova-api-metadata passes ['metadata']). */
-export async function startNova(conf: NovaConf, log: Logger, apis: string[] = conf.DEFAULT.enabled_apis): Promise<NovaApp> {
+export async function startNova(conf: NovaConf, log: Logger, apis: string[] = conf.DEFAULT.enabled_apis, metrics?: Metrics, o: { dbMetric?: string } = {}): Promise<NovaApp> {
   validateNovaConf(conf);
-  const db = openDatabase<NovaDatabase>(databaseUrl(conf));
+  const dbTime = metrics?.histogram(o.dbMetric ?? 'db_query_duration_seconds', 'Database query latency.', [], LATENCY_BUCKETS);
+  const db = openDatabase<NovaDatabase>(databaseUrl(conf), { onQuery: dbTime ? (ms) => dbTime.observe(ms / 1000) : undefined });
   try {
     await migrate(db, 'nova', novaMigrations);
   } catch (e) {
@@ -130,7 +140,7 @@ export async function startNova(conf: NovaConf, log: Logger, apis: string[] = co
   };
   try {
     if (apis.includes('metadata')) {
-      const handler = metadataHandlerFor(conf, db, quantum, log);
+      const handler = metadataHandlerFor(conf, db, quantum, log, metrics);
       const server = createServer({ keepAlive: true, maxHeaderSize: 16384 }, handler.handle);
       server.keepAliveTimeout = 900_000;
       const port = await listen(server, conf.DEFAULT.metadata_listen, conf.DEFAULT.metadata_listen_port, 4096);
@@ -143,7 +153,7 @@ export async function startNova(conf: NovaConf, log: Logger, apis: string[] = co
       const catalogSession = neutronSession ?? keystone?.session;
       if (conf.glance.api_servers.length) glance = new GlanceClient(conf.glance.api_servers[0]!);
       else if (catalogSession) glance = new GlanceClient(() => catalogSession.endpoint('image'));
-      const compute = await buildComputeApi({ db: db.db, quantum, glance, log, opts: {}, authStrategy: strategy, keystone });
+      const compute = await buildComputeApi({ db: db.db, quantum, glance, log, opts: {}, authStrategy: strategy, keystone, metrics });
       await compute.listen({ host: conf.DEFAULT.osapi_compute_listen, port: conf.DEFAULT.osapi_compute_listen_port });
       const addr = compute.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : conf.DEFAULT.osapi_compute_listen_port;

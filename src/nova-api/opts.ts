@@ -1,4 +1,5 @@
 // nova.conf options for nova-api / nova-api-metadata, named as Nova (Zed) names them.
+import { metricsOpts } from '../common/metrics.js';
 import { keystoneAuthtokenOpts } from '../common/auth.js';
 import { bool, int, list, loggingOpts, mergeSpecs, optStr, str, type Spec } from '../common/config.js';
 
@@ -49,5 +50,5 @@ export const novaOpts = {
   },
 } satisfies Spec;
 
-export const novaSpec = mergeSpecs(mergeSpecs(loggingOpts, novaOpts), keystoneAuthtokenOpts);
+export const novaSpec = mergeSpecs(mergeSpecs(mergeSpecs(loggingOpts, novaOpts), keystoneAuthtokenOpts), metricsOpts);
 export type NovaSpec = typeof novaSpec;

@@ -2,6 +2,7 @@
 // (node:cluster), each with its own cache, as Nova's WSGI workers are. The primary supervises them.
 import cluster, { type Worker } from 'node:cluster';
 import type { Logger } from '../common/log.js';
+import { Metrics, serveMetrics } from '../common/metrics.js';
 import type { Service } from '../common/service.js';
 import { migrate, openDatabase } from '../db/connection.js';
 import { novaMigrations, type NovaDatabase } from '../db/nova-schema.js';
@@ -13,13 +14,23 @@ import { databaseUrl, startNova, validateNovaConf, type NovaConf } from './app.j
  */
 export async function runNova(svc: Service, conf: NovaConf, log: Logger, apis: string[]): Promise<void> {
   const workers = conf.DEFAULT.metadata_workers;
+  const listen = conf.metrics.listen;
   if (cluster.isWorker) {
-    const app = await startNova(conf, log, ['metadata']);
+    const app = await startNova(conf, log, ['metadata'], listen ? new Metrics('nova_api') : undefined);
     svc.onShutdown(() => app.close());
     return;
   }
+  // The primary serves the metrics: its own, plus its metadata workers' summed. Beside workers, it keeps to
+  // names theirs do not use (no process metrics of its own, the compute API's DB time apart): one scrape must
+  // not carry a metric family twice.
+  const aggregate = workers > 1 && apis.includes('metadata');
+  const metrics = listen ? new Metrics('nova_api', { defaults: !aggregate }) : undefined;
+  if (listen) {
+    const ms = await serveMetrics(listen, log, { aggregate });
+    svc.onShutdown(() => ms.close());
+  }
   if (workers <= 1 || !apis.includes('metadata')) {
-    const app = await startNova(conf, log, apis);
+    const app = await startNova(conf, log, apis, metrics);
     svc.onShutdown(() => app.close());
     return;
   }
@@ -33,7 +44,7 @@ export async function runNova(svc: Service, conf: NovaConf, log: Logger, apis: s
   }
   const rest = apis.filter((a) => a !== 'metadata');
   if (rest.length) {
-    const app = await startNova(conf, log, rest);
+    const app = await startNova(conf, log, rest, metrics, { dbMetric: 'compute_db_query_duration_seconds' });
     svc.onShutdown(() => app.close());
   }
   let stopping = false;

@@ -39,6 +39,8 @@ export interface HandlerOptions {
   dhcpDomain: string;
   vendordataProviders: string[];
   vendordataJsonfilePath?: string | undefined;
+  /** Told each answer's status and latency (the daemon's metrics). */
+  onAnswer?: ((status: number, seconds: number) => void) | undefined;
 }
 
 class NotFound extends Error {}
@@ -290,6 +292,11 @@ export class MetadataHandler {
 
   /** The request entry point (wired straight to http.createServer). */
   handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const onAnswer = this.opts.onAnswer;
+    if (onAnswer) {
+      const t0 = process.hrtime.bigint();
+      res.once('finish', () => onAnswer(res.statusCode, Number(process.hrtime.bigint() - t0) / 1e9));
+    }
     this.handleAsync(req, res).catch((e: unknown) => {
       this.log.error({ err: e }, 'unexpected error serving metadata');
       if (!res.headersSent) this.sendError(req, res, new HttpError(500, DEFAULT_EXPLANATIONS[500]));

@@ -4,6 +4,7 @@ import type { KeystoneAuth } from '../common/auth.js';
 import type { Logger } from '../common/log.js';
 import { migrate, openDatabase, type Db } from '../db/connection.js';
 import { quantumMigrations, type QuantumDatabase } from '../db/quantum-schema.js';
+import { LATENCY_BUCKETS, type Metrics } from '../common/metrics.js';
 import { AgentRpc } from './agent-rpc.js';
 import { AgentStore } from './agents.js';
 import { buildQuantumApi } from './api/index.js';
@@ -34,6 +35,8 @@ export interface QuantumServerOptions {
   hostname?: string;
   /** agent_notification_retention. */
   notificationRetentionSec?: number;
+  /** [metrics] listen set: requests by route and status, latency, DB time, agents and their work. */
+  metrics?: Metrics | undefined;
 }
 
 export interface RunningQuantumServer {
@@ -56,6 +59,23 @@ export const DEFAULT_SCHEDULING: Omit<SchedulerOptions, 'log' | 'agentDownTime'>
   allowAutomaticDhcpFailover: true,
 };
 
+/** What quantum-server knows of its agents, at each scrape: how many, alive or not, and what they serve. */
+function agentMetrics(m: Metrics, plugin: QuantumPlugin): void {
+  m.gauge('agents', 'Agents registered, by type and liveness.', ['agent_type', 'alive'], async (g) => {
+    g.reset();
+    for (const a of await plugin.agents.listAgents({})) g.inc({ agent_type: a.agent_type, alive: String(a.alive) });
+  });
+  m.gauge('agent_metadata_proxies', 'Metadata proxies each L3/DHCP agent reports it should run and runs.', ['host', 'agent_type', 'state'], async (g) => {
+    g.reset();
+    for (const a of await plugin.agents.listAgents({})) {
+      const p = (a.configurations as { metadata_proxies?: { expected?: number; alive?: number } }).metadata_proxies;
+      if (!p) continue;
+      g.set({ host: a.host, agent_type: a.agent_type, state: 'expected' }, p.expected ?? 0);
+      g.set({ host: a.host, agent_type: a.agent_type, state: 'alive' }, p.alive ?? 0);
+    }
+  });
+}
+
 /** The plugin over an open database: tables, agents, scheduler, notifier (also what api_workers' parent runs periodic tasks with). */
 export function buildPlugin(handle: Db<QuantumDatabase>, o: Pick<QuantumServerOptions, 'baseMac' | 'agentDownTime' | 'log' | 'scheduling' | 'caster' | 'hostname' | 'notificationRetentionSec'>): QuantumPlugin {
   const agentDownTime = o.agentDownTime ?? 75;
@@ -66,17 +86,25 @@ export function buildPlugin(handle: Db<QuantumDatabase>, o: Pick<QuantumServerOp
   return new QuantumPlugin(store, agents, scheduler, notifier, o.log);
 }
 
-export async function openQuantumDb(connection: string): Promise<Db<QuantumDatabase>> {
-  const handle = openDatabase<QuantumDatabase>(connection, { poolSize: 10 });
+/** DB time per query, when metrics are on. */
+export function dbTimer(metrics: Metrics | undefined): ((ms: number) => void) | undefined {
+  if (!metrics) return undefined;
+  const h = metrics.histogram('db_query_duration_seconds', 'Database query latency.', [], LATENCY_BUCKETS);
+  return (ms) => h.observe(ms / 1000);
+}
+
+export async function openQuantumDb(connection: string, metrics?: Metrics): Promise<Db<QuantumDatabase>> {
+  const handle = openDatabase<QuantumDatabase>(connection, { poolSize: 10, onQuery: dbTimer(metrics) });
   await migrate(handle, 'quantum', quantumMigrations);
   return handle;
 }
 
 export async function startQuantumServer(o: QuantumServerOptions): Promise<RunningQuantumServer> {
-  const handle = o.skipMigrations ? openDatabase<QuantumDatabase>(o.connection, { poolSize: 10 }) : await openQuantumDb(o.connection);
+  const handle = o.skipMigrations ? openDatabase<QuantumDatabase>(o.connection, { poolSize: 10, onQuery: dbTimer(o.metrics) }) : await openQuantumDb(o.connection, o.metrics);
   const plugin = buildPlugin(handle, o);
   const rpc = new AgentRpc(plugin.store, plugin.agents, plugin.scheduler, plugin.notifier);
-  const app = await buildQuantumApi({ plugin, rpc, log: o.log, authStrategy: o.authStrategy ?? 'noauth', keystone: o.keystone });
+  const app = await buildQuantumApi({ plugin, rpc, log: o.log, authStrategy: o.authStrategy ?? 'noauth', keystone: o.keystone, metrics: o.metrics });
+  if (o.metrics) agentMetrics(o.metrics, plugin);
   let port: number;
   try {
     await app.listen({ host: o.host, port: o.port });

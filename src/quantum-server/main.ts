@@ -4,6 +4,7 @@ import { keystoneAuthFrom } from '../common/auth.js';
 import { loadConfig } from '../common/config.js';
 import { createLogger } from '../common/log.js';
 import { maskUrl, Transport, transportOptionsFrom } from '../common/messaging.js';
+import { Metrics, serveMetrics } from '../common/metrics.js';
 import { runService } from '../common/service.js';
 import { hostname } from 'node:os';
 import { buildPlugin, startQuantumServer, openQuantumDb } from './app.js';
@@ -27,6 +28,12 @@ runService('quantum-server', async (svc) => {
   const transport = topts ? new Transport(topts) : undefined;
   transport?.start();
   if (transport) svc.onShutdown(() => transport.close());
+  // The process that serves requests counts them; with API workers the parent serves their sum.
+  const metrics = conf.metrics.listen && (cluster.isWorker || workers <= 1) ? new Metrics('quantum_server') : undefined;
+  if (conf.metrics.listen && !cluster.isWorker) {
+    const ms = await serveMetrics(conf.metrics.listen, log, { aggregate: workers > 1 });
+    svc.onShutdown(() => ms.close());
+  }
 
   if (workers > 1 && cluster.isPrimary) {
     // Migrate once, then fork the API workers; they share the listening socket. The parent keeps the database
@@ -89,6 +96,7 @@ runService('quantum-server', async (svc) => {
     hostname: hostname(),
     notificationRetentionSec: d.agent_notification_retention,
     caster: transport,
+    metrics,
   });
   log.info({ config_files: configFiles, bind_host: d.bind_host, bind_port: running.port, database: connection.replace(/\/\/[^@/]*@/, '//***@'), messaging: topts ? maskUrl(topts.url) : 'none (agents poll)', auth_strategy: d.auth_strategy }, `quantum-server listening on ${d.bind_host}:${running.port}`);
   svc.onShutdown(() => running.close());

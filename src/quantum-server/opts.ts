@@ -3,6 +3,7 @@ import { bool, int, loggingOpts, mergeSpecs, optInt, str, type Resolved, type Sp
 import { keystoneAuthtokenOpts } from '../common/auth.js';
 import { ConfigError } from '../common/errors.js';
 import { messagingOpts, transportUrlFrom } from '../common/messaging.js';
+import { metricsOpts, parseListen } from '../common/metrics.js';
 import { networkSchedulerKind, routerSchedulerKind, type SchedulerOptions } from './scheduler.js';
 
 export const serverOpts = {
@@ -29,7 +30,7 @@ export const serverOpts = {
   },
 } satisfies Spec;
 
-export const quantumServerSpec = mergeSpecs(mergeSpecs(mergeSpecs(serverOpts, keystoneAuthtokenOpts), messagingOpts), loggingOpts);
+export const quantumServerSpec = mergeSpecs(mergeSpecs(mergeSpecs(mergeSpecs(serverOpts, keystoneAuthtokenOpts), messagingOpts), metricsOpts), loggingOpts);
 export type QuantumServerConf = Resolved<typeof quantumServerSpec>;
 
 /** oslo.config interpolation for the one option that uses it: $state_path / ${state_path}. */
@@ -45,6 +46,7 @@ export function validateServerConf(conf: QuantumServerConf): void {
   routerSchedulerKind(conf.DEFAULT.router_scheduler_driver);
   networkSchedulerKind(conf.DEFAULT.network_scheduler_driver);
   transportUrlFrom(conf);
+  if (conf.metrics.listen) parseListen(conf.metrics.listen);
   if (conf.DEFAULT.auth_strategy === 'keystone') {
     const k = conf.keystone_authtoken;
     const missing = (['auth_url', 'username', 'password', 'project_name'] as const).filter((n) => !k[n]);

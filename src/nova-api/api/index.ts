@@ -1,5 +1,6 @@
 // The compute API subset (/v2.1, also /v2 and the legacy /v2.1/{project_id}/ form) on fastify: one plugin per
 // resource group, the auth plugin in front, Nova's fault bodies ({"itemNotFound": {"code": 404, ...}}).
+import type { Metrics } from '../../common/metrics.js';
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify';
 import { authPlugin, type KeystoneAuth } from '../../common/auth.js';
 import { ApiError } from '../../common/errors.js';
@@ -25,6 +26,7 @@ const versionsApi: FastifyPluginAsync = async (app) => {
 export interface ComputeApiOptions extends Omit<ComputeDeps, 'keystone'> {
   authStrategy: string;
   keystone?: KeystoneAuth | undefined;
+  metrics?: Metrics | undefined;
 }
 
 export async function buildComputeApi(o: ComputeApiOptions): Promise<FastifyInstance> {
@@ -35,6 +37,7 @@ export async function buildComputeApi(o: ComputeApiOptions): Promise<FastifyInst
     malformed: () => bad('Malformed request body'),
     internal: () => new ApiError(500, 'computeFault', 'Unexpected API Error. Please report this at http://bugs.launchpad.net/nova/ and attach the Nova API log if possible.'),
     keepAliveTimeout: 5_000,
+    metrics: o.metrics,
     fromStatus: (status, message) => (status === 413 ? new ApiError(413, 'overLimit', 'Request body too large') : bad(message)),
   });
   await app.register(authPlugin, {

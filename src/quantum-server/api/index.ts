@@ -5,6 +5,7 @@ import { authPlugin, type KeystoneAuth } from '../../common/auth.js';
 import { ApiError } from '../../common/errors.js';
 import { createApiApp } from '../../common/fastify-app.js';
 import type { Logger } from '../../common/log.js';
+import type { Metrics } from '../../common/metrics.js';
 import type { AgentRpc } from '../agent-rpc.js';
 import { noauthContext } from '../auth.js';
 import { faults } from '../faults.js';
@@ -26,6 +27,7 @@ export interface ApiOptions {
   log: Logger;
   authStrategy: string;
   keystone?: KeystoneAuth | undefined;
+  metrics?: Metrics | undefined;
 }
 
 export async function buildQuantumApi(o: ApiOptions): Promise<FastifyInstance> {
@@ -36,6 +38,7 @@ export async function buildQuantumApi(o: ApiOptions): Promise<FastifyInstance> {
     malformed,
     internal: () => new ApiError(500, 'HTTPInternalServerError', 'Request Failed: internal server error while processing your request.'),
     stripJsonSuffix: true,
+    metrics: o.metrics,
     fromStatus: (status, message) => (status === 413 ? new ApiError(413, 'RequestEntityTooLarge', 'Request body too large') : new ApiError(status, 'HTTPBadRequest', message)),
   });
   await app.register(authPlugin, {
