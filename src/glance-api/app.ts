@@ -4,6 +4,7 @@ import type { FastifyInstance } from 'fastify';
 import { authPlugin, type KeystoneAuth } from '../common/auth.js';
 import { ApiError } from '../common/errors.js';
 import { createApiApp, routes } from '../common/fastify-app.js';
+import { LATENCY_BUCKETS, type Metrics } from '../common/metrics.js';
 import type { Logger } from '../common/log.js';
 import { migrate, openDatabase, type Db } from '../db/connection.js';
 import { glanceMigrations, type GlanceDatabase } from '../db/glance-schema.js';
@@ -18,6 +19,7 @@ export interface GlanceOptions {
   authStrategy: string;
   keystone?: KeystoneAuth | undefined;
   log: Logger;
+  metrics?: Metrics | undefined;
 }
 
 export interface RunningGlance {
@@ -37,7 +39,8 @@ function versions(host: string | undefined) {
 }
 
 export async function startGlance(o: GlanceOptions): Promise<RunningGlance> {
-  const db = openDatabase<GlanceDatabase>(o.connection);
+  const dbTime = o.metrics?.histogram('db_query_duration_seconds', 'Database query latency.', [], LATENCY_BUCKETS);
+  const db = openDatabase<GlanceDatabase>(o.connection, { onQuery: dbTime ? (ms) => dbTime.observe(ms / 1000) : undefined });
   await migrate(db, 'glance', glanceMigrations);
   const app = createApiApp({
     log: o.log,
@@ -47,6 +50,7 @@ export async function startGlance(o: GlanceOptions): Promise<RunningGlance> {
     malformed: () => glanceFaults.badRequest('Malformed JSON in request body.'),
     internal: () => new ApiError(500, 'HTTPInternalServerError', 'The server has either erred or is incapable of performing the requested operation.'),
     bodyLimit: 1 << 20,
+    metrics: o.metrics,
   });
   await app.register(authPlugin, {
     strategy: o.authStrategy,

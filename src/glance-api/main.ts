@@ -2,6 +2,7 @@
 import { keystoneAuthFrom } from '../common/auth.js';
 import { loadConfig } from '../common/config.js';
 import { createLogger } from '../common/log.js';
+import { Metrics, serveMetrics } from '../common/metrics.js';
 import { runService } from '../common/service.js';
 import { startGlance } from './app.js';
 import { expandStatePath, glanceSpec } from './opts.js';
@@ -22,7 +23,12 @@ runService('glance-api', async (svc) => {
     authStrategy: strategy,
     keystone: strategy === 'keystone' ? keystoneAuthFrom(conf.keystone_authtoken, log) : undefined,
     log,
+    metrics: conf.metrics.listen ? new Metrics('glance_api') : undefined,
   });
+  if (conf.metrics.listen) {
+    const ms = await serveMetrics(conf.metrics.listen, log);
+    svc.onShutdown(() => ms.close());
+  }
   log.info({ config_files: configFiles, auth_strategy: strategy }, `glance-api listening on ${d.bind_host}:${running.port}`);
   svc.onShutdown(() => running.close());
 });

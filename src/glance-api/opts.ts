@@ -1,5 +1,6 @@
 // glance-api.conf options, named as Glance (Zed) names them.
 import { keystoneAuthtokenOpts } from '../common/auth.js';
+import { metricsOpts } from '../common/metrics.js';
 import { int, loggingOpts, mergeSpecs, optStr, str, type Resolved, type Spec } from '../common/config.js';
 
 export const glanceOpts = {
@@ -20,7 +21,7 @@ export const glanceOpts = {
   },
 } satisfies Spec;
 
-export const glanceSpec = mergeSpecs(mergeSpecs(glanceOpts, keystoneAuthtokenOpts), loggingOpts);
+export const glanceSpec = mergeSpecs(mergeSpecs(mergeSpecs(glanceOpts, keystoneAuthtokenOpts), metricsOpts), loggingOpts);
 export type GlanceConf = Resolved<typeof glanceSpec>;
 
 export const expandStatePath = (v: string, conf: GlanceConf) => v.replace(/\$\{state_path\}|\$state_path/g, conf.DEFAULT.state_path);
