@@ -7,6 +7,7 @@ import type { Logger } from '../common/log.js';
 import { QuantumClient } from '../common/quantum-client.js';
 import { migrate, openDatabase, type Db } from '../db/connection.js';
 import { LATENCY_BUCKETS, type Metrics } from '../common/metrics.js';
+import { MetadataTokens, tokenKey } from '../nova-metadata/tokens.js';
 import { novaMigrations, type NovaDatabase } from '../db/nova-schema.js';
 import { checkProxySecret, MetadataHandler } from '../nova-metadata/handler.js';
 import { DbMetadataStore } from '../nova-metadata/store.js';
@@ -84,6 +85,10 @@ export function metadataHandlerFor(conf: NovaConf, db: Db<NovaDatabase>, quantum
       dhcpDomain: conf.api.dhcp_domain,
       vendordataProviders: conf.api.vendordata_providers,
       vendordataJsonfilePath: conf.api.vendordata_jsonfile_path,
+      tokens: {
+        mode: conf.api.metadata_tokens as 'disabled' | 'optional' | 'required',
+        issuer: new MetadataTokens(tokenKey({ configured: conf.api.metadata_token_key, sharedSecret: conf.neutron.metadata_proxy_shared_secret, keyFile: join(conf.DEFAULT.state_path, 'metadata_token.key') })),
+      },
       onAnswer: answered
         ? (status, seconds) => {
             answered.inc({ status: String(status) });

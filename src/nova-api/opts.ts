@@ -36,6 +36,8 @@ export const novaOpts = {
   api: {
     auth_strategy: str('noauth', 'Determine the strategy to use for authentication of the compute API: noauth (X-Project-Id, as before) or keystone ([keystone_authtoken]).', { choices: ['noauth', 'noauth2', 'keystone'] }),
     metadata_cache_expiration: int(15, 'Seconds to cache instance metadata in the metadata API; 0 disables the cache.', { min: 0, cli: true }),
+    metadata_tokens: str('optional', 'IMDSv2-style session tokens (PUT /latest/api/token), as AWS\'s HttpTokens: optional serves requests without a token as before and refuses a bad one (401); required refuses (401) any request without a valid token; disabled answers the token path 404 as Nova does.', { choices: ['disabled', 'optional', 'required'], cli: true }),
+    metadata_token_key: optStr('Key the session tokens are signed with; every metadata API that may serve an instance must share it. Unset: derived from [neutron] metadata_proxy_shared_secret, else a random key kept in $state_path/metadata_token.key.', { secret: true }),
     local_metadata_per_cell: bool(false, 'Accepted for compatibility; this deployment has a single cell.'),
     dhcp_domain: str('novalocal', 'Domain appended to the instance hostname in metadata; empty for none.', { cli: true }),
     use_forwarded_for: bool(false, 'Treat X-Forwarded-For as the canonical remote address (only with a trusted proxy in front). Deprecated in Nova 26.', { cli: true }),

@@ -18,6 +18,7 @@ import {
   type VendorDataSources,
 } from './base.js';
 import { TtlCache } from '../common/ttl-cache.js';
+import { parseTtl, TOKEN_HEADER, TOKEN_PATH, TOKEN_TTL_HEADER, type MetadataTokens } from './tokens.js';
 import type { MetadataStore } from './store.js';
 import { DEFAULT_EXPLANATIONS, HttpError, webobErrorBody } from './webob.js';
 import { loadStaticVendorData, type DynamicVendorData } from './vendordata.js';
@@ -41,6 +42,8 @@ export interface HandlerOptions {
   vendordataJsonfilePath?: string | undefined;
   /** Told each answer's status and latency (the daemon's metrics). */
   onAnswer?: ((status: number, seconds: number) => void) | undefined;
+  /** Session tokens ([api] metadata_tokens): disabled (Nova's behaviour), optional (default) or required. */
+  tokens?: { mode: 'disabled' | 'optional' | 'required'; issuer: MetadataTokens } | undefined;
 }
 
 class NotFound extends Error {}
@@ -290,6 +293,36 @@ export class MetadataHandler {
     this.send(req, res, 200, html, '');
   }
 
+  /** PUT /latest/api/token: a token for the requesting instance, valid for the TTL it asks. */
+  private async handleTokenPut(req: IncomingMessage, res: ServerResponse, issuer: MetadataTokens): Promise<void> {
+    if (req.method !== 'PUT') {
+      res.setHeader('Allow', 'PUT');
+      throw new HttpError(405);
+    }
+    const md = await this.identify(req);
+    if (!md) throw new HttpError(404);
+    const ttl = parseTtl(header(req, TOKEN_TTL_HEADER));
+    if (ttl === undefined) throw new HttpError(400, 'X-aws-ec2-metadata-token-ttl-seconds must be an integer number of seconds between 1 and 21600.');
+    const token = issuer.issue(md.uuid, ttl);
+    const body = Buffer.from(token);
+    res.writeHead(200, { 'Content-Length': body.length, 'Content-Type': 'text/plain', 'X-aws-ec2-metadata-token-ttl-seconds': String(ttl) });
+    res.end(body);
+  }
+
+  /** A token, when sent, must be this instance's and unexpired; `required` mode wants one on every request. */
+  private checkToken(req: IncomingMessage, md: InstanceMetadata, tokens: { mode: string; issuer: MetadataTokens }): void {
+    const t = header(req, TOKEN_HEADER);
+    if (t === undefined) {
+      if (tokens.mode === 'required') throw new HttpError(401);
+      return;
+    }
+    const r = tokens.issuer.check(t.trim(), md.uuid);
+    if (r !== 'valid') {
+      this.log.warn({ instance: md.uuid, token: r }, `metadata token ${r} for instance ${md.uuid}`);
+      throw new HttpError(401);
+    }
+  }
+
   /** The request entry point (wired straight to http.createServer). */
   handle = (req: IncomingMessage, res: ServerResponse): void => {
     const onAnswer = this.opts.onAnswer;
@@ -316,12 +349,23 @@ export class MetadataHandler {
       }
     }
     try {
-      if (pyNormpath(pathInfo) === '/') {
+      const norm = pyNormpath(pathInfo);
+      const tokens = this.opts.tokens && this.opts.tokens.mode !== 'disabled' ? this.opts.tokens : undefined;
+      if (tokens && norm === TOKEN_PATH) {
+        await this.handleTokenPut(req, res, tokens.issuer);
+        return;
+      }
+      if (norm === '/' && !(tokens && (tokens.mode === 'required' || req.headers[TOKEN_HEADER] !== undefined))) {
         this.send(req, res, 200, 'text/plain; charset=UTF-8', [...VERSIONS, 'latest'].join('\n'));
         return;
       }
       const md = await this.identify(req);
       if (!md) throw new HttpError(404);
+      if (tokens) this.checkToken(req, md, tokens);
+      if (norm === '/') {
+        this.send(req, res, 200, 'text/plain; charset=UTF-8', [...VERSIONS, 'latest'].join('\n'));
+        return;
+      }
       const memo = md.rendered.get(pathInfo);
       if (memo) {
         this.send(req, res, 200, memo.mime, memo.body);

@@ -4,6 +4,7 @@ import { pyDumps } from './pyjson.js';
 
 export const STATUS_TITLES: Record<number, string> = {
   400: 'Bad Request',
+  401: 'Unauthorized',
   403: 'Forbidden',
   404: 'Not Found',
   405: 'Method Not Allowed',
@@ -15,6 +16,7 @@ export const STATUS_TITLES: Record<number, string> = {
 /** webob.exc default explanations (used when the raiser gives none). */
 export const DEFAULT_EXPLANATIONS: Record<number, string> = {
   400: 'The server could not comply with the request since it is either malformed or otherwise incorrect.',
+  401: 'This server could not verify that you are authorized to access the document you requested.  Either you supplied the wrong credentials (e.g., bad password), or your browser does not understand how to supply the credentials required.',
   403: 'Access was denied to this resource.',
   404: 'The resource could not be found.',
   405: 'The method is not allowed for this resource.',
