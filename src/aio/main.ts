@@ -2,7 +2,7 @@
 //   start [--data-dir D] [--no-demo] [--keystone]   config files, (Keystone,) daemons, demo resources, guest namespaces, live proof
 //   stop  [--data-dir D] [--purge]                  end what this stack started and remove what it built
 //   status
-import { existsSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import yargs from 'yargs';
 import { ConfigError, errorMessage } from '../common/errors.js';
@@ -66,6 +66,7 @@ function readManifest(l: StackLayout): Manifest {
 
 function saveManifest(l: StackLayout, m: Manifest): void {
   const uniq = <T>(xs: T[], key: (x: T) => string) => [...new Map(xs.map((x) => [key(x), x])).values()];
+  mkdirSync(l.run, { recursive: true });
   writeFileSync(manifestPath(l), JSON.stringify({ routers: [...new Set(m.routers)], networks: [...new Set(m.networks)], guests: uniq(m.guests, (g) => g.namespace) }, null, 2));
 }
 
