@@ -198,3 +198,19 @@ describe('all-in-one stack with --keystone', { skip, timeout: 600_000 }, () => {
     assert.ok(!existsSync(join(dataDir, 'etc')));
   });
 });
+
+describe('quantum-aio start --keystone without what it needs', () => {
+  test('says which prerequisite is missing and exits 3 before starting anything', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'qm-aio-ks-pre-'));
+    try {
+      // No PATH: the mysql client cannot be found, as on a machine without MariaDB (or, first, no Keystone at all).
+      const r = spawnSync(process.execPath, [join(buildRoot, 'src/aio/main.js'), 'start', '--keystone', '--data-dir', dir], { encoding: 'utf8', env: { PATH: '/nonexistent' }, timeout: 60_000 });
+      assert.equal(r.status, 3, r.stderr);
+      assert.match(r.stderr, /--keystone needs (Keystone, which is not installed|MariaDB for Keystone's database: MariaDB is not reachable)/);
+      assert.match(r.stderr, /or start without --keystone/);
+      assert.ok(!existsSync(join(dir, 'run')), 'no daemon was started');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
