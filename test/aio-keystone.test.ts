@@ -68,11 +68,17 @@ const daemonPids = () => readdirSync(join(dataDir, 'run')).filter((f) => f.endsW
 
 describe('all-in-one stack with --keystone', { skip, timeout: 600_000 }, () => {
   let startOut = '';
+  let built: { routers: string[]; networks: string[] } = { routers: [], networks: [] };
   const sessions: KeystoneSession[] = [];
   before(async () => {
     for (const k of ['quantum', 'compute', 'metadata', 'image', 'keystone']) ports[k] = await getFreePort();
     const r = aio(['start', '--keystone', ...Object.entries(ports).flatMap(([k, p]) => [`--${k}-port`, String(p)])]);
     startOut = r.out;
+    try {
+      built = JSON.parse(readFileSync(join(dataDir, 'run', 'manifest.json'), 'utf8')) as typeof built;
+    } catch {
+      /* start failed before the demo: nothing of it to clean */
+    }
     assert.equal(r.code, 0, r.out);
   });
 
@@ -81,7 +87,9 @@ describe('all-in-one stack with --keystone', { skip, timeout: 600_000 }, () => {
     const r = aio(['stop', '--purge']);
     if (r.code !== 0) console.error(r.out);
     // Belt and braces: what carries our prefix or names our data dir goes, even if stop failed half-way.
-    for (const n of netnsList()) if (n.startsWith(PREFIX)) spawnSync('ip', ['netns', 'delete', n]);
+    const mine = new Set([...built.routers.map((id) => `qrouter-${id}`), ...built.networks.map((id) => `qdhcp-${id}`)]);
+    for (const n of netnsList()) if (n.startsWith(PREFIX) || mine.has(n)) spawnSync('ip', ['netns', 'delete', n]);
+    for (const id of built.networks) if (existsSync(`/sys/class/net/brq${id.slice(0, 11)}`)) spawnSync('ip', ['link', 'delete', `brq${id.slice(0, 11)}`]);
     if (existsSync(join(dataDir, 'run'))) {
       for (const { pid } of daemonPids()) {
         if (alive(pid) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(dataDir)) process.kill(pid, 'SIGKILL');
