@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The quick start. As root on Debian 12:
-#   ./install.sh demo   install what is missing, build, start the all-in-one stack and the demo guests
+#   ./install.sh demo   install what is missing, build, start the all-in-one stack and the demo guests (noauth)
+#   ./install.sh demo --keystone   the same with a local Keystone (python3-keystone, MariaDB) and auth_strategy = keystone
 #   ./install.sh test   install what is missing, build, run the whole test suite
 #   ./install.sh stop   stop the all-in-one stack and remove everything it made
+# Further arguments go to `quantum-aio start` / `quantum-aio stop` (e.g. --data-dir, stop --purge).
 set -euo pipefail
 cd "$(dirname "$0")"
 mode=${1:-}
-case "$mode" in demo|test|stop) ;; *) echo "usage: $0 demo|test|stop" >&2; exit 2 ;; esac
+case "$mode" in demo|test|stop) ;; *) echo "usage: $0 demo [--keystone] | test | stop [--purge]" >&2; exit 2 ;; esac
+shift
+keystone=0
+for a in "$@"; do [ "$a" = --keystone ] && keystone=1; done
 
 if [ "$(id -u)" != 0 ]; then echo "$0: run as root (the stack builds network namespaces)" >&2; exit 1; fi
 
@@ -19,6 +24,7 @@ pkgs=(iproute2 iptables iputils-arping dnsmasq-base isc-dhcp-client curl procps 
 # temp dir); Debian's package also starts the system service on install, which the tests neither need nor touch.
 [ "$mode" = test ] && pkgs+=(mariadb-server haproxy wrk cloud-init python3 rabbitmq-server python3-keystone python3-openstackclient)
 [ "$mode" = demo ] && pkgs+=(cloud-init python3)
+[ "$mode" = demo ] && [ $keystone = 1 ] && pkgs+=(mariadb-server python3-keystone)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -39,20 +45,25 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 npm run build --silent
 
+# The local MariaDB (root, no password on 127.0.0.1): the storage tests' MariaDB half and Keystone's database.
+start_mariadb() {
+  if ! mysqladmin ping -h 127.0.0.1 --silent 2>/dev/null; then
+    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+    start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
+    for _ in $(seq 1 60); do mysqladmin ping -h 127.0.0.1 --silent 2>/dev/null && break; sleep 0.5; done
+  fi
+}
+
 case "$mode" in
   test)
-    # The MariaDB half of the storage tests uses the local server (root, no password).
-    if ! mysqladmin ping -h 127.0.0.1 --silent 2>/dev/null; then
-      mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
-      start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd
-      for _ in $(seq 1 60); do mysqladmin ping -h 127.0.0.1 --silent 2>/dev/null && break; sleep 0.5; done
-    fi
+    start_mariadb
     npm test
     ;;
   demo)
-    exec node dist/src/aio/main.js start
+    [ $keystone = 1 ] && start_mariadb
+    exec node dist/src/aio/main.js start "$@"
     ;;
   stop)
-    exec node dist/src/aio/main.js stop
+    exec node dist/src/aio/main.js stop "$@"
     ;;
 esac

@@ -1,11 +1,11 @@
 // quantum-aio: the whole stack on one machine, with the demo.
-//   start [--data-dir D] [--no-demo]   config files, daemons, demo resources, guest namespaces, live proof
-//   stop  [--data-dir D]               end what this stack started and remove what it built
+//   start [--data-dir D] [--no-demo] [--keystone]   config files, (Keystone,) daemons, demo resources, guest namespaces, live proof
+//   stop  [--data-dir D] [--purge]                  end what this stack started and remove what it built
 //   status
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import yargs from 'yargs';
-import { errorMessage } from '../common/errors.js';
+import { ConfigError, errorMessage } from '../common/errors.js';
 import { createLogger, type Logger } from '../common/log.js';
 import { QuantumClient } from '../common/quantum-client.js';
 import { execute, executeFull } from '../linux/exec.js';
@@ -14,8 +14,39 @@ import { linkDelete, linkExists, netnsDelete, netnsExists } from '../linux/ip-li
 import { bridgeName, dhcpNamespace, routerNamespace } from '../linux/names.js';
 import { NS_OWNER_DIR } from '../linux/ns-owner.js';
 import { dhclientPid, guestRoutes, plugGuest, unplugGuest } from '../guest/guest.js';
-import { buildDemo, type DemoTopology } from './demo.js';
-import { daemons, layout, runningPid, startDaemon, stopDaemon, waitReady, writeConfigs, type StackLayout } from './stack.js';
+import { buildDemo, closeAccess, noauthAccess, type DemoAccess, type DemoTopology } from './demo.js';
+import { dropKeystoneDatabase, mariadbProblem } from './keystone.js';
+import {
+  bootstrapOnce,
+  checkKeystonePrerequisites,
+  keystoneAccess,
+  keystoneDatabase,
+  readCredentials,
+  register,
+  serviceAuth,
+  stackAdmin,
+  stackCredentials,
+  writeOpenrc,
+  type Openrc,
+} from './keystone-stack.js';
+import {
+  baseUrl,
+  daemons,
+  DEFAULT_PORTS,
+  keystoneUrlOf,
+  layout,
+  recordedStack,
+  recordStack,
+  runningPid,
+  startDaemon,
+  stopDaemon,
+  waitReady,
+  writeConfigs,
+  type AuthMode,
+  type DaemonDef,
+  type StackLayout,
+  type StackPorts,
+} from './stack.js';
 
 interface Manifest {
   routers: string[];
@@ -35,6 +66,7 @@ function readManifest(l: StackLayout): Manifest {
 
 function saveManifest(l: StackLayout, m: Manifest): void {
   const uniq = <T>(xs: T[], key: (x: T) => string) => [...new Map(xs.map((x) => [key(x), x])).values()];
+  mkdirSync(l.run, { recursive: true });
   writeFileSync(manifestPath(l), JSON.stringify({ routers: [...new Set(m.routers)], networks: [...new Set(m.networks)], guests: uniq(m.guests, (g) => g.namespace) }, null, 2));
 }
 
@@ -59,29 +91,66 @@ async function curl(ns: string, path: string): Promise<{ code: string; body: str
   return { body: r.stdout.slice(0, i), code: r.stdout.slice(i + 1).trim() || `curl exit ${r.exitCode}` };
 }
 
-async function start(l: StackLayout, withDemo: boolean, log: Logger): Promise<void> {
-  writeConfigs(l);
-  for (const d of daemons(l)) {
-    const already = runningPid(l, d.name);
-    const pid = startDaemon(l, d);
-    // Ready means our process is alive and answering (not some other listener on the same port).
-    const ok = (await waitReady(d.ready, l.bindHost)) && (await sleep(300), runningPid(l, d.name) === pid);
-    if (!ok) throw new Error(`${d.name} did not come up; see ${join(l.logs, `${d.name}.log`)} and ${d.name}.stdout`);
-    console.log(`${already ? 'running' : 'started'} ${d.name.padEnd(24)} pid ${pid}`);
+/** A QuantumClient that acts as the stack's admin: noauth's admin context, or the Keystone admin's token. */
+function adminQuantum(l: StackLayout, timeoutMs?: number): { q: QuantumClient; close(): Promise<void> } {
+  const url = baseUrl(l, l.ports.quantum);
+  const creds = l.auth === 'keystone' ? readCredentials(l) : undefined;
+  if (!creds) {
+    const q = new QuantumClient({ url, ...(timeoutMs ? { timeoutMs } : {}) });
+    return { q, close: () => q.close() };
   }
-  if (!withDemo) return;
-  const quantumUrl = `http://${l.bindHost}:${l.ports.quantum}`;
-  const topo = await buildDemo(quantumUrl, `http://${l.bindHost}:${l.ports.compute}`);
-  const m = readManifest(l);
-  m.routers.push(...topo.routers.map((r) => r.id));
-  m.networks.push(...topo.networks.map((n) => n.id));
-  saveManifest(l, m);
-  await plugDemoGuests(l, topo, m, log);
-  await showDemo(l, topo);
+  const admin = stackAdmin(l, creds);
+  const q = new QuantumClient({ url, auth: admin.admin, ...(timeoutMs ? { timeoutMs } : {}) });
+  return { q, close: async () => (await q.close(), await admin.close()) };
+}
+
+async function startOne(l: StackLayout, d: DaemonDef): Promise<void> {
+  const already = runningPid(l, d.name);
+  const pid = startDaemon(l, d);
+  // Ready means our process is alive and answering (not some other listener on the same port).
+  const ok = (await waitReady(d.ready, l.bindHost, d.name === 'keystone' ? 60_000 : 20_000)) && (await sleep(300), runningPid(l, d.name) === pid);
+  if (!ok) throw new Error(`${d.name} did not come up; see ${join(l.logs, `${d.name}.log`)} and ${d.name}.stdout`);
+  console.log(`${already ? 'running' : 'started'} ${d.name.padEnd(24)} pid ${pid}`);
+}
+
+async function start(l: StackLayout, withDemo: boolean, log: Logger): Promise<void> {
+  const all = daemons(l);
+  let access: DemoAccess;
+  let openrc: Openrc[] = [];
+  if (l.auth === 'keystone') {
+    await checkKeystonePrerequisites();
+    const creds = stackCredentials(l);
+    recordStack(l);
+    writeConfigs(l, serviceAuth(l, creds));
+    if (!runningPid(l, 'keystone') && (await bootstrapOnce(l, creds))) console.log(`bootstrapped keystone         database ${keystoneDatabase(l)}`);
+    await startOne(l, all[0]!);
+    const reg = await register(l, creds);
+    openrc = writeOpenrc(l, creds);
+    const admin = stackAdmin(l, creds);
+    access = keystoneAccess(l, creds, reg, admin);
+    (access.closers ??= []).push(() => admin.close());
+  } else {
+    recordStack(l);
+    writeConfigs(l);
+    access = noauthAccess(baseUrl(l, l.ports.quantum), baseUrl(l, l.ports.compute), baseUrl(l, l.ports.image));
+  }
+  try {
+    for (const d of all) if (d.name !== 'keystone') await startOne(l, d);
+    if (!withDemo) return;
+    const topo = await buildDemo(access);
+    const m = readManifest(l);
+    m.routers.push(...topo.routers.map((r) => r.id));
+    m.networks.push(...topo.networks.map((n) => n.id));
+    saveManifest(l, m);
+    await plugDemoGuests(l, topo, m, log);
+    await showDemo(l, topo, openrc);
+  } finally {
+    await closeAccess(access);
+  }
 }
 
 async function plugDemoGuests(l: StackLayout, topo: DemoTopology, m: Manifest, log: Logger): Promise<void> {
-  const q = new QuantumClient({ url: `http://${l.bindHost}:${l.ports.quantum}` });
+  const { q, close } = adminQuantum(l);
   const stateDir = join(l.dataDir, 'guests');
   try {
     for (const s of topo.servers) {
@@ -106,14 +175,14 @@ async function plugDemoGuests(l: StackLayout, topo: DemoTopology, m: Manifest, l
         if (dhclientPid(stateDir, l.guestPrefix + s.name)) continue;
       }
       const ip = await plugGuest({ namespace: l.guestPrefix + s.name, port, subnet, mode: s.mode, stateDir }, { log });
-      console.log(`guest ${s.name.padEnd(9)} ${s.mode === 'dhcp' ? 'DHCP  ' : 'static'} ${ip.padEnd(12)} ${port.mac_address}  (${s.project})`);
+      console.log(`guest ${s.name.padEnd(9)} ${s.mode === 'dhcp' ? 'DHCP  ' : 'static'} ${ip.padEnd(12)} ${port.mac_address}  (${s.project}${s.projectId !== s.project ? ` ${s.projectId}` : ''})`);
     }
   } finally {
-    await q.close();
+    await close();
   }
 }
 
-async function showDemo(l: StackLayout, topo: DemoTopology): Promise<void> {
+async function showDemo(l: StackLayout, topo: DemoTopology, openrc: Openrc[]): Promise<void> {
   console.log('\nLive, from inside each guest namespace:');
   for (const s of topo.servers) {
     const ns = l.guestPrefix + s.name;
@@ -128,25 +197,42 @@ async function showDemo(l: StackLayout, topo: DemoTopology): Promise<void> {
     const routes = (await guestRoutes(l.guestPrefix + iso.name)).split('\n').filter((r) => r.startsWith('169.254.169.254'));
     console.log(`  ${iso.name} learnt by DHCP option 121: ${routes.join('; ') || '(no route yet)'}`);
   }
-  console.log(`
+  const p = (server: string) => `${l.guestPrefix}${server}`;
+  const guestCmds = `  ip netns exec ${p('demo-a')} curl http://169.254.169.254/latest/meta-data/instance-id
+  ip netns exec ${p('demo-b')} curl http://169.254.169.254/latest/meta-data/instance-id     # same 10.1.1.2, other tenant
+  ip netns exec ${p('demo-b')} curl http://169.254.169.254/openstack/latest/meta_data.json
+  ip netns exec ${p('demo-a')} curl -H 'X-Instance-ID: whatever' http://169.254.169.254/latest/user-data   # spoofing changes nothing
+  ip netns exec ${p('demo-iso')} ip route       # 169.254.169.254 via the DHCP port, from option 121
+  ip netns exec ${p('demo-iso')} curl http://169.254.169.254/latest/meta-data/hostname`;
+  if (l.auth !== 'keystone') {
+    console.log(`
 Try it yourself:
-  ip netns exec ${l.guestPrefix}demo-a curl http://169.254.169.254/latest/meta-data/instance-id
-  ip netns exec ${l.guestPrefix}demo-b curl http://169.254.169.254/latest/meta-data/instance-id     # same 10.1.1.2, other tenant
-  ip netns exec ${l.guestPrefix}demo-b curl http://169.254.169.254/openstack/latest/meta_data.json
-  ip netns exec ${l.guestPrefix}demo-a curl -H 'X-Instance-ID: whatever' http://169.254.169.254/latest/user-data   # spoofing changes nothing
-  ip netns exec ${l.guestPrefix}demo-iso ip route       # 169.254.169.254 via the DHCP port, from option 121
-  ip netns exec ${l.guestPrefix}demo-iso curl http://169.254.169.254/latest/meta-data/hostname
+${guestCmds}
   OS_URL=http://${l.bindHost}:${l.ports.quantum} node dist/src/cli/quantum.js agent-list
   OS_URL=http://${l.bindHost}:${l.ports.compute} node dist/src/cli/nova.js --os-project-id tenant-a list
 Configs: ${l.etc}   Logs: ${l.logs}   Stop: ./install.sh stop
 `);
+    return;
+  }
+  console.log(`\nKeystone at ${keystoneUrlOf(l)}: every API has auth_strategy = keystone; catalog: identity, network, compute, image.`);
+  for (const o of openrc) console.log(`\n# ${o.who}: ${o.path}\n${o.text.trimEnd()}`);
+  const rc = (who: string) => join(l.etc, `openrc-${who}`);
+  console.log(`
+Try it yourself:
+${guestCmds}
+  (. ${rc('tenant-a')}; node dist/src/cli/quantum.js net-list)      # tenant-a's networks only
+  (. ${rc('tenant-b')}; node dist/src/cli/nova.js list)             # tenant-b's server only
+  (. ${rc('admin')}; node dist/src/cli/quantum.js agent-list)
+  (. ${rc('admin')}; openstack server list --all-projects)          # with python3-openstackclient
+Configs: ${l.etc}   Logs: ${l.logs}   Stop: quantum-aio stop --data-dir ${l.dataDir}
+`);
 }
 
-async function stop(l: StackLayout, log: Logger): Promise<void> {
+async function stop(l: StackLayout, purge: boolean, log: Logger): Promise<void> {
   const m = readManifest(l);
-  // Learn every router and network the stack knows while quantum-server still answers.
+  // Learn every router and network the stack knows while quantum-server (and Keystone) still answer.
   if (runningPid(l, 'quantum-server')) {
-    const q = new QuantumClient({ url: `http://${l.bindHost}:${l.ports.quantum}`, timeoutMs: 5000 });
+    const { q, close } = adminQuantum(l, 5000);
     try {
       m.routers.push(...(await q.listRouters()).map((r) => r.id));
       m.networks.push(...(await q.listNetworks()).map((n) => n.id));
@@ -154,7 +240,7 @@ async function stop(l: StackLayout, log: Logger): Promise<void> {
     } catch (e) {
       log.warn({ err: e }, 'could not list routers/networks; using the saved manifest');
     } finally {
-      await q.close();
+      await close();
     }
   }
   for (const g of m.guests) await unplugGuest({ ...g, stateDir: join(l.dataDir, 'guests') }, { log }).catch((e: unknown) => console.error(`unplug ${g.namespace}: ${errorMessage(e)}`));
@@ -180,10 +266,27 @@ async function stop(l: StackLayout, log: Logger): Promise<void> {
     if (await linkExists(bridgeName(n))) await linkDelete(bridgeName(n));
   }
   saveManifest(l, { routers: [], networks: [], guests: [] });
-  console.log(`stack stopped; data kept in ${l.dataDir} (remove it to start from scratch)`);
+  if (purge) return purgeData(l);
+  const ks = l.auth === 'keystone' ? ` and Keystone's database ${keystoneDatabase(l)} (on the local MariaDB)` : '';
+  console.log(`stack stopped; data kept in ${l.dataDir}${ks}: the next start reuses them (stop --purge removes them)`);
+}
+
+/** stop --purge: Keystone's database and what the stack wrote in the data directory (only its own entries). */
+async function purgeData(l: StackLayout): Promise<void> {
+  if (l.auth === 'keystone') {
+    const problem = await mariadbProblem();
+    if (problem) throw new Error(`cannot drop Keystone's database ${keystoneDatabase(l)}: ${problem}; data kept in ${l.dataDir}`);
+    await dropKeystoneDatabase(keystoneDatabase(l));
+    console.log(`dropped Keystone's database ${keystoneDatabase(l)}`);
+  }
+  for (const sub of ['etc', 'log', 'run', 'quantum', 'nova', 'glance', 'guests']) rmSync(join(l.dataDir, sub), { recursive: true, force: true });
+  // The directory itself only if nothing else is in it (it may be one the operator keeps other things in).
+  if (existsSync(l.dataDir) && readdirSync(l.dataDir).length === 0) rmdirSync(l.dataDir);
+  console.log(`stack stopped; removed its data from ${l.dataDir}`);
 }
 
 async function status(l: StackLayout): Promise<void> {
+  console.log(`auth_strategy = ${l.auth}${l.auth === 'keystone' ? ` (Keystone ${keystoneUrlOf(l)}, database ${keystoneDatabase(l)})` : ''}`);
   for (const d of daemons(l)) {
     const pid = runningPid(l, d.name);
     console.log(`${d.name.padEnd(24)} ${pid ? `running pid ${pid}` : 'stopped'}`);
@@ -192,6 +295,19 @@ async function status(l: StackLayout): Promise<void> {
   for (const g of m.guests) console.log(`guest ${g.namespace.padEnd(10)} ${(await netnsExists(g.namespace)) ? 'plugged' : 'absent'}`);
   const ns = await execute(['ip', 'netns', 'list']);
   console.log(`namespaces:\n${ns}`);
+}
+
+/** The mode a start asks for must be the one the data directory holds (its databases carry that mode's project ids). */
+function authModeFor(cmd: string, dataDir: string, recorded: AuthMode | undefined, keystone: boolean): AuthMode {
+  const had = recorded ?? (existsSync(join(dataDir, 'quantum', 'quantum.sqlite')) ? 'noauth' : undefined);
+  if (cmd !== 'start') return had ?? 'noauth';
+  const wanted: AuthMode = keystone ? 'keystone' : 'noauth';
+  if (had && had !== wanted) {
+    throw new ConfigError(
+      `${dataDir} holds a stack set up with auth_strategy = ${had}: start it ${had === 'keystone' ? 'with' : 'without'} --keystone, use another --data-dir, or remove it first (quantum-aio stop --purge)`,
+    );
+  }
+  return wanted;
 }
 
 async function main(): Promise<void> {
@@ -203,22 +319,37 @@ async function main(): Promise<void> {
     .demandCommand(1)
     .option('data-dir', { type: 'string', default: process.env.AIO_DATA_DIR ?? '/var/lib/quantum-aio', describe: 'configs, databases, logs and state' })
     .option('demo', { type: 'boolean', default: true, describe: 'create the demo tenants, servers and guests' })
+    .option('keystone', { type: 'boolean', default: false, describe: 'start: run a local Keystone (python3-keystone, a database on the local MariaDB) and every API with auth_strategy = keystone' })
+    .option('purge', { type: 'boolean', default: false, describe: "stop: also drop Keystone's database and remove the stack's data" })
     .option('guest-prefix', { type: 'string', default: '', describe: 'prefix for guest namespace names (tests use one so they never meet a running demo)' })
-    .option('quantum-port', { type: 'number', default: 9696 })
-    .option('compute-port', { type: 'number', default: 8774 })
-    .option('metadata-port', { type: 'number', default: 8775 })
+    // Ports: the flag, else what this data directory's stack was started with, else the default.
+    .option('quantum-port', { type: 'number', describe: `quantum-server (default ${DEFAULT_PORTS.quantum})` })
+    .option('compute-port', { type: 'number', describe: `nova-api's compute API (default ${DEFAULT_PORTS.compute})` })
+    .option('metadata-port', { type: 'number', describe: `nova-api's metadata API (default ${DEFAULT_PORTS.metadata})` })
+    .option('image-port', { type: 'number', describe: `glance-api (default ${DEFAULT_PORTS.image})` })
+    .option('keystone-port', { type: 'number', describe: `Keystone, with --keystone (default ${DEFAULT_PORTS.keystone})` })
     .option('debug', { type: 'boolean', default: false })
     .strict()
     .parseAsync();
-  const l = layout(argv['data-dir'], { quantum: argv['quantum-port'], compute: argv['compute-port'], metadata: argv['metadata-port'] }, '127.0.0.1', argv['guest-prefix']);
-  const log = createLogger({ name: 'quantum-aio', debug: argv.debug, log_file: join(l.dataDir, 'log', 'aio.log') });
   const cmd = String(argv._[0]);
+  const rec = recordedStack(argv['data-dir']);
+  const was = rec?.ports ?? DEFAULT_PORTS;
+  const ports: StackPorts = {
+    quantum: argv['quantum-port'] ?? was.quantum,
+    compute: argv['compute-port'] ?? was.compute,
+    metadata: argv['metadata-port'] ?? was.metadata,
+    image: argv['image-port'] ?? was.image,
+    keystone: argv['keystone-port'] ?? was.keystone,
+  };
+  const l = layout(argv['data-dir'], ports, '127.0.0.1', argv['guest-prefix'], authModeFor(cmd, argv['data-dir'], rec?.auth, argv.keystone));
+  const log = createLogger({ name: 'quantum-aio', debug: argv.debug, log_file: join(l.dataDir, 'log', 'aio.log') });
   if (cmd === 'start') await start(l, argv.demo, log);
-  else if (cmd === 'stop') await stop(l, log);
+  else if (cmd === 'stop') await stop(l, argv.purge, log);
   else await status(l);
 }
 
 main().catch((e: unknown) => {
   process.stderr.write(`quantum-aio: ${errorMessage(e)}\n`);
-  process.exit(1);
+  const code = (e as { exitCode?: unknown }).exitCode;
+  process.exit(typeof code === 'number' && code > 0 ? code : 1);
 });

@@ -7,6 +7,7 @@ import { connect } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pidAlive } from '../linux/external-process.js';
+import { keystoneServeArgv } from './keystone.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** <build>/src */
@@ -16,7 +17,14 @@ export interface StackPorts {
   quantum: number;
   compute: number;
   metadata: number;
+  image: number;
+  keystone: number;
 }
+
+export const DEFAULT_PORTS: StackPorts = { quantum: 9696, compute: 8774, metadata: 8775, image: 9292, keystone: 5000 };
+
+/** noauth (the default: no Keystone needed) or keystone (a local Keystone the stack starts and registers with). */
+export type AuthMode = 'noauth' | 'keystone';
 
 export interface StackLayout {
   dataDir: string;
@@ -25,13 +33,17 @@ export interface StackLayout {
   run: string;
   quantumState: string;
   novaState: string;
+  glanceState: string;
+  /** keystone.conf, the fernet and credential keys, the stack's credentials (inside etc: the daemon's cmdline names it). */
+  keystoneDir: string;
   socket: string;
   ports: StackPorts;
   bindHost: string;
   guestPrefix: string;
+  auth: AuthMode;
 }
 
-export function layout(dataDir: string, ports: StackPorts = { quantum: 9696, compute: 8774, metadata: 8775 }, bindHost = '127.0.0.1', guestPrefix = ''): StackLayout {
+export function layout(dataDir: string, ports: StackPorts = DEFAULT_PORTS, bindHost = '127.0.0.1', guestPrefix = '', auth: AuthMode = 'noauth'): StackLayout {
   const d = resolve(dataDir);
   return {
     dataDir: d,
@@ -40,30 +52,67 @@ export function layout(dataDir: string, ports: StackPorts = { quantum: 9696, com
     run: join(d, 'run'),
     quantumState: join(d, 'quantum'),
     novaState: join(d, 'nova'),
+    glanceState: join(d, 'glance'),
+    keystoneDir: join(d, 'etc', 'keystone'),
     socket: join(d, 'quantum', 'metadata_proxy'),
     ports,
     bindHost,
     guestPrefix,
+    auth,
   };
 }
 
+const stackFile = (dataDir: string) => join(resolve(dataDir), 'etc', 'stack.json');
+
+/** What a data directory was set up with: its auth mode (its databases hold that mode's project ids) and ports. */
+export interface RecordedStack {
+  auth: AuthMode;
+  ports: StackPorts;
+}
+
+export function recordedStack(dataDir: string): RecordedStack | undefined {
+  try {
+    const r = JSON.parse(readFileSync(stackFile(dataDir), 'utf8')) as Partial<RecordedStack>;
+    if (r.auth !== 'keystone' && r.auth !== 'noauth') return undefined;
+    return { auth: r.auth, ports: { ...DEFAULT_PORTS, ...r.ports } };
+  } catch {
+    return undefined;
+  }
+}
+
+/** Kept so that stop and status (and the next start) need no flags to find this stack again. */
+export function recordStack(l: StackLayout): void {
+  mkdirSync(l.etc, { recursive: true });
+  writeFileSync(stackFile(l.dataDir), `${JSON.stringify({ auth: l.auth, ports: l.ports }, null, 2)}\n`);
+}
+
+export const baseUrl = (l: StackLayout, port: number) => `http://${l.bindHost}:${port}`;
+export const keystoneUrlOf = (l: StackLayout) => `${baseUrl(l, l.ports.keystone)}/v3`;
+
 export interface DaemonDef {
   name: string;
-  main: string;
-  configs: string[];
+  /** The process to run (a node daemon of this build, or Keystone's server); its cmdline names l.etc. */
+  argv: string[];
   /** How to know it is up. */
   ready: { port: number } | { path: string };
 }
 
-/** Daemons in start order (stop runs in reverse). */
+/** Daemons in start order (stop runs in reverse): Keystone first, so every service can authenticate. */
 export function daemons(l: StackLayout): DaemonDef[] {
   const q = join(l.etc, 'quantum.conf');
+  const node = (name: string, main: string, configs: string[], ready: DaemonDef['ready']): DaemonDef => ({
+    name,
+    argv: [process.execPath, resolve(srcRoot, main), ...configs.flatMap((c) => ['--config-file', c]), '--log-file', join(l.logs, `${name}.log`)],
+    ready,
+  });
   return [
-    { name: 'quantum-server', main: 'quantum-server/main.js', configs: [q], ready: { port: l.ports.quantum } },
-    { name: 'nova-api', main: 'nova-api/main.js', configs: [join(l.etc, 'nova.conf')], ready: { port: l.ports.metadata } },
-    { name: 'quantum-metadata-agent', main: 'metadata-agent/main.js', configs: [q, join(l.etc, 'metadata_agent.ini')], ready: { path: l.socket } },
-    { name: 'quantum-l3-agent', main: 'l3-agent/main.js', configs: [q, join(l.etc, 'l3_agent.ini')], ready: { path: '' } },
-    { name: 'quantum-dhcp-agent', main: 'dhcp-agent/main.js', configs: [q, join(l.etc, 'dhcp_agent.ini')], ready: { path: '' } },
+    ...(l.auth === 'keystone' ? [{ name: 'keystone', argv: keystoneServeArgv({ dir: l.keystoneDir, host: l.bindHost, port: l.ports.keystone }), ready: { port: l.ports.keystone } }] : []),
+    node('quantum-server', 'quantum-server/main.js', [q], { port: l.ports.quantum }),
+    node('glance-api', 'glance-api/main.js', [join(l.etc, 'glance-api.conf')], { port: l.ports.image }),
+    node('nova-api', 'nova-api/main.js', [join(l.etc, 'nova.conf')], { port: l.ports.metadata }),
+    node('quantum-metadata-agent', 'metadata-agent/main.js', [q, join(l.etc, 'metadata_agent.ini')], { path: l.socket }),
+    node('quantum-l3-agent', 'l3-agent/main.js', [q, join(l.etc, 'l3_agent.ini')], { path: '' }),
+    node('quantum-dhcp-agent', 'dhcp-agent/main.js', [q, join(l.etc, 'dhcp_agent.ini')], { path: '' }),
   ];
 }
 
@@ -76,17 +125,53 @@ function secretFile(l: StackLayout): string {
   return readFileSync(p, 'utf8').trim();
 }
 
-/** Write the five config files (idempotent: the shared secret is made once and kept). */
-export function writeConfigs(l: StackLayout): void {
-  for (const d of [l.etc, l.logs, l.run, l.quantumState, l.novaState]) mkdirSync(d, { recursive: true });
+/** The Keystone users the services run as, and what their configs need to authenticate. */
+export interface ServiceAuth {
+  url: string;
+  region: string;
+  passwords: { quantum: string; nova: string; glance: string };
+}
+
+/** keystoneauth's password options (the agents' [DEFAULT], nova's [neutron]) for a service user. */
+function credentialLines(a: ServiceAuth, user: keyof ServiceAuth['passwords']): string {
+  return `auth_url = ${a.url}
+auth_type = password
+username = ${user}
+password = ${a.passwords[user]}
+project_name = service
+user_domain_name = Default
+project_domain_name = Default
+region_name = ${a.region}
+`;
+}
+
+/** [keystone_authtoken] of an API (keystonemiddleware's names) for its service user. */
+function authtoken(a: ServiceAuth, user: keyof ServiceAuth['passwords']): string {
+  return `
+[keystone_authtoken]
+www_authenticate_uri = ${a.url}
+${credentialLines(a, user)}token_cache_time = 300
+`;
+}
+
+/**
+ * Write every daemon's config file (idempotent: the shared secret is made once and kept). With Keystone (auth given):
+ * auth_strategy = keystone, [keystone_authtoken] for the three APIs and the service credentials of each client.
+ */
+export function writeConfigs(l: StackLayout, auth?: ServiceAuth): void {
+  for (const d of [l.etc, l.logs, l.run, l.quantumState, l.novaState, l.glanceState]) mkdirSync(d, { recursive: true });
+  if (l.auth === 'keystone' && !auth) throw new Error('writeConfigs: auth_strategy = keystone needs the service credentials');
+  const ks = l.auth === 'keystone' ? auth : undefined;
   const secret = secretFile(l);
-  const quantumUrl = `http://${l.bindHost}:${l.ports.quantum}`;
+  const quantumUrl = baseUrl(l, l.ports.quantum);
+  // The agents read quantum.conf too; their own credentials go in their ini files, as the operators' guides do.
+  const agentCreds = ks ? credentialLines(ks, 'quantum') : '';
   const files: Record<string, string> = {
     'quantum.conf': `[DEFAULT]
 state_path = ${l.quantumState}
 bind_host = ${l.bindHost}
 bind_port = ${l.ports.quantum}
-auth_strategy = noauth
+auth_strategy = ${ks ? 'keystone' : 'noauth'}
 quantum_url = ${quantumUrl}
 debug = False
 
@@ -97,14 +182,14 @@ connection = sqlite:///${join(l.quantumState, 'quantum.sqlite')}
 report_interval = 10
 check_child_processes_interval = 1
 check_child_processes_action = respawn
-`,
+${ks ? authtoken(ks, 'quantum') : ''}`,
     'metadata_agent.ini': `[DEFAULT]
 metadata_proxy_socket = ${l.socket}
 nova_metadata_host = ${l.bindHost}
 nova_metadata_port = ${l.ports.metadata}
 metadata_proxy_shared_secret = ${secret}
 metadata_workers = 0
-
+${agentCreds}
 [cache]
 enabled = True
 expiration_time = 10
@@ -115,13 +200,18 @@ polling_interval = 1
 enable_metadata_proxy = True
 metadata_port = 9697
 metadata_proxy_socket = ${l.socket}
-`,
+${agentCreds}`,
     'dhcp_agent.ini': `[DEFAULT]
 interface_driver = linuxbridge
 polling_interval = 1
 enable_isolated_metadata = True
 metadata_proxy_socket = ${l.socket}
-`,
+${agentCreds}`,
+    'glance-api.conf': `[DEFAULT]
+bind_host = ${l.bindHost}
+bind_port = ${l.ports.image}
+state_path = ${l.glanceState}
+${ks ? `\n[paste_deploy]\nflavor = keystone\n${authtoken(ks, 'glance')}` : ''}`,
     'nova.conf': `[DEFAULT]
 state_path = ${l.novaState}
 osapi_compute_listen = ${l.bindHost}
@@ -137,11 +227,15 @@ connection = sqlite:///${join(l.novaState, 'nova.sqlite')}
 url = ${quantumUrl}
 service_metadata_proxy = True
 metadata_proxy_shared_secret = ${secret}
-
+${ks ? credentialLines(ks, 'nova') : ''}
 [api]
+auth_strategy = ${ks ? 'keystone' : 'noauth'}
 metadata_cache_expiration = 15
 dhcp_domain = novalocal
-`,
+${
+  // With Keystone nova finds glance in the catalog, as a deployment's nova does.
+  ks ? authtoken(ks, 'nova') : `\n[glance]\napi_servers = ${baseUrl(l, l.ports.image)}\n`
+}`,
   };
   for (const [name, text] of Object.entries(files)) writeFileSync(join(l.etc, name), text, { mode: 0o640 });
 }
@@ -168,14 +262,15 @@ export function runningPid(l: StackLayout, name: string): number | undefined {
 export function startDaemon(l: StackLayout, d: DaemonDef): number {
   const existing = runningPid(l, d.name);
   if (existing) return existing;
-  const log = join(l.logs, `${d.name}.log`);
   const out = openSync(join(l.logs, `${d.name}.stdout`), 'a');
-  const args = [resolve(srcRoot, d.main), ...d.configs.flatMap((c) => ['--config-file', c]), '--log-file', log];
-  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', out, out] });
+  // A daemon outlives this command: detached, with a pid file (exec.ts runs commands to completion).
+  const child = spawn(d.argv[0]!, d.argv.slice(1), { detached: true, stdio: ['ignore', out, out] });
   closeSync(out);
+  child.on('error', () => undefined); // reported below: no pid
   child.unref();
+  if (!child.pid) throw new Error(`${d.name}: cannot run ${d.argv[0]}`);
   writeFileSync(pidFile(l, d.name), `${child.pid}\n`);
-  return child.pid!;
+  return child.pid;
 }
 
 export function waitReady(ready: DaemonDef['ready'], host: string, timeoutMs = 20_000): Promise<boolean> {

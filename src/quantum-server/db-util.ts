@@ -8,9 +8,24 @@ import type { AllocationPool } from '../common/quantum-client.js';
 import type { Logger } from '../common/log.js';
 import type { AgentRow, NetworkRow, PortRow, QuantumDatabase, RouterRow, SubnetRow } from '../db/quantum-schema.js';
 import { faults } from './faults.js';
-import { toBool, toInt } from './validate.js';
+import { toBool, toInt, toStr, type Body } from './validate.js';
 
 export type Filters = Record<string, string[]>;
+
+export interface Ctx {
+  /** The project new resources belong to unless the body names one. */
+  projectId: string;
+  isAdmin: boolean;
+}
+
+/** The owner of a new resource: the body's tenant_id / project_id (which must agree), else the caller's project. */
+export function tenantOf(ctx: Ctx, a: Body): string {
+  const t = a.tenant_id ?? a.project_id;
+  if (a.tenant_id !== undefined && a.project_id !== undefined && a.tenant_id !== a.project_id) {
+    throw faults.invalidInput(`'project_id' and 'tenant_id' do not match`);
+  }
+  return t === undefined || t === null ? ctx.projectId : toStr('tenant_id', t);
+}
 
 export type Q = Kysely<QuantumDatabase> | Transaction<QuantumDatabase>;
 
@@ -60,8 +75,6 @@ export async function txRetry<T>(db: Kysely<QuantumDatabase>, log: Logger, what:
     }
   }
 }
-
-
 
 /** Which filter keys each collection accepts, and how each maps to a column. */
 export type Kind = 'str' | 'bool' | 'int' | 'ip' | 'mac';
