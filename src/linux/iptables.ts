@@ -141,28 +141,39 @@ export interface IptablesManagerOptions {
   tables?: readonly TableName[];
 }
 
+const tablesOf = (wrap: string): Record<TableName, IptablesTable> => ({
+  filter: new IptablesTable('filter', wrap),
+  nat: new IptablesTable('nat', wrap),
+  mangle: new IptablesTable('mangle', wrap),
+  raw: new IptablesTable('raw', wrap),
+});
+
 export class IptablesManager {
   readonly wrapName: string;
   readonly ipv4: Record<TableName, IptablesTable>;
+  /** ip6tables, applied only once something is declared there (a router with IPv6 interfaces). */
+  readonly ipv6: Record<TableName, IptablesTable>;
   private readonly tableNames: readonly TableName[];
+  private v6Applied = false;
   constructor(private readonly o: IptablesManagerOptions) {
     this.wrapName = wrapNameFor(o.binaryName);
     this.tableNames = o.tables ?? ['filter', 'nat', 'mangle'];
-    this.ipv4 = {
-      filter: new IptablesTable('filter', this.wrapName),
-      nat: new IptablesTable('nat', this.wrapName),
-      mangle: new IptablesTable('mangle', this.wrapName),
-      raw: new IptablesTable('raw', this.wrapName),
-    };
+    this.ipv4 = tablesOf(this.wrapName);
+    this.ipv6 = tablesOf(this.wrapName);
+  }
+
+  private get v6Declared(): boolean {
+    return this.tableNames.some((t) => this.ipv6[t].rules.length > 0 || this.ipv6[t].chains.size > WRAPPED_BUILTINS[t].length);
   }
 
   /** Render the restore input for our tables from the current iptables-save text (pure, for tests too). */
-  render(saved: string): string {
+  render(saved: string, family: 4 | 6 = 4): string {
+    const tables = family === 4 ? this.ipv4 : this.ipv6;
     const current = parseSave(saved);
     const w = `${this.wrapName}-`;
     const out: string[] = [];
     for (const t of this.tableNames) {
-      const table = this.ipv4[t];
+      const table = tables[t];
       const cur = current.get(t) ?? { decls: BUILTIN_CHAINS[t].map((c) => `:${c} ACCEPT [0:0]`), rules: [] };
       const ours = table.ourLines();
       const keptDecls = cur.decls.filter((d) => !d.startsWith(`:${w}`));
@@ -187,8 +198,13 @@ export class IptablesManager {
    */
   async apply(opts: { fresh?: boolean } = {}): Promise<void> {
     const saved = opts.fresh ? '' : await execute(['iptables-save'], { netns: this.o.namespace, log: this.o.log });
-    const input = this.render(saved);
-    await execute(['iptables-restore'], { netns: this.o.namespace, input, log: this.o.log });
+    await execute(['iptables-restore'], { netns: this.o.namespace, input: this.render(saved), log: this.o.log });
+    // IPv6 once declared, and once more when it no longer is (to take the rules out).
+    if (this.v6Declared || this.v6Applied) {
+      const saved6 = opts.fresh && !this.v6Applied ? '' : await execute(['ip6tables-save'], { netns: this.o.namespace, log: this.o.log });
+      await execute(['ip6tables-restore'], { netns: this.o.namespace, input: this.render(saved6, 6), log: this.o.log });
+      this.v6Applied = this.v6Declared;
+    }
   }
 
   /** Remove every chain and rule we own from the namespace. */
@@ -202,13 +218,13 @@ export class IptablesManager {
       out.push(`*${t}`, ...cur.decls.filter((d) => !d.startsWith(`:${w}`)).map((d) => d.replace(/\[\d+:\d+\]$/, '[0:0]')));
       out.push(...cur.rules.filter((r) => !(r.split(/\s+/)[1] ?? '').startsWith(w) && !r.includes(` -j ${w}`) && !r.includes(` -g ${w}`)), 'COMMIT');
     }
-    for (const t of Object.values(this.ipv4)) t.clear();
+    for (const t of [...Object.values(this.ipv4), ...Object.values(this.ipv6)]) t.clear();
     if (out.length) await execute(['iptables-restore'], { netns: this.o.namespace, input: `${out.join('\n')}\n`, log: this.o.log });
   }
 
-  /** iptables-save of one table, as rule lines (`-A ...`), for inspection and tests. */
-  static async readRules(table: TableName, namespace?: string, log?: Logger): Promise<string[]> {
-    const saved = await execute(['iptables-save', '-t', table], { netns: namespace, log });
+  /** iptables-save (ip6tables-save) of one table, as rule lines (`-A ...`), for inspection and tests. */
+  static async readRules(table: TableName, namespace?: string, log?: Logger, family: 4 | 6 = 4): Promise<string[]> {
+    const saved = await execute([family === 4 ? 'iptables-save' : 'ip6tables-save', '-t', table], { netns: namespace, log });
     return parseSave(saved).get(table)?.rules ?? [];
   }
 }

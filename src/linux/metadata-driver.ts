@@ -49,8 +49,11 @@ export function metadataFilterRules(port: number, mark: string): Array<[string, 
     ['INPUT', `-p tcp -m tcp --dport ${port} -j DROP`],
   ];
 }
-export const metadataNatRules = (port: number): Array<[string, string]> => [['PREROUTING', `-d ${METADATA_IP}/32 -i ${ROUTER_DEV_PREFIX}+ -p tcp -m tcp --dport 80 -j REDIRECT --to-ports ${port}`]];
-export const metadataMangleRules = (mark: string): Array<[string, string]> => [['PREROUTING', `-d ${METADATA_IP}/32 -i ${ROUTER_DEV_PREFIX}+ -p tcp -m tcp --dport 80 -j MARK --set-xmark ${mark}/0xffff`]];
+/** Neutron's IPv6 metadata address (Ussuri): link-local, so every network reaches it on its own link. */
+export const METADATA_IPV6 = 'fe80::a9fe:a9fe';
+const dst = (family: 4 | 6) => (family === 4 ? `${METADATA_IP}/32` : `${METADATA_IPV6}/128`);
+export const metadataNatRules = (port: number, family: 4 | 6 = 4): Array<[string, string]> => [['PREROUTING', `-d ${dst(family)} -i ${ROUTER_DEV_PREFIX}+ -p tcp -m tcp --dport 80 -j REDIRECT --to-ports ${port}`]];
+export const metadataMangleRules = (mark: string, family: 4 | 6 = 4): Array<[string, string]> => [['PREROUTING', `-d ${dst(family)} -i ${ROUTER_DEV_PREFIX}+ -p tcp -m tcp --dport 80 -j MARK --set-xmark ${mark}/0xffff`]];
 
 export interface MetadataDriverOptions {
   mode: MetadataProxyMode;
@@ -73,15 +76,21 @@ export class MetadataDriver {
     return this.o.mode;
   }
 
-  /** A router's metadata rules (MetadataDriver.metadata_*_rules); the mark is installed even with the proxy off. */
-  static routerRules(ipt: IptablesManager, o: { port: number; mark: string; proxy: boolean }): void {
-    for (const [c, r] of metadataMangleRules(o.mark)) ipt.ipv4.mangle.addRule(c, r);
-    ipt.ipv4.filter.addChain('scope');
-    ipt.ipv4.filter.addRule('FORWARD', '-j $scope');
-    ipt.ipv4.filter.addRule('scope', `-m mark --mark ${o.mark}/0xffff -j DROP`);
-    if (o.proxy) {
-      for (const [c, r] of metadataFilterRules(o.port, o.mark)) ipt.ipv4.filter.addRule(c, r);
-      for (const [c, r] of metadataNatRules(o.port)) ipt.ipv4.nat.addRule(c, r);
+  /**
+   * A router's metadata rules (MetadataDriver.metadata_*_rules); the mark is installed even with the proxy off.
+   * `ipv6`: the same for fe80::a9fe:a9fe in ip6tables (Neutron 17.0.0), for routers with IPv6 interfaces.
+   */
+  static routerRules(ipt: IptablesManager, o: { port: number; mark: string; proxy: boolean; ipv6?: boolean }): void {
+    for (const family of o.ipv6 ? ([4, 6] as const) : ([4] as const)) {
+      const t = family === 4 ? ipt.ipv4 : ipt.ipv6;
+      for (const [c, r] of metadataMangleRules(o.mark, family)) t.mangle.addRule(c, r);
+      t.filter.addChain('scope');
+      t.filter.addRule('FORWARD', '-j $scope');
+      t.filter.addRule('scope', `-m mark --mark ${o.mark}/0xffff -j DROP`);
+      if (o.proxy) {
+        for (const [c, r] of metadataFilterRules(o.port, o.mark)) t.filter.addRule(c, r);
+        for (const [c, r] of metadataNatRules(o.port, family)) t.nat.addRule(c, r);
+      }
     }
   }
 
