@@ -22,7 +22,7 @@ pkgs=(iproute2 iptables iputils-arping dnsmasq-base isc-dhcp-client curl procps 
 # keystone-wsgi-public, a fresh MariaDB database) and drive the stack with an unmodified openstackclient.
 # rabbitmq-server: test/messaging.test.ts starts a private node of its own (own port, epmd, cookie, data in a
 # temp dir); Debian's package also starts the system service on install, which the tests neither need nor touch.
-[ "$mode" = test ] && pkgs+=(mariadb-server haproxy wrk cloud-init python3 rabbitmq-server python3-keystone python3-openstackclient)
+[ "$mode" = test ] && pkgs+=(mariadb-server haproxy wrk cloud-init python3 rabbitmq-server python3-keystone python3-openstackclient cloud-guest-utils python3-botocore)
 [ "$mode" = demo ] && pkgs+=(cloud-init python3)
 [ "$mode" = demo ] && [ $keystone = 1 ] && pkgs+=(mariadb-server python3-keystone)
 missing=()

@@ -23,6 +23,11 @@ export interface RequestHead {
   chunked: boolean;
   contentType: string | undefined;
   expectContinue: boolean;
+  /** X-aws-ec2-metadata-token and its -ttl-seconds twin (IMDSv2 session tokens), passed on as sent. */
+  token: string | undefined;
+  tokenTtl: string | undefined;
+  /** The guest sent an X-Forwarded-For of its own (a token PUT with one is refused). */
+  forwardedFor: boolean;
 }
 
 export interface ResponseHead {
@@ -55,10 +60,13 @@ interface Fields {
   connClose: boolean;
   connKeepAlive: boolean;
   expectContinue: boolean;
+  token: string | undefined;
+  tokenTtl: string | undefined;
+  forwardedFor: boolean;
 }
 
 function fields(ls: string[]): Fields {
-  const f: Fields = { contentLength: -1, chunked: false, contentType: undefined, connClose: false, connKeepAlive: false, expectContinue: false };
+  const f: Fields = { contentLength: -1, chunked: false, contentType: undefined, connClose: false, connKeepAlive: false, expectContinue: false, token: undefined, tokenTtl: undefined, forwardedFor: false };
   let te = false;
   for (let i = 1; i < ls.length; i++) {
     const l = ls[i]!;
@@ -96,6 +104,21 @@ function fields(ls: string[]): Fields {
           f.chunked = true;
         }
         break;
+      case 15:
+        if (name.toLowerCase() === 'x-forwarded-for') f.forwardedFor = true;
+        break;
+      case 24:
+        if (name.toLowerCase() === 'x-aws-ec2-metadata-token') {
+          if (f.token !== undefined) throw new HttpError(400, 'duplicate X-aws-ec2-metadata-token');
+          f.token = value;
+        }
+        break;
+      case 36:
+        if (name.toLowerCase() === 'x-aws-ec2-metadata-token-ttl-seconds') {
+          if (f.tokenTtl !== undefined) throw new HttpError(400, 'duplicate X-aws-ec2-metadata-token-ttl-seconds');
+          f.tokenTtl = value;
+        }
+        break;
       case 6:
         if (name.toLowerCase() === 'expect') {
           if (value.toLowerCase() !== '100-continue') throw new HttpError(417, 'unsupported expectation');
@@ -125,6 +148,9 @@ export function parseRequestHead(head: string): RequestHead {
     chunked: f.chunked,
     contentType: f.contentType,
     expectContinue: f.expectContinue && minor === 1,
+    token: f.token,
+    tokenTtl: f.tokenTtl,
+    forwardedFor: f.forwardedFor,
   };
 }
 

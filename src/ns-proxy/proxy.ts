@@ -13,6 +13,7 @@
 // the id header lines; the ProxyRuntime is what a process has once: the pool of keep-alive connections
 // to the agent (a pooled connection carries requests of any listener, the id lines are per request), the
 // in-flight exchanges, the 250 ms sweeper and the quiet-period compaction.
+import { randomUUID } from 'node:crypto';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { LiteLogger } from '../common/lite-log.js';
 import { ChunkedDecoder, HttpError, parseRequestHead, parseResponseHead, reason, type RequestHead, type ResponseHead } from './http1.js';
@@ -56,7 +57,8 @@ export interface ProxyConfig extends RuntimeConfig, GuestLimits, ListenerIdentit
 }
 
 /** Statuses the agent may answer that reach the guest as they are (Python proxy set + haproxy's 502/503/504). */
-const PASSED = new Set([200, 400, 403, 404, 409, 500, 502, 503, 504]);
+// 401: a missing, invalid or expired session token (X-aws-ec2-metadata-token).
+const PASSED = new Set([200, 400, 401, 403, 404, 409, 500, 502, 503, 504]);
 export const UNKNOWN_ERROR = 'An unknown error has occurred. Please try your request again.';
 const TEXT = 'text/plain; charset=UTF-8';
 const CRLF2 = Buffer.from('\r\n\r\n');
@@ -215,9 +217,21 @@ class Guest {
   }
 
   private dispatch(body: Buffer | undefined): void {
+    const head = this.head!;
+    // A token PUT that carries an X-Forwarded-For of the guest's own means the guest relays for someone else
+    // (the SSRF case session tokens exist for): refused here, where what the guest sent is still known. The
+    // metadata API serves no other PUT.
+    if (head.method === 'PUT' && head.forwardedFor) {
+      this.l.rt.log.warn({ peer: this.peer, path: this.path }, 'token request with an X-Forwarded-For from the guest refused');
+      this.reply(403, undefined, Buffer.from(`${reason(403)}\n`), TEXT);
+      return;
+    }
     this.state = G.Upstream;
     this.deadline = 0;
-    this.l.rt.forward(this, this.head!.method, this.path, body, this.head!.contentType);
+    let extra = '';
+    if (head.token !== undefined) extra += `X-aws-ec2-metadata-token: ${head.token}\r\n`;
+    if (head.tokenTtl !== undefined) extra += `X-aws-ec2-metadata-token-ttl-seconds: ${head.tokenTtl}\r\n`;
+    this.l.rt.forward(this, head.method, this.path, body, head.contentType, extra);
   }
 
   /** Write the whole response at once; then the next request, or close. */
@@ -299,7 +313,7 @@ class Upstream {
     // 4.7 MB more malloc heap after a burst when it was reused).
     this.parts = [];
     // The id lines are the listener's, whichever namespace's request this pooled connection carried before.
-    let h = `${ex.method} ${ex.path} HTTP/1.1\r\nHost: 169.254.169.254\r\nX-Forwarded-For: ${ex.guest.peer}\r\n${ex.guest.l.idLines}`;
+    let h = `${ex.method} ${ex.path} HTTP/1.1\r\nHost: 169.254.169.254\r\nX-Forwarded-For: ${ex.guest.peer}\r\nX-Openstack-Request-Id: ${ex.reqId}\r\n${ex.guest.l.idLines}${ex.extra}`;
     if (ex.body !== undefined) {
       if (ex.contentType !== undefined) h += `Content-Type: ${ex.contentType}\r\n`;
       h += `Content-Length: ${ex.body.length}\r\n\r\n`;
@@ -423,6 +437,10 @@ interface Exchange {
   path: string;
   body: Buffer | undefined;
   contentType: string | undefined;
+  /** Guest headers passed on (the session token ones), as header lines. */
+  extra: string;
+  /** `req-<uuid>`, made here (the first hop) and carried to the agent and Nova, in every hop's log line. */
+  reqId: string;
   attempt: number;
   deadline: number;
   up: Upstream | undefined;
@@ -632,7 +650,7 @@ export class ProxyRuntime {
           up.ex = undefined;
           up.destroy();
         }
-        this.log.error({ peer: ex.guest.peer, path: ex.path, timeout_ms: this.cfg.timeoutServer }, 'metadata agent timed out');
+        this.log.error({ request_id: ex.reqId, peer: ex.guest.peer, path: ex.path, timeout_ms: this.cfg.timeoutServer }, 'metadata agent timed out');
         this.finishError(ex, 504, 'The metadata agent did not answer in time.');
       }
     }
@@ -656,11 +674,11 @@ export class ProxyRuntime {
     }
   }
 
-  forward(guest: Guest, method: string, path: string, body: Buffer | undefined, contentType: string | undefined): void {
+  forward(guest: Guest, method: string, path: string, body: Buffer | undefined, contentType: string | undefined, extra = ''): void {
     const now = Date.now();
     this.lastRequest = now;
     this.sinceCompact++;
-    const ex: Exchange = { guest, method, path, body, contentType, attempt: 0, deadline: now + this.cfg.timeoutServer, up: undefined, done: false };
+    const ex: Exchange = { guest, method, path, body, contentType, extra, reqId: `req-${randomUUID()}`, attempt: 0, deadline: now + this.cfg.timeoutServer, up: undefined, done: false };
     this.exchanges.add(ex);
     this.send(ex);
   }
@@ -689,10 +707,10 @@ export class ProxyRuntime {
     ex.done = true;
     this.exchanges.delete(ex);
     if (!PASSED.has(status)) {
-      this.log.error({ status, peer: ex.guest.peer, path: ex.path }, 'Unexpected response code from the metadata agent');
+      this.log.error({ request_id: ex.reqId, status, peer: ex.guest.peer, path: ex.path }, 'Unexpected response code from the metadata agent');
       return ex.guest.reply(500, TEXT, Buffer.from(UNKNOWN_ERROR));
     }
-    if (this.log.isDebug) this.log.debug({ peer: ex.guest.peer, method: ex.method, path: ex.path, status, bytes: body.length }, 'proxied');
+    if (this.log.isDebug) this.log.debug({ request_id: ex.reqId, peer: ex.guest.peer, method: ex.method, path: ex.path, status, bytes: body.length }, 'proxied');
     ex.guest.reply(status, contentType, body);
   }
 
@@ -718,15 +736,15 @@ export class ProxyRuntime {
       return;
     }
     if (RETRYABLE_CONNECT.has(code) || code === 'EACCES') {
-      this.log.error({ peer: ex.guest.peer, path: ex.path, code, socket: this.cfg.socketPath }, 'metadata agent unreachable');
+      this.log.error({ request_id: ex.reqId, peer: ex.guest.peer, path: ex.path, code, socket: this.cfg.socketPath }, 'metadata agent unreachable');
       return this.finishError(ex, 503, 'The metadata agent is not available.');
     }
-    this.log.error({ peer: ex.guest.peer, path: ex.path, code, err: e.message }, 'metadata agent connection failed');
+    this.log.error({ request_id: ex.reqId, peer: ex.guest.peer, path: ex.path, code, err: e.message }, 'metadata agent connection failed');
     this.finishError(ex, 502, 'The metadata agent returned an invalid response.');
   }
 
   upstreamBroken(ex: Exchange, e: HttpError): void {
-    this.log.error({ peer: ex.guest.peer, path: ex.path, err: e.message }, 'invalid response from the metadata agent');
+    this.log.error({ request_id: ex.reqId, peer: ex.guest.peer, path: ex.path, err: e.message }, 'invalid response from the metadata agent');
     this.finishError(ex, 502, 'The metadata agent returned an invalid response.');
   }
 
