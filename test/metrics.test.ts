@@ -4,11 +4,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
+import { execute } from '../src/linux/exec.js';
 import { QuantumClient } from '../src/common/quantum-client.js';
 import { signInstanceId } from '../src/common/hmac.js';
 import { bridgeName, routerNamespace, tapDeviceName } from '../src/linux/names.js';
-import { NetFixture } from './helpers/netns.js';
+import { NetFixture, uuid } from './helpers/netns.js';
 import { getFreePort, httpGet, spawnDaemon, waitFor, waitForListen, type Daemon } from './helpers/proc.js';
 
 const fx = new NetFixture();
@@ -158,5 +160,50 @@ describe('metrics', () => {
     assert.ok((sample(t2, 'quantum_l3_agent_sync_duration_seconds_count', { kind: 'resources' }) ?? 0) >= 1);
     assert.equal(sample(t2, 'quantum_l3_agent_child_respawns_total'), 0);
     await q.client.close();
+  });
+  test('the shared proxy: answers by status and per router, guest connections, pending (asked over IPC at each scrape)', async () => {
+    const q = await quantumServer(dir);
+    const state = fx.statePath();
+    const metricsPort = await getFreePort();
+    const socket = join(state, 'metadata_proxy');
+    // A stand-in for the metadata agent on its socket: 200 for one path, 404 for the rest.
+    const standIn = createServer((req, res) => {
+      res.writeHead(req.url === '/latest/meta-data/instance-id' ? 200 : 404, { 'content-type': 'text/plain' });
+      res.end('i-00000001');
+    });
+    await new Promise<void>((r) => standIn.listen(socket, r));
+    try {
+      const conf = join(state, 'l3_agent.ini');
+      writeFileSync(conf, `[DEFAULT]\nstate_path = ${state}\nquantum_url = ${q.url}\nhost = ${fx.prefix}-s\npolling_interval = 1\nmetadata_proxy_mode = shared\nmetadata_proxy_socket = ${socket}\n[AGENT]\nreport_interval = 1\ncheck_child_processes_interval = 1\n[metrics]\nlisten = 127.0.0.1:${metricsPort}\n`);
+      const net = await q.client.createNetwork({ name: `${fx.prefix}-s` });
+      fx.trackBridge(bridgeName(net.id));
+      const sub = await q.client.createSubnet({ network_id: net.id, cidr: '10.45.0.0/24', ip_version: 4, enable_dhcp: false });
+      const r = await q.client.createRouter({ name: `${fx.prefix}-s` });
+      fx.trackNamespace(routerNamespace(r.id));
+      const info = await q.client.addRouterInterface(r.id, { subnet_id: sub.id });
+      fx.trackLink(tapDeviceName(info.port_id));
+      const vm = await q.client.createPort({ network_id: net.id, device_owner: 'compute:nova', device_id: uuid() });
+      const g = fx.guest({ bridge: bridgeName(net.id), mac: vm.mac_address, cidr: `${vm.fixed_ips[0]!.ip_address}/24`, gateway: sub.gateway_ip! });
+      const d = spawnDaemon('l3-agent/main.js', ['--config-file', conf]);
+      daemons.push(d);
+      await waitForListen({ host: '127.0.0.1', port: metricsPort }, 30_000);
+      const get = (path: string) => execute(['curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '-m', '2', `http://169.254.169.254${path}`], { netns: g.ns, checkExit: false });
+      await waitFor(async () => (await get('/latest/meta-data/instance-id')) === '200', 20_000, 200, 'the guest served by the shared proxy');
+      for (let i = 0; i < 4; i++) assert.equal(await get('/latest/meta-data/instance-id'), '200');
+      for (let i = 0; i < 2; i++) assert.equal(await get('/nothing'), '404');
+      const t = await scrape(metricsPort);
+      familiesOnce(t);
+      assert.ok((sample(t, 'quantum_l3_agent_shared_proxy_responses_total', { code: '200' }) ?? 0) >= 5, t);
+      assert.equal(sample(t, 'quantum_l3_agent_shared_proxy_responses_total', { code: '404' }), 2);
+      assert.ok((sample(t, 'quantum_l3_agent_shared_proxy_listener_responses_total', { kind: 'router', id: r.id }) ?? 0) >= 7);
+      assert.equal(sample(t, 'quantum_l3_agent_shared_proxy_pending_requests'), 0);
+      assert.equal(sample(t, 'quantum_l3_agent_metadata_proxies', { state: 'alive' }), 1);
+      // Moves with real requests.
+      assert.equal(await get('/nothing'), '404');
+      assert.equal(sample(await scrape(metricsPort), 'quantum_l3_agent_shared_proxy_responses_total', { code: '404' }), 3);
+    } finally {
+      standIn.close();
+      await q.client.close();
+    }
   });
 });

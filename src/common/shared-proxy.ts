@@ -25,6 +25,8 @@ export interface ListenerStatus {
   port: number;
   /** Guest connections holding a maxconn slot. */
   connections: number;
+  /** Answers written to its guests since the proxy started. */
+  answered: number;
 }
 
 /** proxy → agent. */
@@ -33,7 +35,7 @@ export type ProxyMessage =
   | { op: 'added'; tag: string }
   | { op: 'removed'; tag: string }
   | { op: 'error'; tag?: string; message: string }
-  | { op: 'status'; listeners: ListenerStatus[]; pending: number; guests: number };
+  | { op: 'status'; listeners: ListenerStatus[]; pending: number; guests: number; responses: Record<string, number> };
 
 /** $state_path/external/shared-proxy/<name>.json, rewritten by the proxy on every change. */
 export interface SharedProxyState {
@@ -80,7 +82,7 @@ export function parseProxyMessage(m: unknown): ProxyMessage | undefined {
       return isStr(m.message) ? { op: 'error', message: m.message, ...(isStr(m.tag) ? { tag: m.tag } : {}) } : undefined;
     case 'status':
       return Array.isArray(m.listeners) && typeof m.pending === 'number' && typeof m.guests === 'number'
-        ? { op: 'status', listeners: m.listeners as ListenerStatus[], pending: m.pending, guests: m.guests }
+        ? { op: 'status', listeners: m.listeners as ListenerStatus[], pending: m.pending, guests: m.guests, responses: isObj(m.responses) ? (m.responses as Record<string, number>) : {} }
         : undefined;
     default:
       return undefined;

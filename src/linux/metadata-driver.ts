@@ -10,6 +10,7 @@ import { externalPidsDir, ProcessManager, type ProcessMonitor } from './external
 import type { IptablesManager } from './iptables.js';
 import { METADATA_IP } from './dnsmasq.js';
 import { ROUTER_DEV_PREFIX } from './names.js';
+import type { SharedProxyStatus } from './shared-proxy.js';
 
 export { METADATA_IP };
 
@@ -39,6 +40,7 @@ export interface SharedProxy {
   readonly size: number;
   readonly alive: boolean;
   readonly respawns: number;
+  status(): Promise<SharedProxyStatus>;
   stop(): Promise<void>;
 }
 
@@ -205,6 +207,28 @@ export class MetadataDriver {
       m.counter('shared_proxy_respawns_total', 'Times the shared metadata proxy died and was respawned.', [], (c) => {
         c.reset();
         c.inc(shared.respawns);
+      });
+      // The shared proxy's own counts, asked for over its IPC channel at each scrape (nothing on its hot path but
+      // an increment). They restart from 0 when the proxy is respawned, as a Prometheus counter may.
+      let last: Promise<SharedProxyStatus | undefined> | undefined;
+      const status = (): Promise<SharedProxyStatus | undefined> => (last ??= shared.status().catch(() => undefined).finally(() => setImmediate(() => (last = undefined))));
+      m.counter('shared_proxy_responses_total', 'Answers the shared metadata proxy wrote to guests, by HTTP status code.', ['code'], async (c) => {
+        const st = await status();
+        c.reset();
+        for (const [code, n] of Object.entries(st?.responses ?? {})) c.inc({ code }, n);
+      });
+      m.counter('shared_proxy_listener_responses_total', 'Answers per served namespace (router or network id).', ['kind', 'id'], async (c) => {
+        const st = await status();
+        c.reset();
+        for (const l of st?.listeners ?? []) c.inc({ kind: l.kind, id: l.id }, l.answered ?? 0);
+      });
+      m.gauge('shared_proxy_guest_connections', 'Guest connections the shared metadata proxy holds (maxconn slots in use).', [], async (g) => {
+        const st = await status();
+        g.set(st?.guests ?? 0);
+      });
+      m.gauge('shared_proxy_pending_requests', 'Guest requests waiting for the metadata agent in the shared proxy.', [], async (g) => {
+        const st = await status();
+        g.set(st?.pending ?? 0);
       });
     }
   }

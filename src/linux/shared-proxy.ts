@@ -50,6 +50,8 @@ export interface SharedProxyStatus {
   listeners: ListenerStatus[];
   pending: number;
   guests: number;
+  /** Answers to guests by status code since the proxy (re)started. */
+  responses: Record<string, number>;
 }
 
 export type SharedProxyErrorStatus = 'no-namespace' | 'bind-failed' | 'refused' | 'not-running' | 'removed' | 'timeout';
@@ -501,7 +503,7 @@ export class SharedMetadataProxy {
       }
       case 'status': {
         const w = this.statusWaiters.shift();
-        w?.resolve({ listeners: m.listeners, pending: m.pending, guests: m.guests });
+        w?.resolve({ listeners: m.listeners, pending: m.pending, guests: m.guests, responses: m.responses });
         return;
       }
     }

@@ -238,6 +238,8 @@ class Guest {
   reply(status: number, contentType: string | undefined, body: Buffer, bodyType?: string): void {
     const sock = this.sock;
     if (sock.destroyed) return;
+    this.l.answered++;
+    this.l.rt.count(status);
     const ct = contentType ?? bodyType;
     const closing = !this.keepAlive || this.l.closing;
     let h = `HTTP/1.1 ${status} ${reason(status)}\r\n`;
@@ -477,6 +479,9 @@ export class NamespaceListener {
     return this.guests.size;
   }
 
+  /** Answers written to this listener's guests (the shared proxy's status, then the agent's metrics). */
+  answered = 0;
+
   /**
    * Beyond maxconn, haproxy stops accepting and connections wait in the kernel's backlog. Node cannot pause
    * accept(), so they wait here instead, unread, up to maxconn of them and timeout_http_request long each;
@@ -615,6 +620,17 @@ export class ProxyRuntime {
   /** Requests being proxied right now. */
   get pending(): number {
     return this.exchanges.size;
+  }
+
+  /** Answers to guests by status code, this process's lifetime (a plain array: one increment per answer). */
+  private readonly byStatus: number[] = new Array<number>(600).fill(0);
+  count(status: number): void {
+    if (status >= 100 && status < 600) this.byStatus[status]!++;
+  }
+  get responses(): Record<string, number> {
+    const r: Record<string, number> = {};
+    this.byStatus.forEach((n, code) => n > 0 && (r[code] = n));
+    return r;
   }
 
   /** Guest connections holding a slot, over every listener. */

@@ -215,8 +215,8 @@ export async function runShared(o: SharedOptions): Promise<{ readonly pending: n
       inOrder(m.tag, () => add(m));
     } else if (m.op === 'remove') inOrder(m.tag, () => remove(m.tag));
     else {
-      const listeners = [...served].map(([tag, s]) => ({ tag, kind: s.kind, id: s.id, namespace: s.namespace, host: s.host, port: s.port, connections: s.l.connections }));
-      send({ op: 'status', listeners, pending: runtime.pending, guests: runtime.guests });
+      const listeners = [...served].map(([tag, s]) => ({ tag, kind: s.kind, id: s.id, namespace: s.namespace, host: s.host, port: s.port, connections: s.l.connections, answered: s.l.answered }));
+      send({ op: 'status', listeners, pending: runtime.pending, guests: runtime.guests, responses: runtime.responses });
     }
   });
   // Like haproxy outliving its agent: the agent stopped or died, the namespaces are still served.
