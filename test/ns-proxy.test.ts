@@ -96,6 +96,7 @@ for (const mode of PROXY_MODES) {
         Authorization: 'Bearer x',
         Cookie: 'a=b',
         'Metadata-Flavor': 'Google',
+        'X-Openstack-Request-Id': 'req-00000000-0000-0000-0000-000000000000',
         Host: 'evil.example',
       };
       const r = await guestGet(port, '/latest/meta-data/instance-id?x=1&y=2', '127.0.0.7', spoof);
@@ -103,15 +104,36 @@ for (const mode of PROXY_MODES) {
       const got = JSON.parse(r.body) as Captured;
       assert.equal(got.method, 'GET');
       assert.equal(got.url, '/latest/meta-data/instance-id?x=1&y=2');
-      assert.deepEqual(Object.keys(got.headers).sort(), ['host', 'x-forwarded-for', 'x-neutron-router-id', 'x-quantum-router-id']);
+      assert.deepEqual(Object.keys(got.headers).sort(), ['host', 'x-forwarded-for', 'x-neutron-router-id', 'x-openstack-request-id', 'x-quantum-router-id']);
+      // The request id is made here, the first hop, never taken from the guest.
+      assert.match(String(got.headers['x-openstack-request-id']), /^req-[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      assert.notEqual(got.headers['x-openstack-request-id'], 'req-00000000-0000-0000-0000-000000000000');
       assert.equal(got.headers['x-forwarded-for'], '127.0.0.7');
       assert.equal(got.headers['x-neutron-router-id'], ROUTER);
       assert.equal(got.headers['x-quantum-router-id'], ROUTER);
       assert.equal(got.headers.host, '169.254.169.254');
       // Each header exactly once on the wire.
-      assert.equal(got.rawHeaders.length, 8);
+      assert.equal(got.rawHeaders.length, 10);
       // Agent-only headers do not reach the guest.
       assert.equal(r.headers['x-agent-secret'], undefined);
+    });
+
+    test('session tokens: the token headers pass on as sent; a token PUT with a guest-sent X-Forwarded-For is a 403 here', async () => {
+      const before = agent.requests.length;
+      const put = await guestGet(port, '/latest/api/token', '127.0.0.7', { 'X-aws-ec2-metadata-token-ttl-seconds': '300' }, 'PUT');
+      assert.equal(put.status, 200);
+      const got = JSON.parse(put.body) as Captured;
+      assert.equal(got.method, 'PUT');
+      assert.equal(got.headers['x-aws-ec2-metadata-token-ttl-seconds'], '300');
+      const r = await guestGet(port, '/latest/meta-data/', '127.0.0.7', { 'X-aws-ec2-metadata-token': 'v1.abc' });
+      assert.equal((JSON.parse(r.body) as Captured).headers['x-aws-ec2-metadata-token'], 'v1.abc');
+      const n = agent.requests.length;
+      assert.equal(n, before + 2);
+      const relayed = await guestGet(port, '/latest/api/token', '127.0.0.7', { 'X-aws-ec2-metadata-token-ttl-seconds': '300', 'X-Forwarded-For': '203.0.113.9' }, 'PUT');
+      assert.equal(relayed.status, 403);
+      assert.equal(agent.requests.length, n, 'refused without an agent round trip');
+      const dup = await rawRequest(port, 'GET / HTTP/1.1\r\nHost: x\r\nX-aws-ec2-metadata-token: a\r\nX-aws-ec2-metadata-token: b\r\nConnection: close\r\n\r\n');
+      assert.equal(dup.status, 400);
     });
 
     test('network proxies send the network id pair and never a router id', async () => {
@@ -153,13 +175,13 @@ for (const mode of PROXY_MODES) {
     });
 
     test('status mapping: known codes pass with body and content type, others become 500', async () => {
-      for (const code of [200, 400, 403, 404, 409, 500, 502, 503, 504]) {
+      for (const code of [200, 400, 401, 403, 404, 409, 500, 502, 503, 504]) {
         const r = await guestGet(port, `/status/${code}`);
         assert.equal(r.status, code, `status ${code}`);
         assert.equal(r.body, `body-${code}`);
         assert.equal(r.headers['content-type'], 'text/x-test');
       }
-      for (const code of [201, 302, 401, 418, 501]) {
+      for (const code of [201, 302, 418, 501]) {
         const r = await guestGet(port, `/status/${code}`);
         assert.equal(r.status, 500, `status ${code}`);
         assert.equal(r.body, UNKNOWN);
@@ -265,7 +287,7 @@ for (const mode of PROXY_MODES) {
         const r = await rawRequest(port, Buffer.from(m, 'latin1'), { timeoutMs: 1500, halfClose: true }).catch(() => ({ status: -1 }));
         statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
       }
-      const allowed = new Set(['host', 'x-forwarded-for', 'x-quantum-router-id', 'x-neutron-router-id', 'content-type', 'content-length']);
+      const allowed = new Set(['host', 'x-forwarded-for', 'x-openstack-request-id', 'x-quantum-router-id', 'x-neutron-router-id', 'content-type', 'content-length']);
       for (const c of agent.requests.slice(before)) {
         for (const h of Object.keys(c.headers)) assert.ok(allowed.has(h), `header ${h} reached the agent`);
         assert.equal(c.headers['x-forwarded-for'], '127.0.0.1');
