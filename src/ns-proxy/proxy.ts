@@ -186,9 +186,18 @@ class Guest {
     this.drainDeadline = 0;
     if (!this.blocked) return;
     this.blocked = false;
-    if (this.state !== G.Idle) return;
-    this.sock.resume();
+    if (this.state === G.Idle) this.next();
+  }
+
+  /**
+   * Between requests: parse what is already buffered first, and read from the guest again only once that
+   * needs more bytes. Resuming after every answer instead let a pipelining guest append a read per answer
+   * (measured: 30 MB of copies in a second).
+   */
+  private next(): void {
     if (this.buf !== undefined && this.buf.length > 0) this.process();
+    else this.buf = undefined;
+    if (!this.blocked && (this.state === G.Idle || this.state === G.Head || this.state === G.Body) && this.sock.isPaused()) this.sock.resume();
   }
 
   process(): void {
@@ -333,9 +342,7 @@ class Guest {
       sock.pause();
       return;
     }
-    if (sock.isPaused()) sock.resume();
-    if (this.buf !== undefined && this.buf.length > 0) this.process();
-    else this.buf = undefined;
+    this.next();
   }
 }
 
