@@ -79,13 +79,13 @@ describe('adversarial guests through the real chain', { skip: process.getuid?.()
       await sleep(2);
       for (const s of batch) s.resetAndDestroy();
       n += batch.length;
-      if (n % 64 === 0) maxConns = Math.max(maxConns, agentConnections(c.socket));
+      if (n % 64 === 0) maxConns = Math.max(maxConns, agentConnections(p.pid));
     }
-    maxConns = Math.max(maxConns, agentConnections(c.socket));
+    maxConns = Math.max(maxConns, agentConnections(p.pid));
     assert.ok(n > 200, `${n} resets`);
-    assert.ok(maxConns <= 4, `agent connections from the proxy: ${maxConns} (cap 4)`);
+    assert.ok(maxConns >= 1 && maxConns <= 4, `agent connections from the proxy: ${maxConns} (cap 4)`);
     await neighbourServed();
-    assert.ok(agentConnections(c.socket) <= 4);
+    assert.ok(agentConnections(p.pid) <= 4);
   });
 
   test('dripped headers and dripped bodies end with 408 at timeout_http_request', async () => {

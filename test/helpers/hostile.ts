@@ -5,7 +5,7 @@
 // test process opens the guests' TCP connections itself, from inside their namespaces (the qm_netns addon's
 // connectInNamespace), so a guest can send any bytes and read, or not read, as it likes.
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { PROXY_NODE_FLAGS } from '../../src/common/proxy-runtime.js';
@@ -43,7 +43,7 @@ export interface HostileChain {
   agent: Daemon;
   socket: string;
   /** Start a proxy for the router in its namespace (flags added to the agents' usual ones). */
-  proxy(flags: string[]): Promise<RunningProxyProc>;
+  proxy(flags: string[], main?: string): Promise<RunningProxyProc>;
   /** A raw TCP connection from inside guest `g`'s namespace to the proxy's port. */
   connect(g: HostileGuest, port: number): Promise<Socket>;
   stop(): Promise<void>;
@@ -60,14 +60,25 @@ export function rssKb(pid: number): number {
   }
 }
 
-/** Connections the agent has accepted on its socket and still holds (server ends whose local address is the socket path). */
-export function agentConnections(socket: string): number {
-  const out = sh(['ss', '-xH', 'state', 'connected']);
+/**
+ * The proxy's connections to the agent: its Unix sockets (the descriptors of /proc/<pid>/fd that are listed in
+ * its namespace's /proc/<pid>/net/unix; the proxy has no other Unix socket, its stdio are pipes).
+ */
+export function agentConnections(proxyPid: number): number {
+  let unix: Set<string>;
+  try {
+    unix = new Set(readFileSync(`/proc/${proxyPid}/net/unix`, 'utf8').split('\n').slice(1).map((l) => l.trim().split(/\s+/)[6] ?? '').filter(Boolean));
+  } catch {
+    return 0;
+  }
   let n = 0;
-  for (const l of out.split('\n')) {
-    const f = l.trim().split(/\s+/);
-    // Netid State Recv-Q Send-Q Local-Address Port Peer-Address Port (ss -x, without -a: no listeners).
-    if (f.includes(socket)) n++;
+  for (const fd of readdirSync(`/proc/${proxyPid}/fd`)) {
+    try {
+      const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${proxyPid}/fd/${fd}`));
+      if (m && unix.has(m[1]!)) n++;
+    } catch {
+      /* closed meanwhile */
+    }
   }
   return n;
 }
@@ -125,9 +136,9 @@ export async function startHostileChain(o: { guests: number; agentArgs?: string[
       throw new Error(`agent did not start: ${agent!.output()}`);
     });
     const ns = netns();
-    const proxy = async (flags: string[]): Promise<RunningProxyProc> => {
+    const proxy = async (flags: string[], main = defaultProxyMain): Promise<RunningProxyProc> => {
       const port = await getFreePort();
-      const argv = ['netns', 'exec', routerNs, process.execPath, ...PROXY_NODE_FLAGS, defaultProxyMain, '--nodaemonize', `--router_id=${router.id}`, `--state_path=${state}`, `--metadata_port=${port}`, ...flags];
+      const argv = ['netns', 'exec', routerNs, process.execPath, ...PROXY_NODE_FLAGS, main, '--nodaemonize', `--router_id=${router.id}`, `--state_path=${state}`, `--metadata_port=${port}`, ...flags];
       const child = spawn('ip', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
       fx.trackPid(child.pid!);
       let out = '';
