@@ -88,8 +88,10 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
     const d = conf.DEFAULT;
     this.owners = new NamespaceOwners({ host: d.host, binary: BINARY, state_path: d.state_path });
     const mode = d.metadata_proxy_mode as MetadataProxyMode;
-    const shared = deps.shared ?? (mode === 'shared' ? new SharedMetadataProxy({ name: BINARY, conf: d, log }) : undefined);
-    this.driver = new MetadataDriver({ mode, conf: d, monitor: this.monitor, log, shared });
+    // The proxies get the [metadata_rate_limiting] group as flags (agent-common.ts, shared-proxy.ts).
+    const pc = { ...d, metadata_rate_limiting: conf.metadata_rate_limiting };
+    const shared = deps.shared ?? (mode === 'shared' ? new SharedMetadataProxy({ name: BINARY, conf: pc, log }) : undefined);
+    this.driver = new MetadataDriver({ mode, conf: pc, monitor: this.monitor, log, shared });
     const m = deps.metrics;
     if (m) {
       m.gauge('networks', 'Networks this agent serves DHCP for (a namespace and a dnsmasq each).', [], (g) => g.set(this.networks.size));

@@ -4,6 +4,7 @@ import { ConfigError } from '../common/errors.js';
 import { messagingOpts, transportUrlFrom } from '../common/messaging.js';
 import { metricsOpts, parseListen } from '../common/metrics.js';
 import { commonAgentOpts, validateCommon } from '../linux/agent-common.js';
+import { metadataRateLimitingOpts, rateLimitIpVersions } from '../common/metadata-rate-limiting.js';
 
 const dhcpOpts = {
   DEFAULT: {
@@ -18,7 +19,7 @@ const dhcpOpts = {
   },
 } satisfies Spec;
 
-export const dhcpAgentSpec = mergeSpecs(mergeSpecs(mergeSpecs(commonAgentOpts, dhcpOpts), mergeSpecs(messagingOpts, loggingOpts)), metricsOpts);
+export const dhcpAgentSpec = mergeSpecs(mergeSpecs(mergeSpecs(mergeSpecs(commonAgentOpts, dhcpOpts), mergeSpecs(messagingOpts, loggingOpts)), metricsOpts), metadataRateLimitingOpts(false));
 export type DhcpAgentConf = Resolved<typeof dhcpAgentSpec>;
 
 export const DNSMASQ_DRIVERS = ['quantum.agent.linux.dhcp.Dnsmasq', 'neutron.agent.linux.dhcp.Dnsmasq', 'dnsmasq'];
@@ -28,6 +29,8 @@ export function validateDhcpConf(conf: DhcpAgentConf): string[] {
   validateCommon(conf.DEFAULT, conf.AGENT);
   transportUrlFrom(conf);
   if (conf.metrics.listen) parseListen(conf.metrics.listen);
+  const rl = rateLimitIpVersions(conf.metadata_rate_limiting);
+  if ('error' in rl) throw new ConfigError(rl.error);
   if (!DNSMASQ_DRIVERS.includes(conf.DEFAULT.dhcp_driver)) {
     throw new ConfigError(`[DEFAULT] dhcp_driver = ${JSON.stringify(conf.DEFAULT.dhcp_driver)}: only quantum.agent.linux.dhcp.Dnsmasq is supported`);
   }

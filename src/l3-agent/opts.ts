@@ -4,6 +4,7 @@ import { ConfigError } from '../common/errors.js';
 import { messagingOpts, transportUrlFrom } from '../common/messaging.js';
 import { metricsOpts, parseListen } from '../common/metrics.js';
 import { commonAgentOpts, validateCommon } from '../linux/agent-common.js';
+import { metadataRateLimitingOpts, rateLimitIpVersions } from '../common/metadata-rate-limiting.js';
 
 const l3Opts = {
   DEFAULT: {
@@ -14,13 +15,15 @@ const l3Opts = {
   },
 } satisfies Spec;
 
-export const l3AgentSpec = mergeSpecs(mergeSpecs(mergeSpecs(commonAgentOpts, l3Opts), mergeSpecs(messagingOpts, loggingOpts)), metricsOpts);
+export const l3AgentSpec = mergeSpecs(mergeSpecs(mergeSpecs(mergeSpecs(commonAgentOpts, l3Opts), mergeSpecs(messagingOpts, loggingOpts)), metricsOpts), metadataRateLimitingOpts(false));
 export type L3AgentConf = Resolved<typeof l3AgentSpec>;
 
 export function validateL3Conf(conf: L3AgentConf): void {
   validateCommon(conf.DEFAULT, conf.AGENT);
   transportUrlFrom(conf);
   if (conf.metrics.listen) parseListen(conf.metrics.listen);
+  const rl = rateLimitIpVersions(conf.metadata_rate_limiting);
+  if ('error' in rl) throw new ConfigError(rl.error);
   const m = conf.DEFAULT.metadata_access_mark;
   if (!/^(0x[0-9a-f]+|\d+)$/i.test(m) || Number(m) <= 0 || Number(m) > 0xffff) {
     throw new ConfigError(`[DEFAULT] metadata_access_mark = ${JSON.stringify(m)}: must be a number between 0x1 and 0xffff`);

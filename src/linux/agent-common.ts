@@ -13,6 +13,7 @@ import { QuantumClient, type AgentReport, type ChangesReply } from '../common/qu
 import type { Counter, Histogram } from 'prom-client';
 import type { Metrics } from '../common/metrics.js';
 import { PROXY_NODE_FLAGS } from '../common/proxy-runtime.js';
+import { rateLimitArgs, type MetadataRateLimitingConf } from '../common/metadata-rate-limiting.js';
 import { ProcessManager, ProcessMonitor } from './external-process.js';
 
 export const INTERFACE_DRIVERS = ['linuxbridge', 'quantum.agent.linux.interface.BridgeInterfaceDriver', 'neutron.agent.linux.interface.BridgeInterfaceDriver'];
@@ -97,6 +98,8 @@ export interface ProxyArgs {
   user?: string | undefined;
   group?: string | undefined;
   log: LogConf;
+  /** More proxy flags ([metadata_rate_limiting]). */
+  extra?: readonly string[];
 }
 
 /** quantum-ns-metadata-proxy's argv, in the foreground (the ProcessManager detaches it and it writes its pid file). */
@@ -109,7 +112,7 @@ export function proxyArgv(a: ProxyArgs): string[] {
   if (a.bindAddress) argv.push(`--bind_address=${a.bindAddress}`);
   if (a.user) argv.push(`--metadata_proxy_user=${a.user}`);
   if (a.group) argv.push(`--metadata_proxy_group=${a.group}`);
-  argv.push('--nodaemonize', ...proxyLogArgs(a.log, uuid));
+  argv.push('--nodaemonize', ...proxyLogArgs(a.log, uuid), ...(a.extra ?? []));
   return argv;
 }
 
@@ -120,6 +123,8 @@ export interface ProxyConf extends LogConf {
   metadata_proxy_socket?: string | undefined;
   metadata_proxy_user?: string | undefined;
   metadata_proxy_group?: string | undefined;
+  /** The agent's [metadata_rate_limiting] group, passed to its proxies as flags. */
+  metadata_rate_limiting?: MetadataRateLimitingConf | undefined;
 }
 
 /**
@@ -147,6 +152,7 @@ export function metadataProxyManager(o: { uuid: string; namespace: string; conf:
         user: d.metadata_proxy_user,
         group: d.metadata_proxy_group,
         log: d,
+        extra: rateLimitArgs(d.metadata_rate_limiting),
       }),
   });
 }

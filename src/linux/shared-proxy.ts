@@ -29,6 +29,7 @@ import {
   type SharedProxyState,
 } from '../common/shared-proxy.js';
 import { proxyCommandPrefix, proxyLogArgs, type ProxyConf } from './agent-common.js';
+import { rateLimitArgs } from '../common/metadata-rate-limiting.js';
 import { pidAlive } from './external-process.js';
 import { isErrno, loadNetnsSocket, netnsPath, type NetnsSocket } from './netns-socket.js';
 
@@ -402,7 +403,7 @@ export class SharedMetadataProxy {
     if (c.metadata_proxy_socket) argv.push(`--metadata_proxy_socket=${c.metadata_proxy_socket}`);
     if (c.metadata_proxy_user) argv.push(`--metadata_proxy_user=${c.metadata_proxy_user}`);
     if (c.metadata_proxy_group) argv.push(`--metadata_proxy_group=${c.metadata_proxy_group}`);
-    argv.push('--nodaemonize', ...proxyLogArgs(c, sharedUuid(this.name)), ...(this.o.proxyArgs ?? []));
+    argv.push('--nodaemonize', ...proxyLogArgs(c, sharedUuid(this.name)), ...rateLimitArgs(c.metadata_rate_limiting), ...(this.o.proxyArgs ?? []));
     return argv;
   }
 

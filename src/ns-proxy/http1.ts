@@ -45,6 +45,24 @@ const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
 const REQUEST_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP\/1\.([01])$/;
 const STATUS_LINE = /^HTTP\/1\.([01]) (\d{3})(?: [^\r\n]*)?$/;
+/** What the metadata API serves: GET/HEAD, POST (the password), PUT (/latest/api/token). */
+export const SERVED_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT']);
+/** RFC 9110's other methods: known, so 405 (node's and haproxy's peers answer 501 to the unknown, as here). */
+const KNOWN_METHODS = new Set(['DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH']);
+export const ALLOW = 'GET, HEAD, POST, PUT';
+/** A chunk-size line with its extensions (RFC 9112 7.1.1 sets no limit; node's llhttp and haproxy keep them short). */
+export const MAX_CHUNK_LINE = 256;
+/** The whole trailer section (haproxy counts it against the same buffer as the head). */
+export const MAX_TRAILERS = 8192;
+
+/** Strip optional whitespace (SP, HTAB only: String.trim() would also eat VT, FF and NBSP, hiding them). */
+function ows(v: string): string {
+  let a = 0;
+  let b = v.length;
+  while (a < b && (v.charCodeAt(a) === 32 || v.charCodeAt(a) === 9)) a++;
+  while (b > a && (v.charCodeAt(b - 1) === 32 || v.charCodeAt(b - 1) === 9)) b--;
+  return a === 0 && b === v.length ? v : v.slice(a, b);
+}
 
 /** Split a head (without the final CRLFCRLF) into lines, refusing bare CR or LF. */
 function lines(head: string): string[] {
@@ -75,8 +93,10 @@ function fields(ls: string[]): Fields {
     const name = l.slice(0, c);
     // Also rejects obs-fold (a line starting with SP/HTAB) and "Name :" forms.
     if (!TOKEN.test(name)) throw new HttpError(400, 'invalid header name');
-    const value = l.slice(c + 1).trim();
+    const value = ows(l.slice(c + 1));
     if (BAD_VALUE.test(value)) throw new HttpError(400, 'invalid header value');
+    // NBSP (latin1 0xa0) is obs-text inside a value, never whitespace around it.
+    if (value.length > 0 && (value.charCodeAt(0) === 0xa0 || value.charCodeAt(value.length - 1) === 0xa0)) throw new HttpError(400, 'invalid header value');
     switch (name.length) {
       case 10:
         if (name.toLowerCase() === 'connection') {
@@ -136,11 +156,15 @@ export function parseRequestHead(head: string): RequestHead {
   const ls = lines(head);
   const m = REQUEST_LINE.exec(ls[0]!);
   if (!m) throw new HttpError(400, 'malformed request line');
+  const method = m[1]!;
+  // Answered here, without a round trip to the agent: 405 for a known method the API does not serve, 501 for
+  // any other token (methods are case-sensitive: "get" is not GET).
+  if (!SERVED_METHODS.has(method)) throw KNOWN_METHODS.has(method) ? new HttpError(405, `method ${method} not allowed`) : new HttpError(501, 'unknown method');
   const minor = m[3] === '1' ? 1 : 0;
   const f = fields(ls);
   if (minor === 0 && f.chunked) throw new HttpError(400, 'chunked with HTTP/1.0');
   return {
-    method: m[1]!,
+    method,
     target: m[2]!,
     minor,
     keepAlive: minor === 1 ? !f.connClose : f.connKeepAlive && !f.connClose,
@@ -186,23 +210,35 @@ export class ChunkedDecoder {
   done = false;
   private state: 'size' | 'data' | 'data-crlf' | 'trailer' = 'size';
   private left = 0;
+  /** Bytes taken off the wire (sizes, extensions, CRLFs, trailers too): bounded, not only the data. */
+  private wire = 0;
+  private trailers = 0;
   constructor(
     private readonly limit: number,
     private readonly errStatus = 400,
   ) {}
 
   feed(buf: Buffer, off: number): number {
+    const n0 = this.feedInner(buf, off);
+    this.wire += n0;
+    // Framing around tiny chunks could otherwise make a small body cost unbounded input.
+    if (this.wire > 2 * this.limit + 16384) throw new HttpError(this.errStatus === 400 ? 413 : this.errStatus, 'chunked framing too large');
+    return n0;
+  }
+
+  private feedInner(buf: Buffer, off: number): number {
     let i = off;
     while (i < buf.length && !this.done) {
       if (this.state === 'size') {
         const nl = buf.indexOf('\r\n', i, 'latin1');
         if (nl < 0) {
-          if (buf.length - i > 1024) throw new HttpError(this.errStatus, 'chunk size line too long');
+          if (buf.length - i > MAX_CHUNK_LINE) throw new HttpError(this.errStatus, 'chunk size line too long');
           return i - off;
         }
+        if (nl - i > MAX_CHUNK_LINE) throw new HttpError(this.errStatus, 'chunk extensions too long');
         const line = buf.toString('latin1', i, nl);
         const semi = line.indexOf(';');
-        const hex = (semi < 0 ? line : line.slice(0, semi)).trim();
+        const hex = ows(semi < 0 ? line : line.slice(0, semi));
         if (!/^[0-9a-fA-F]{1,8}$/.test(hex)) throw new HttpError(this.errStatus, 'bad chunk size');
         this.left = Number.parseInt(hex, 16);
         i = nl + 2;
@@ -226,10 +262,13 @@ export class ChunkedDecoder {
       } else {
         // Trailers: ignored lines until an empty one.
         const nl = buf.indexOf('\r\n', i, 'latin1');
+        const tooLong = () => new HttpError(this.errStatus === 400 ? 431 : this.errStatus, 'trailer section too large');
         if (nl < 0) {
-          if (buf.length - i > 8192) throw new HttpError(this.errStatus, 'trailers too long');
+          if (this.trailers + buf.length - i > MAX_TRAILERS) throw tooLong();
           return i - off;
         }
+        this.trailers += nl + 2 - i;
+        if (this.trailers > MAX_TRAILERS) throw tooLong();
         if (nl === i) this.done = true;
         i = nl + 2;
       }

@@ -12,6 +12,8 @@ import { PROXY_NODE_FLAGS } from '../common/proxy-runtime.js';
 import { createLiteLogger, type LiteLogger } from '../common/lite-log.js';
 import { PROG, proxyAliases, proxyOpts } from './opts.js';
 import { createProxy, type GuestLimits, type RuntimeConfig } from './proxy.js';
+import { rateLimitIpVersions } from '../common/metadata-rate-limiting.js';
+import type { RateLimitConfig } from './rate-limit.js';
 
 // Keep the young generation at its initial size instead of letting it grow to 16 MB semi-spaces under
 // load: ~5 MB less private memory after a burst, no measurable CPU cost for a proxy's short-lived garbage.
@@ -31,20 +33,31 @@ const fullGc = (): void => {
 let log: LiteLogger | undefined;
 
 type Conf = Resolved<typeof proxyOpts>['DEFAULT'];
+type RateConf = Resolved<typeof proxyOpts>['metadata_rate_limiting'];
 
-const limits = (c: Conf): GuestLimits => ({
+function rateLimit(r: RateConf): RateLimitConfig | undefined {
+  if (!r.rate_limit_enabled) return undefined;
+  const v = rateLimitIpVersions(r);
+  if ('error' in v) throw new ConfigError(v.error);
+  return { ipVersions: v.versions, baseWindowMs: r.base_window_duration * 1000, baseLimit: r.base_query_rate_limit, burstWindowMs: r.burst_window_duration * 1000, burstLimit: r.burst_query_rate_limit };
+}
+
+const limits = (c: Conf, r: RateConf): GuestLimits => ({
   timeoutHttpRequest: c.timeout_http_request * 1000,
   timeoutClient: c.timeout_client * 1000,
   timeoutKeepAlive: c.timeout_http_keep_alive * 1000,
   maxconn: c.maxconn,
   maxHeaderSize: c.max_header_size,
   maxBodySize: c.max_body_size,
+  maxconnPerSource: c.maxconn_per_source,
+  rateLimit: rateLimit(r),
 });
 
 const runtimeConfig = (c: Conf, socketPath: string): RuntimeConfig => ({
   socketPath,
   timeoutServer: c.timeout_server * 1000,
   upstreamConnections: c.upstream_connections,
+  upstreamQueue: c.upstream_queue,
   retries: c.retries,
   compact: fullGc,
 });
@@ -79,7 +92,7 @@ function onSignals(stop: () => Promise<void>, pendingNow: () => number): void {
 }
 
 /** --shared: the namespaces' listening sockets come from the agent (src/ns-proxy/shared.ts). */
-async function shared(c: Conf): Promise<void> {
+async function shared(c: Conf, r: RateConf): Promise<void> {
   if (c.router_id || c.network_id) throw new ConfigError('--shared serves the namespaces its agent hands over: --router_id and --network_id do not apply');
   if (c.daemonize) throw new ConfigError('--shared runs under its agent, which supervises it: pass --nodaemonize');
   const name = c.shared_name ?? PROG;
@@ -92,7 +105,7 @@ async function shared(c: Conf): Promise<void> {
     statePath: c.state_path,
     pidFile: c.pid_file ?? sh.sharedPidFile(c.state_path, name),
     runtime: runtimeConfig(c, c.metadata_proxy_socket ?? join(c.state_path, 'metadata_proxy')),
-    limits: limits(c),
+    limits: limits(c, r),
     user: c.metadata_proxy_user,
     group: c.metadata_proxy_group,
     log,
@@ -116,7 +129,10 @@ async function main(): Promise<void> {
     return;
   }
   const c = parsed.conf.DEFAULT;
-  if (c.shared) return shared(c);
+  const r = parsed.conf.metadata_rate_limiting;
+  // Checked before daemonizing, so a bad value is the agent's start error, not a dead child.
+  const guestLimits = limits(c, r);
+  if (c.shared) return shared(c, r);
   if (!c.router_id === !c.network_id) throw new ConfigError('Either one of parameter network_id or router_id must be passed in.');
   const uuid = (c.router_id ?? c.network_id)!;
   const socketPath = c.metadata_proxy_socket ?? join(c.state_path, 'metadata_proxy');
@@ -132,7 +148,7 @@ async function main(): Promise<void> {
 
   log = createLiteLogger({ name: PROG, debug: c.debug, path: logFile(c, uuid) });
 
-  const { runtime, listener } = createProxy({ routerId: c.router_id, networkId: c.network_id, bindAddress: c.bind_address, port: c.metadata_port, ...limits(c), ...runtimeConfig(c, socketPath) }, log);
+  const { runtime, listener } = createProxy({ routerId: c.router_id, networkId: c.network_id, bindAddress: c.bind_address, port: c.metadata_port, ...guestLimits, ...runtimeConfig(c, socketPath) }, log);
   let port: number;
   try {
     port = await listener.listen({ host: c.bind_address, port: c.metadata_port });

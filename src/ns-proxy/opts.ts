@@ -2,6 +2,7 @@
 // passes everything on the command line. The timeout/maxconn knobs are the haproxy template's values.
 // Type-only import: config.ts loads yargs and ini, which this small process never needs at run time.
 import type { Opt, Spec } from '../common/config.js';
+import { metadataRateLimitingOpts } from '../common/metadata-rate-limiting.js';
 
 type Extra = Partial<Pick<Opt<unknown>, 'min' | 'max' | 'choices'>>;
 const str = (def: string, help: string): Opt<string> => ({ kind: 'str', default: def, help });
@@ -33,13 +34,16 @@ export const proxyOpts = {
     maxconn: int(1024, 'Maximum concurrent guest connections (haproxy maxconn); up to as many more wait, unread, for a free slot (at most timeout_http_request), the rest are closed.', { min: 1 }),
     max_header_size: int(16384, 'Maximum size in bytes of a guest request\'s header block (haproxy tune.bufsize).', { min: 1024 }),
     max_body_size: int(65536, 'Maximum size in bytes of a guest request body (metadata POSTs are tiny: the password).', { min: 0 }),
-    upstream_connections: int(64, 'Keep-alive connections kept open to the metadata agent.', { min: 1 }),
+    maxconn_per_source: int(0, 'Maximum concurrent connections from one guest address (held or waiting for a slot); more are closed at once, with a log line. 0: a tenth of maxconn, at least 8. Keeps one guest from starving the others behind the same router or network.', { min: 0 }),
+    upstream_connections: int(64, 'Hard cap on connections to the metadata agent (kept alive between requests); further requests wait for one, in order.', { min: 1 }),
+    upstream_queue: int(1024, 'Requests that may wait for one of the upstream_connections; beyond that a guest gets 503 at once (and each waits at most timeout_server).', { min: 0 }),
     retries: int(3, 'Times a failed connection to the metadata agent is retried (haproxy retries).', { min: 0 }),
     debug: bool(false, 'Print debugging output (set logging level to DEBUG instead of default INFO level).'),
     verbose: bool(false, 'Print more verbose output (accepted; the level is INFO unless --debug).'),
     log_file: optStr('(Optional) Name of log file to send logging output to (relative to --log-dir). Default with --log-dir: quantum-ns-metadata-proxy-<uuid>.log.'),
     log_dir: optStr('(Optional) The base directory used for relative log_file paths.'),
   },
+  ...metadataRateLimitingOpts(true),
 } satisfies Spec;
 
 /** oslo.log's dashed spellings, which the agents pass. */
