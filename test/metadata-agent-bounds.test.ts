@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, request, type ServerResponse, type Server } from 'node:http';
 import { readLog, startChain, type Chain, type Reply } from './helpers/chain.js';
 import { sleep, waitFor } from './helpers/proc.js';
+import { sample, scrape } from './helpers/prom.js';
 
 const POOL = 4;
 const QUEUE = 8;
@@ -46,6 +47,7 @@ describe('metadata agent bounds toward Nova', () => {
     c = await startChain({
       tenants: ['tenant-a'],
       agentIni: { DEFAULT: { wsgi_default_pool_size: POOL, metadata_queue_size: QUEUE } },
+      agentMetrics: true,
       novaIni: { api: { vendordata_providers: 'StaticJSON,DynamicJSON', vendordata_dynamic_targets: `slow@http://127.0.0.1:${tport}/`, vendordata_dynamic_read_timeout: 60 } },
     });
     await c.boot('guest-a', 'tenant-a', '10.9.0.5');
@@ -88,6 +90,10 @@ describe('metadata agent bounds toward Nova', () => {
     }
     const flooded = rssKb(c.agent.pid);
     assert.equal(seen, POOL);
+    const m = await scrape(c.agentMetricsPort!);
+    assert.equal(sample(m, 'quantum_metadata_agent_nova_requests_in_flight'), POOL);
+    assert.equal(sample(m, 'quantum_metadata_agent_queue_length'), QUEUE);
+    assert.equal(sample(m, 'quantum_metadata_agent_nova_errors_total', { reason: 'queue_full' }), 100 - POOL - QUEUE + 2000);
     hold = false;
     releaseAll();
     const first = await Promise.all(all);
@@ -122,6 +128,7 @@ describe('metadata agent bounds toward Nova', () => {
       await waitFor(() => readLog(c.novaLog).split('\n').some((l) => l.includes(rid) && l.includes('the client closed the connection before the answer')), 5000, 50, `nova's close line for ${rid}`);
       assert.ok(readLog(c.agentLog).split('\n').some((l) => l.includes(rid) && l.includes('Nova request aborted')), `agent line for ${rid}`);
     }
+    assert.equal(sample(await scrape(c.agentMetricsPort!), 'quantum_metadata_agent_client_aborts_total'), POOL);
     // The slots are free again: a full pool of new requests reaches Nova at once, while it still holds.
     const again = Array.from({ length: POOL }, () => c.viaAgent('tenant-a', '10.9.0.5', PATH));
     await waitFor(() => seen >= 2 * POOL, 10_000, 20, 'the new requests at Nova');
