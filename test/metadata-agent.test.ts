@@ -277,7 +277,10 @@ describe('lookup and proxying against a real quantum-server', () => {
       const got = JSON.parse(r.body) as Captured;
       assert.equal(got.url, '/openstack/latest/meta_data.json?x=1');
       assert.equal(got.method, 'GET');
-      assert.deepEqual(Object.keys(got.headers).filter((h) => h !== 'host' && h !== 'connection').sort(), ['x-forwarded-for', 'x-instance-id', 'x-instance-id-signature', 'x-tenant-id']);
+      // Neutron's four, and the request id (issue 16): one made here since the proxy sent none.
+      assert.deepEqual(Object.keys(got.headers).filter((h) => h !== 'host' && h !== 'connection').sort(), ['x-forwarded-for', 'x-instance-id', 'x-instance-id-signature', 'x-openstack-request-id', 'x-tenant-id']);
+      assert.match(String(got.headers['x-openstack-request-id']), /^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+      assert.equal(r.headers['x-openstack-request-id'], got.headers['x-openstack-request-id'], 'echoed to the proxy');
       assert.equal(got.headers['x-forwarded-for'], '10.0.0.5');
       assert.equal(got.headers['x-instance-id'], INST_B);
       assert.equal(got.headers['x-tenant-id'], 'tenant-b');
@@ -288,7 +291,7 @@ describe('lookup and proxying against a real quantum-server', () => {
       assert.equal(pg.body, 'pw!');
       assert.equal(pg.headers['content-length'], '3');
       assert.equal(pg.headers['x-instance-id'], INST_A);
-      assert.equal(pg.headers['content-type'], undefined, 'only the four headers, as Neutron');
+      assert.equal(pg.headers['content-type'], undefined, 'only the identity headers, as Neutron');
     });
 
     test("Nova's status mapping (Zed + 25.0.0)", async () => {

@@ -4,7 +4,10 @@ import { serviceSessionFrom } from '../common/auth.js';
 import type { Logger } from '../common/log.js';
 import { Transport, transportOptionsFrom } from '../common/messaging.js';
 import { QuantumClient } from '../common/quantum-client.js';
+import type { Metrics } from '../common/metrics.js';
+import { RequestSlots } from './bounds.js';
 import { MetadataProxyHandler } from './handler.js';
+import { agentStats } from './metrics.js';
 import { CacheInvalidator, type NotificationListener } from './invalidation.js';
 import { InstanceLookup } from './lookup.js';
 import { NovaClient } from './nova.js';
@@ -19,12 +22,13 @@ export interface AgentParts {
   quantum: QuantumClient;
   nova: NovaClient;
   lookup: InstanceLookup;
+  slots: RequestSlots;
   handler: MetadataProxyHandler;
   /** With the cache on: drops cached lookups when ports change. */
   invalidator: CacheInvalidator | undefined;
 }
 
-export function buildAgent(conf: AgentConf, log: Logger, transport: NotificationListener | undefined = defaultTransport(conf, log)): AgentParts {
+export function buildAgent(conf: AgentConf, log: Logger, transport: NotificationListener | undefined = defaultTransport(conf, log), metrics?: Metrics): AgentParts {
   const d = conf.DEFAULT;
   const { socketPath, cacheTtlMs } = resolveAgentConf(conf);
   const mode = socketMode(d.metadata_proxy_socket_mode, d.metadata_proxy_user, d.metadata_proxy_group);
@@ -40,11 +44,15 @@ export function buildAgent(conf: AgentConf, log: Logger, transport: Notification
     clientCert: d.nova_client_cert || undefined,
     clientKey: d.nova_client_priv_key || undefined,
     sharedSecret: d.metadata_proxy_shared_secret,
+    // One connection per slot: undici never queues behind our own bound.
+    connections: d.wsgi_default_pool_size,
   });
   const lookup = new InstanceLookup(quantum, cacheTtlMs);
-  const handler = new MetadataProxyHandler({ lookup, nova, log });
+  const slots = new RequestSlots(d.wsgi_default_pool_size, d.metadata_queue_size);
+  const stats = metrics ? agentStats(metrics, slots) : undefined;
+  const handler = new MetadataProxyHandler({ lookup, nova, log, slots, stats });
   const invalidator = cacheTtlMs > 0 ? new CacheInvalidator({ lookup, client: quantum, log, pollIntervalSec: conf.cache.notification_poll_interval, transport, pool: `${PROG}.${d.host}.${process.pid}` }) : undefined;
-  return { socketPath, mode, cacheTtlMs, quantum, nova, lookup, handler, invalidator };
+  return { socketPath, mode, cacheTtlMs, quantum, nova, lookup, slots, handler, invalidator };
 }
 
 /** With the cache on and a broker configured, this process listens to port notifications over RabbitMQ. */
@@ -81,8 +89,8 @@ export interface RunningAgent {
 }
 
 /** The whole agent in this process (metadata_workers 0 or 1): socket, server, state reports. */
-export async function startMetadataAgent(conf: AgentConf, log: Logger, transport: NotificationListener | undefined = defaultTransport(conf, log)): Promise<RunningAgent> {
-  const parts = buildAgent(conf, log, transport);
+export async function startMetadataAgent(conf: AgentConf, log: Logger, transport: NotificationListener | undefined = defaultTransport(conf, log), metrics?: Metrics): Promise<RunningAgent> {
+  const parts = buildAgent(conf, log, transport, metrics);
   prepareSocketPath(parts.socketPath);
   const server = createAgentServer(parts.handler);
   await listenUnix(server, parts.socketPath, conf.DEFAULT.metadata_backlog, parts.mode);

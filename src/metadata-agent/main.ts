@@ -4,6 +4,7 @@
 import cluster from 'node:cluster';
 import { loadConfig } from '../common/config.js';
 import { createLogger } from '../common/log.js';
+import { Metrics, serveMetrics } from '../common/metrics.js';
 import { runService } from '../common/service.js';
 import { buildAgent, createAgentServer, createReporter, startMetadataAgent } from './app.js';
 import { agentSpec, PROG, resolveAgentConf } from './opts.js';
@@ -27,8 +28,10 @@ runService(PROG, async (svc) => {
   process.on('SIGHUP', () => log.info('SIGHUP received: configuration is read at start only; restart the agent to apply changes'));
   const workers = d.metadata_workers;
 
+  const listen = conf.metrics.listen;
+  const METRICS = 'quantum_metadata_agent';
   if (cluster.isWorker) {
-    const parts = buildAgent(conf, log);
+    const parts = buildAgent(conf, log, undefined, listen ? new Metrics(METRICS) : undefined);
     parts.invalidator?.start();
     const server = createAgentServer(parts.handler);
     // In a worker, listen() asks the primary for the shared socket handle.
@@ -46,6 +49,11 @@ runService(PROG, async (svc) => {
     return;
   }
 
+  if (listen) {
+    // With workers, the primary sums theirs (it serves no request itself: no metrics of its own beside them).
+    const ms = await serveMetrics(listen, log, { aggregate: workers > 1 });
+    svc.onShutdown(() => ms.close());
+  }
   if (workers > 1) {
     const mode = socketMode(d.metadata_proxy_socket_mode, d.metadata_proxy_user, d.metadata_proxy_group);
     prepareSocketPath(socketPath);
@@ -83,7 +91,7 @@ runService(PROG, async (svc) => {
     return;
   }
 
-  const running = await startMetadataAgent(conf, log);
+  const running = await startMetadataAgent(conf, log, undefined, listen ? new Metrics(METRICS) : undefined);
   log.info(
     { config_files: configFiles, socket: socketPath, mode: running.parts.mode.toString(8), backlog: d.metadata_backlog, cache_ttl_s: cacheTtlMs / 1000, nova: running.parts.nova.origin, quantum_url: d.quantum_url },
     'metadata agent listening',

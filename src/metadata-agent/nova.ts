@@ -22,10 +22,21 @@ export interface NovaOptions {
 }
 
 export type NovaAnswer =
-  | { kind: 'response'; status: number; contentType: string | undefined; body: Buffer }
+  | { kind: 'response'; status: number; contentType: string | undefined; body: Buffer; passHeaders: Record<string, string> }
   /** Connection refused/reset, DNS, TLS: Nova cannot be reached (→ 503). */
   | { kind: 'unreachable'; error: string }
-  | { kind: 'timeout'; error: string };
+  | { kind: 'timeout'; error: string }
+  /** The proxy went away first and the request was aborted (Nova sees its connection close). */
+  | { kind: 'aborted' };
+
+/** Headers of Nova's answer the agent passes back (tokens' TTL, the 405's Allow, Nova's request id). */
+const PASS_BACK = ['x-aws-ec2-metadata-token-ttl-seconds', 'allow'] as const;
+
+/** What the agent adds to the four identity headers: the session-token headers and the request id. */
+export interface ForwardExtras {
+  headers?: Record<string, string>;
+  signal?: AbortSignal;
+}
 
 function readPem(what: string, path: string): Buffer {
   try {
@@ -51,7 +62,7 @@ export class NovaClient {
         connect.key = readPem('nova_client_priv_key', o.clientKey);
       }
     }
-    this.pool = new Pool(this.origin, { connections: o.connections ?? 128, headersTimeout: t, bodyTimeout: t, keepAliveTimeout: 30_000, connect });
+    this.pool = new Pool(this.origin, { connections: o.connections ?? 100, headersTimeout: t, bodyTimeout: t, keepAliveTimeout: 30_000, connect });
   }
 
   /** Signatures of recent instances: a boot storm asks for the same few over and over. */
@@ -77,19 +88,26 @@ export class NovaClient {
     };
   }
 
-  async forward(method: string, path: string, remoteAddress: string, id: Identity, body: Buffer | undefined): Promise<NovaAnswer> {
+  async forward(method: string, path: string, remoteAddress: string, id: Identity, body: Buffer | undefined, x: ForwardExtras = {}): Promise<NovaAnswer> {
     try {
       const res = await this.pool.request({
         method: method as 'GET',
         path,
-        headers: this.headersFor(remoteAddress, id),
+        headers: x.headers ? { ...this.headersFor(remoteAddress, id), ...x.headers } : this.headersFor(remoteAddress, id),
         body: body && body.length ? body : undefined,
+        ...(x.signal ? { signal: x.signal } : {}),
       });
       const buf = Buffer.from(await res.body.arrayBuffer());
       const ct = res.headers['content-type'];
-      return { kind: 'response', status: res.statusCode, contentType: Array.isArray(ct) ? ct[0] : ct, body: buf };
+      const passHeaders: Record<string, string> = {};
+      for (const h of PASS_BACK) {
+        const v = res.headers[h];
+        if (typeof v === 'string') passHeaders[h] = v;
+      }
+      return { kind: 'response', status: res.statusCode, contentType: Array.isArray(ct) ? ct[0] : ct, body: buf, passHeaders };
     } catch (e) {
       const err = e as Error & { code?: string };
+      if (x.signal?.aborted) return { kind: 'aborted' };
       const msg = `${err.code ?? err.name}: ${err.message}`;
       if (err.code === 'UND_ERR_HEADERS_TIMEOUT' || err.code === 'UND_ERR_BODY_TIMEOUT') return { kind: 'timeout', error: msg };
       return { kind: 'unreachable', error: msg };

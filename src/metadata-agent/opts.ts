@@ -4,6 +4,7 @@ import { serviceCredentialOpts } from '../common/auth.js';
 import { bool, int, loggingOpts, mergeSpecs, optStr, str, type Resolved, type Spec } from '../common/config.js';
 import { ConfigError } from '../common/errors.js';
 import { messagingOpts } from '../common/messaging.js';
+import { metricsOpts } from '../common/metrics.js';
 
 export const PROG = 'quantum-metadata-agent';
 export const SOCKET_MODES = ['deduce', 'user', 'group', 'all'] as const;
@@ -21,6 +22,8 @@ export const agentOpts = {
     metadata_proxy_group: str('', 'Group (gid or name) running metadata proxy after its initialization (if empty: agent effective group).'),
     metadata_workers: int(Math.max(1, Math.floor(cpus().length / 2)), 'Number of separate worker processes for metadata server (defaults to half of the number of CPUs). 0 or 1 serve in the agent process itself.', { min: 0, sample: '<half the CPUs, at least 1>' }),
     metadata_backlog: int(4096, 'Number of backlog requests to configure the metadata server socket with.', { min: 1 }),
+    wsgi_default_pool_size: int(100, 'Size of the pool of requests one metadata worker serves at once (lookup and Nova call), as Neutron\'s greenthread pool; also the most connections a worker opens to Nova.', { min: 1 }),
+    metadata_queue_size: int(100, 'Requests one metadata worker keeps waiting for a free slot of wsgi_default_pool_size; beyond that it answers 503 at once (one log line per 10 s) instead of growing a backlog. 0: no queue.', { min: 0 }),
     nova_metadata_host: str('127.0.0.1', 'IP address or DNS name of Nova metadata server.', { deprecated: [['DEFAULT', 'nova_metadata_ip']] }),
     nova_metadata_port: int(8775, 'TCP Port used by Nova metadata server.', { min: 1, max: 65535 }),
     nova_metadata_protocol: str('http', 'Protocol to access nova metadata, http or https.', { choices: ['http', 'https'] }),
@@ -42,7 +45,7 @@ export const agentOpts = {
   },
 } satisfies Spec;
 
-export const agentSpec = mergeSpecs(mergeSpecs(mergeSpecs(agentOpts, serviceCredentialOpts), messagingOpts), loggingOpts);
+export const agentSpec = mergeSpecs(mergeSpecs(mergeSpecs(mergeSpecs(agentOpts, serviceCredentialOpts), messagingOpts), loggingOpts), metricsOpts);
 export type AgentConf = Resolved<typeof agentSpec>;
 
 /** Resolve $state_path in the socket path and read the cache settings into one TTL (0 = off). */

@@ -1,5 +1,5 @@
 // Building nova-api from resolved options: database, quantum client, compute API and metadata API.
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { ConfigError } from '../common/errors.js';
 import { closeServer, listen } from '../common/http.js';
@@ -103,6 +103,36 @@ export function metadataHandlerFor(conf: NovaConf, db: Db<NovaDatabase>, quantum
   );
 }
 
+/**
+ * The metadata API's HTTP server bounded as Nova's [wsgi] options bound eventlet's: connections per worker
+ * (default_pool_size; beyond it node closes new ones at once, where eventlet leaves them in the backlog), idle
+ * and silent connections (client_socket_timeout), header size, keep-alive on or off, TCP keepidle.
+ */
+export function metadataServer(w: NovaConf['wsgi'], listener: (req: IncomingMessage, res: ServerResponse) => void): Server {
+  const timeout = w.client_socket_timeout * 1000;
+  const server = createServer(
+    {
+      keepAlive: true,
+      keepAliveInitialDelay: w.tcp_keepidle * 1000,
+      maxHeaderSize: w.max_header_line,
+      // Headers must come within a minute (node's default) and never later than the socket timeout.
+      headersTimeout: timeout ? Math.min(60_000, timeout) : 60_000,
+      requestTimeout: timeout,
+      // An idle keep-alive connection is closed after the socket timeout too (0: kept, as eventlet would).
+      keepAliveTimeout: timeout,
+    },
+    w.keep_alive
+      ? listener
+      : (req, res) => {
+          res.shouldKeepAlive = false;
+          listener(req, res);
+        },
+  );
+  server.maxConnections = w.default_pool_size;
+  server.timeout = timeout;
+  return server;
+}
+
 /** Start the enabled APIs. `apis` overrides enabled_apis (nova-api-metadata passes ['metadata']). */
 export async function startNova(conf: NovaConf, log: Logger, apis: string[] = conf.DEFAULT.enabled_apis, metrics?: Metrics, o: { dbMetric?: string } = {}): Promise<NovaApp> {
   validateNovaConf(conf);
@@ -146,8 +176,7 @@ export async function startNova(conf: NovaConf, log: Logger, apis: string[] = co
   try {
     if (apis.includes('metadata')) {
       const handler = metadataHandlerFor(conf, db, quantum, log, metrics);
-      const server = createServer({ keepAlive: true, maxHeaderSize: 16384 }, handler.handle);
-      server.keepAliveTimeout = 900_000;
+      const server = metadataServer(conf.wsgi, handler.handle);
       const port = await listen(server, conf.DEFAULT.metadata_listen, conf.DEFAULT.metadata_listen_port, 4096);
       app.metadata = { server, port, handler };
       log.info(`metadata API listening on ${conf.DEFAULT.metadata_listen}:${port}`);

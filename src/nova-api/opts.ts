@@ -13,6 +13,14 @@ export const novaOpts = {
     metadata_listen_port: int(8775, 'Port on which the metadata API will listen.', { min: 0, max: 65535 }),
     metadata_workers: int(1, 'Number of workers for the metadata service (processes sharing the port; each keeps its own cache, as in Nova).', { min: 1 }),
   },
+  // nova/conf/wsgi.py, applied to the metadata API's server (the guest-facing one).
+  wsgi: {
+    keep_alive: bool(true, 'If False, closes the client socket connection explicitly (every answer ends its connection).'),
+    client_socket_timeout: int(900, 'Timeout for client connections\' socket operations: an idle keep-alive connection, or one that sends nothing, is closed after this many seconds. 0 means wait forever.', { min: 0 }),
+    default_pool_size: int(1000, 'Size of the pool used by the WSGI servers: connections one metadata worker keeps at once; more are closed at once.', { min: 1, deprecated: [['DEFAULT', 'wsgi_default_pool_size']] }),
+    max_header_line: int(16384, 'Maximum line size of message headers to be accepted (here: of the whole header block, which node bounds).', { min: 1024 }),
+    tcp_keepidle: int(600, 'Sets the value of TCP_KEEPIDLE in seconds for each server socket.', { min: 1 }),
+  },
   database: {
     connection: optStr('The SQLAlchemy-style connection string used to connect to the database (default sqlite:///$state_path/nova.sqlite).', { secret: true, cli: true }),
   },

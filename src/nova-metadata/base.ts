@@ -384,13 +384,14 @@ export const PASSWORD_CHUNKS = 4;
 export const PASSWORD_CHUNK_LENGTH = 255;
 export const PASSWORD_MAX_SIZE = PASSWORD_CHUNKS * PASSWORD_CHUNK_LENGTH;
 
-/** convert_password: password_0..3 in 255-character chunks. */
+/**
+ * convert_password: password_0..3 in 255-character chunks. Python slices code points; a JS string slices UTF-16
+ * units, which would cut a character outside the BMP (an emoji) into two lone surrogates that no database
+ * stores. So the chunks are counted in code points, as Nova's.
+ */
 export function convertPassword(password: string): Record<string, string> {
   const out: Record<string, string> = {};
-  let p = password;
-  for (let i = 0; i < PASSWORD_CHUNKS; i++) {
-    out[`password_${i}`] = p.slice(0, PASSWORD_CHUNK_LENGTH);
-    p = p.slice(PASSWORD_CHUNK_LENGTH);
-  }
+  const cps = Array.from(password);
+  for (let i = 0; i < PASSWORD_CHUNKS; i++) out[`password_${i}`] = cps.slice(i * PASSWORD_CHUNK_LENGTH, (i + 1) * PASSWORD_CHUNK_LENGTH).join('');
   return out;
 }

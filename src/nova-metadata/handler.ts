@@ -18,6 +18,7 @@ import {
   type VendorDataSources,
 } from './base.js';
 import { TtlCache } from '../common/ttl-cache.js';
+import { REQUEST_ID_HEADER, requestIdFrom } from '../common/request-id.js';
 import { parseTtl, TOKEN_HEADER, TOKEN_PATH, TOKEN_TTL_HEADER, type MetadataTokens } from './tokens.js';
 import type { MetadataStore } from './store.js';
 import { DEFAULT_EXPLANATIONS, HttpError, webobErrorBody } from './webob.js';
@@ -247,9 +248,24 @@ export class MetadataHandler {
     return this.handleRemoteIp(req);
   }
 
+  /** eventlet.wsgi's line for every request (`<xff>,<peer> "GET … HTTP/1.1" status: 200 len: 25 time: …`), with the request id. */
+  private accessLine(req: IncomingMessage, res: ServerResponse, rid: string, seconds: number): void {
+    const finished = res.writableFinished;
+    const xff = header(req, 'x-forwarded-for');
+    const peer = req.socket.remoteAddress ?? '-';
+    const who = xff ? `${xff},${peer}` : peer;
+    const fields = { request_id: rid, method: req.method, path: req.url, remote: peer, xff, instance_id: header(req, 'x-instance-id'), status: finished ? res.statusCode : 0 };
+    if (!finished) {
+      // The agent aborted (its proxy's guest went away): say so, the work behind it is dropped.
+      this.log.info(fields, `${who} "${req.method ?? '-'} ${req.url ?? ''} HTTP/${req.httpVersion}": the client closed the connection before the answer time: ${seconds.toFixed(7)}`);
+      return;
+    }
+    this.log.info(fields, `${who} "${req.method ?? '-'} ${req.url ?? ''} HTTP/${req.httpVersion}" status: ${res.statusCode} len: ${Number(res.getHeader('content-length') ?? 0)} time: ${seconds.toFixed(7)}`);
+  }
+
   private sendError(req: IncomingMessage, res: ServerResponse, e: HttpError): void {
     // Every refused request leaves a line: who asked for what, and why not.
-    this.log.info({ method: req.method, path: req.url, remote: req.socket.remoteAddress, xff: req.headers['x-forwarded-for'], status: e.status }, e.explanation);
+    this.log.info({ request_id: requestIds.get(req), method: req.method, path: req.url, remote: req.socket.remoteAddress, xff: req.headers['x-forwarded-for'], status: e.status }, e.explanation);
     if (req.method === 'HEAD') {
       res.writeHead(e.status, { 'Content-Type': 'text/html; charset=UTF-8', 'Content-Length': 0 });
       res.end();
@@ -270,7 +286,8 @@ export class MetadataHandler {
   private async handlePassword(req: IncomingMessage, res: ServerResponse, md: InstanceMetadata): Promise<void> {
     const html = 'text/html; charset=UTF-8';
     if (req.method === 'GET') {
-      this.send(req, res, 200, html, md.password ?? '');
+      // Read now, not from the cached view: every worker serves the password the moment one stored it.
+      this.send(req, res, 200, html, (await this.store.getPassword(md.uuid)) ?? '');
       return;
     }
     if (req.method !== 'POST') throw new HttpError(400, 'GET and POST only are supported.');
@@ -286,8 +303,13 @@ export class MetadataHandler {
       throw new HttpError(400, 'Request is too large.');
     }
     const pw = body.toString('utf8');
-    const ok = await this.store.setPassword(md.uuid, pw);
-    if (!ok) throw new HttpError(400, `Instance ${md.uuid} could not be found.`);
+    // One conditional update (store.ts): of concurrent POSTs on any workers exactly one stores, the others get 409.
+    const r = await this.store.setPassword(md.uuid, pw);
+    if (r === 'missing') throw new HttpError(400, `Instance ${md.uuid} could not be found.`);
+    if (r === 'conflict') {
+      this.log.info({ instance: md.uuid, request_id: requestIds.get(req) }, `password POST for ${md.uuid}: a password is already set`);
+      throw new HttpError(409);
+    }
     // Nova leaves the cached copy stale, so a second POST inside the cache window succeeds; refuse it instead.
     (md as { password: string | null }).password = pw || null;
     this.send(req, res, 200, html, '');
@@ -326,12 +348,19 @@ export class MetadataHandler {
   /** The request entry point (wired straight to http.createServer). */
   handle = (req: IncomingMessage, res: ServerResponse): void => {
     const onAnswer = this.opts.onAnswer;
-    if (onAnswer) {
-      const t0 = process.hrtime.bigint();
-      res.once('finish', () => onAnswer(res.statusCode, Number(process.hrtime.bigint() - t0) / 1e9));
-    }
+    const t0 = process.hrtime.bigint();
+    // oslo.middleware's request_id: the agent's id when well-formed, else a new one; echoed in the answer and on
+    // this request's log lines (the bodies never change).
+    const rid = requestIdFrom(req.headers[REQUEST_ID_HEADER]);
+    requestIds.set(req, rid);
+    res.setHeader('x-openstack-request-id', rid);
+    res.once('close', () => {
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      if (res.writableFinished) onAnswer?.(res.statusCode, seconds);
+      this.accessLine(req, res, rid, seconds);
+    });
     this.handleAsync(req, res).catch((e: unknown) => {
-      this.log.error({ err: e }, 'unexpected error serving metadata');
+      this.log.error({ err: e, request_id: rid }, 'unexpected error serving metadata');
       if (!res.headersSent) this.sendError(req, res, new HttpError(500, DEFAULT_EXPLANATIONS[500]));
       else res.destroy();
     });
@@ -409,6 +438,9 @@ export class MetadataHandler {
     }
   }
 }
+
+/** Each request's id, for the lines logged while serving it. */
+const requestIds = new WeakMap<IncomingMessage, string>();
 
 /** One header as webob's req.headers.get sees it (repeats joined with ', '). */
 function header(req: IncomingMessage, name: string): string | undefined {

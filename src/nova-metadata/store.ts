@@ -2,14 +2,19 @@
 // the guest's password into system metadata.
 import { sql, type Kysely } from 'kysely';
 import type { InstanceRow, NovaDatabase } from '../db/nova-schema.js';
-import { convertPassword } from './base.js';
+import { isDuplicateKey } from '../db/connection.js';
+import { convertPassword, extractPassword, PASSWORD_CHUNKS } from './base.js';
 import type { InstanceRecord, KeyPairCopy, NetworkInfo } from './model.js';
 
 export interface MetadataStore {
   getInstance(uuid: string): Promise<InstanceRecord | undefined>;
-  /** Store password_0..3; false when the instance does not exist. */
-  setPassword(uuid: string, password: string): Promise<boolean>;
+  /** Store password_0..3 unless a password is set: 'set', 'conflict' (one is: 409) or 'missing' (no such instance). */
+  setPassword(uuid: string, password: string): Promise<PasswordWrite>;
+  /** The stored password read now (not the cached view), or null when none is set. */
+  getPassword(uuid: string): Promise<string | null>;
 }
+
+export type PasswordWrite = 'set' | 'conflict' | 'missing';
 
 const ec2 = (prefix: string, id: number | null | undefined) => (id === null || id === undefined ? null : `${prefix}-${id.toString(16).padStart(8, '0')}`);
 
@@ -104,8 +109,56 @@ export class DbMetadataStore implements MetadataStore {
     return rowToRecord(row, meta, sysmeta, nw, bdms, ids);
   }
 
-  async setPassword(uuid: string, password: string): Promise<boolean> {
-    return setSystemPassword(this.db, uuid, password);
+  async setPassword(uuid: string, password: string): Promise<PasswordWrite> {
+    return setPasswordOnce(this.db, uuid, password);
+  }
+
+  async getPassword(uuid: string): Promise<string | null> {
+    const rows = await this.db.selectFrom('instance_system_metadata').select(['key', 'value']).where('instance_uuid', '=', uuid).where('key', 'in', PASSWORD_KEYS).execute();
+    return extractPassword(new Map(rows.map((r) => [r.key, r.value])));
+  }
+}
+
+const PASSWORD_KEYS = Array.from({ length: PASSWORD_CHUNKS }, (_, i) => `password_${i}`);
+
+/**
+ * The guest's POST: one conditional update decides it. password_0 goes from '' to the first chunk only where
+ * it is still '' (a set password always has a non-empty first chunk), so of two POSTs racing on any workers or
+ * hosts exactly one updates a row; without a password_0 row yet, the unique (instance_uuid, key) lets exactly
+ * one insert through. The winner writes the other chunks in the same transaction, so a reader never sees half.
+ * The update comes first in the transaction: SQLite then waits for the write lock (busy_timeout) instead of
+ * failing a stale read snapshot.
+ */
+export async function setPasswordOnce(db: Kysely<NovaDatabase>, uuid: string, password: string): Promise<PasswordWrite> {
+  const chunks = convertPassword(password);
+  return db.transaction().execute(async (tx) => {
+    const exists = async () => (await tx.selectFrom('instances').select('id').where('uuid', '=', uuid).executeTakeFirst()) !== undefined;
+    // An empty POST stores nothing visible (Nova writes empty chunks): 200 when the instance exists.
+    if (password === '') return (await exists()) ? 'set' : 'missing';
+    const r = await tx.updateTable('instance_system_metadata').set({ value: chunks.password_0! }).where('instance_uuid', '=', uuid).where('key', '=', 'password_0').where('value', '=', '').executeTakeFirst();
+    if (Number(r.numUpdatedRows) !== 1) {
+      const row = await tx.selectFrom('instance_system_metadata').select('value').where('instance_uuid', '=', uuid).where('key', '=', 'password_0').executeTakeFirst();
+      if (row) return 'conflict';
+      if (!(await exists())) return 'missing';
+      try {
+        await tx.insertInto('instance_system_metadata').values({ instance_uuid: uuid, key: 'password_0', value: chunks.password_0! } as never).execute();
+      } catch (e) {
+        if (isDuplicateKey(e)) return 'conflict';
+        throw e;
+      }
+    }
+    await writeChunks(tx, uuid, Object.entries(chunks).filter(([k]) => k !== 'password_0'));
+    return 'set';
+  });
+}
+
+async function writeChunks(tx: Kysely<NovaDatabase>, uuid: string, chunks: [string, string][]): Promise<void> {
+  const existing = new Set(
+    (await tx.selectFrom('instance_system_metadata').select('key').where('instance_uuid', '=', uuid).where('key', 'in', chunks.map(([k]) => k)).execute()).map((r) => r.key),
+  );
+  for (const [key, value] of chunks) {
+    if (existing.has(key)) await tx.updateTable('instance_system_metadata').set({ value }).where('instance_uuid', '=', uuid).where('key', '=', key).execute();
+    else await tx.insertInto('instance_system_metadata').values({ instance_uuid: uuid, key, value } as never).execute();
   }
 }
 
@@ -114,14 +167,7 @@ export async function setSystemPassword(db: Kysely<NovaDatabase>, uuid: string, 
   return db.transaction().execute(async (tx) => {
     const row = await tx.selectFrom('instances').select('id').where('uuid', '=', uuid).executeTakeFirst();
     if (!row) return false;
-    const chunks = convertPassword(password);
-    const existing = new Set(
-      (await tx.selectFrom('instance_system_metadata').select('key').where('instance_uuid', '=', uuid).where('key', 'in', Object.keys(chunks)).execute()).map((r) => r.key),
-    );
-    for (const [key, value] of Object.entries(chunks)) {
-      if (existing.has(key)) await tx.updateTable('instance_system_metadata').set({ value }).where('instance_uuid', '=', uuid).where('key', '=', key).execute();
-      else await tx.insertInto('instance_system_metadata').values({ instance_uuid: uuid, key, value } as never).execute();
-    }
+    await writeChunks(tx, uuid, Object.entries(convertPassword(password)));
     return true;
   });
 }
