@@ -57,6 +57,8 @@ const cfg = {
   conns: (flags.conns ?? '16').split(',').map(Number),
   paths: quick ? ['/latest/meta-data/instance-id'] : ['/latest/meta-data/instance-id', '/openstack/latest/meta_data.json'],
   scrapeIntervalMs: 1000,
+  /** Seconds of each idle window (no guest load) for the CPU of a scrape alone. */
+  idleWindow: quick ? 3 : 10,
   out: flags.out ?? (quick ? 'metrics-overhead-quick' : 'metrics-overhead'),
 };
 
@@ -89,6 +91,8 @@ interface ScrapeStat {
   lastSeries: number;
   totalMs: number;
   lastError?: string;
+  /** CPU ms of the daemon's tree per scrape, with no guest load (idle window with scrapes minus one without). */
+  cpuMsPerScrape?: number;
 }
 
 const result = {
@@ -309,8 +313,33 @@ async function main(): Promise<void> {
   for (const mode of ['off', 'on'] as const) await chainSanity(chains[mode]!, mode);
   result.scrape = await probeMetrics(chains.on!);
   if (Object.keys(result.scrape).length === 0) throw new Error('no daemon of the "on" chain serves /metrics');
-  scraper = new Scraper(result.scrape);
+  const sc = new Scraper(result.scrape);
+  scraper = sc;
   say(`sanity ok; scraping ${Object.entries(result.scrape).map(([d, s]) => `${d}:${s.port}`).join(', ')}`);
+
+  // What a scrape costs by itself: the "on" chain idle without, then with the scraper; the difference ÷ scrapes.
+  {
+    const p = pids(chains.on!);
+    const names = Object.keys(result.scrape);
+    const pidFor = (d: string) => p[d as Daemon];
+    const window = async (scrape: boolean) => {
+      const c0 = names.map((d) => cpuSeconds(pidFor(d)));
+      if (scrape) sc.start();
+      await new Promise((r) => setTimeout(r, cfg.idleWindow * 1000));
+      sc.stop();
+      const n = scrape ? sc.count : 0;
+      return { cpu: names.map((d, k) => cpuSeconds(pidFor(d)) - c0[k]!), n };
+    };
+    const quiet = await window(false);
+    const busy = await window(true);
+    await new Promise((r) => setTimeout(r, 300));
+    names.forEach((d, k) => {
+      // count covers all targets; each target got count ÷ targets scrapes.
+      const per = busy.n / names.length;
+      result.scrape[d]!.cpuMsPerScrape = per ? ((busy.cpu[k]! - quiet.cpu[k]!) * 1000) / per : NaN;
+    });
+    say(`CPU per scrape (idle chain): ${names.map((d) => `${d} ${fmt(result.scrape[d]!.cpuMsPerScrape, 2)} ms`).join(', ')}`);
+  }
 
   // Warm both chains on every path (JIT, the agent's and nova's caches) before the first pair.
   for (const mode of ['off', 'on'] as const) {
@@ -386,15 +415,21 @@ function ratios() {
     cfg.conns.map((conns) => {
       const per = (f: Field) => {
         const xs: number[] = [];
+        const ds: number[] = [];
         for (let pair = 0; pair < cfg.repeats; pair++) {
           const off = result.runs.find((r) => r.mode === 'off' && r.pair === pair && r.path === path && r.conns === conns);
           const on = result.runs.find((r) => r.mode === 'on' && r.pair === pair && r.path === path && r.conns === conns);
-          if (off && on) xs.push(val(on, f) / val(off, f));
+          if (off && on) {
+            xs.push(val(on, f) / val(off, f));
+            ds.push(val(on, f) - val(off, f));
+          }
         }
         const v = xs.filter(Number.isFinite);
-        return { median: median(v), min: v.length ? Math.min(...v) : NaN, max: v.length ? Math.max(...v) : NaN };
+        // The difference too: quantum-server's CPU per request is about 0 without metrics (the agent caches
+        // its lookups), so for it only on − off (the scrapes, spread over the requests) means something.
+        return { median: median(v), min: v.length ? Math.min(...v) : NaN, max: v.length ? Math.max(...v) : NaN, delta: median(ds) };
       };
-      return { path, conns, ...Object.fromEntries(FIELDS.map((f) => [f, per(f)])) } as { path: string; conns: number } & Record<Field, { median: number; min: number; max: number }>;
+      return { path, conns, ...Object.fromEntries(FIELDS.map((f) => [f, per(f)])) } as { path: string; conns: number } & Record<Field, { median: number; min: number; max: number; delta: number }>;
     }),
   );
 }
@@ -428,8 +463,17 @@ function markdown(sum: ReturnType<typeof summary>, rat: ReturnType<typeof ratios
       rat.map((r) => [
         `\`${r.path}\``,
         r.conns,
-        ...(['rps', 'p50Ms', 'p99Ms', ...DAEMONS, 'all'] as Field[]).map((f) => `**${fmt(r[f].median, 3)}** [${fmt(r[f].min, 2)}–${fmt(r[f].max, 2)}]`),
+        ...(['rps', 'p50Ms', 'p99Ms', ...DAEMONS, 'all'] as Field[]).map((f) => (Number.isFinite(r[f].median) ? `**${fmt(r[f].median, 3)}** [${fmt(r[f].min, 2)}–${fmt(r[f].max, 2)}]` : '–')),
       ]),
+    ),
+  );
+  L.push(
+    '',
+    '## CPU µs per request, on − off (median of the pairs)',
+    '',
+    table(
+      ['path', 'conns', ...DAEMONS, 'all hops'],
+      rat.map((r) => [`\`${r.path}\``, r.conns, ...([...DAEMONS, 'all'] as Field[]).map((f) => `${r[f].delta >= 0 ? '+' : ''}${fmt(r[f].delta)}`)]),
     ),
   );
   L.push(
@@ -446,8 +490,8 @@ function markdown(sum: ReturnType<typeof summary>, rat: ReturnType<typeof ratios
     '## Scrapes (the "on" chain)',
     '',
     table(
-      ['daemon', 'scrapes', 'failures', 'mean ms per scrape', 'bytes (last)', 'samples (last)'],
-      Object.entries(result.scrape).map(([d, s]) => [d, s.scrapes, s.failures, fmt(s.scrapes ? s.totalMs / s.scrapes : NaN, 2), s.lastBytes, s.lastSeries]),
+      ['daemon', 'scrapes', 'failures', 'mean wall ms per scrape', 'CPU ms per scrape (idle chain)', 'bytes (last)', 'samples (last)'],
+      Object.entries(result.scrape).map(([d, s]) => [d, s.scrapes, s.failures, fmt(s.scrapes ? s.totalMs / s.scrapes : NaN, 2), fmt(s.cpuMsPerScrape, 2), s.lastBytes, s.lastSeries]),
     ),
   );
   if (result.rssMb.off && result.rssMb.on)
