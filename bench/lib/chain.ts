@@ -29,6 +29,12 @@ export interface ChainOptions {
   /** Extra servers for the boot storm: their fixed IPs (the storm guests' addresses). */
   stormIps: string[];
   log: (msg: string) => void;
+  /**
+   * Serve Prometheus metrics from every daemon: a `[metrics] listen = 127.0.0.1:<free port>` section in
+   * quantum.conf, nova.conf and metadata_agent.ini (the agent also reads quantum.conf, so its own file's
+   * section overrides that one). Unset: the config files are exactly as without this option.
+   */
+  metrics?: boolean;
 }
 
 export interface Chain {
@@ -46,6 +52,8 @@ export interface Chain {
   novaHeaders: Record<string, string>;
   /** Fixed IPs for which a server exists (storm guests can use the chain). */
   stormIps: string[];
+  /** The `[metrics] listen` port of each daemon ('quantum-server', 'nova-api', 'metadata-agent'); empty without `metrics`. */
+  metricsPorts: Record<string, number>;
   stop(): Promise<void>;
 }
 
@@ -110,6 +118,14 @@ export async function buildChain(o: ChainOptions): Promise<Chain> {
     'metadata_agent.ini': `[DEFAULT]\nmetadata_proxy_socket = ${socket}\nnova_metadata_host = 127.0.0.1\nnova_metadata_port = ${mPort}\nmetadata_proxy_shared_secret = ${secret}\n\n[cache]\nenabled = True\nexpiration_time = 10\n`,
     'nova.conf': `[DEFAULT]\nstate_path = ${nState}\nosapi_compute_listen = 127.0.0.1\nosapi_compute_listen_port = ${cPort}\nmetadata_listen = 127.0.0.1\nmetadata_listen_port = ${mPort}\nenabled_apis = osapi_compute,metadata\n\n[database]\nconnection = sqlite:///${join(nState, 'nova.sqlite')}\n\n[neutron]\nurl = ${quantumUrl}\nservice_metadata_proxy = True\nmetadata_proxy_shared_secret = ${secret}\n\n[api]\nmetadata_cache_expiration = 15\ndhcp_domain = novalocal\n`,
   };
+  const metricsPorts: Record<string, number> = {};
+  if (o.metrics) {
+    const section: Record<string, string> = { 'quantum.conf': 'quantum-server', 'nova.conf': 'nova-api', 'metadata_agent.ini': 'metadata-agent' };
+    for (const [file, daemon] of Object.entries(section)) {
+      metricsPorts[daemon] = await freePort();
+      files[file] += `\n[metrics]\nlisten = 127.0.0.1:${metricsPorts[daemon]}\n`;
+    }
+  }
   for (const [n, t] of Object.entries(files)) writeFileSync(join(etc, n), t, { mode: 0o600 });
   const procs: Proc[] = [];
   const stop = async () => {
@@ -190,6 +206,7 @@ export async function buildChain(o: ChainOptions): Promise<Chain> {
       novaUrl: `http://127.0.0.1:${mPort}`,
       novaHeaders: { 'X-Forwarded-For': GUEST_IP, 'X-Instance-ID': serverId, 'X-Tenant-ID': project, 'X-Instance-ID-Signature': signInstanceId(secret, serverId) },
       stormIps: ready,
+      metricsPorts,
       stop,
     };
   } catch (e) {
