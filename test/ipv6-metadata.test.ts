@@ -41,14 +41,12 @@ async function uuidOf(g: Guest, url: string, extra: string[] = []): Promise<stri
 
 /** The guest's link-local address once DAD is over (a tentative address is no source). */
 async function linkLocalReady(g: Guest): Promise<string> {
-  const t0 = Date.now();
   try {
     const ll = await waitFor(async () => {
       const arr = JSON.parse(await execute(['ip', '-j', '-6', 'addr', 'show', 'dev', 'eth0', 'scope', 'link'], { netns: g.ns })) as { addr_info?: { local: string; tentative?: boolean }[] }[];
       const a = arr.flatMap((l) => l.addr_info ?? []).find((x) => x.local && !x.tentative);
       return a?.local;
     }, 30_000, 100, `link-local address of ${g.ns}`);
-    process.stderr.write(`LLDEBUG ${g.ns} ${Date.now() - t0} ms\n`);
     return ll;
   } catch (e) {
     const dbg = await execute(['sh', '-c', 'ip -6 addr show dev eth0; sysctl -a 2>/dev/null | grep "conf.eth0\\.\\|conf.all\\.\\|conf.default\\." | grep -v "_mc\\|router_sol\\|rtr_"'], { netns: g.ns }).catch((x: unknown) => String(x));
@@ -245,10 +243,15 @@ for (const mode of MODES) {
         const { id, port } = await boot('tenant-a', 'vm6-iso', net, [{ subnet_id: s6.id, ip_address: '2001:db8:9::5' }]);
         const g = guest(net, port.mac_address, ['2001:db8:9::5/64']);
         await linkLocalReady(g);
-        assert.equal(await uuidOf(g, V6_META), id);
-        // With the global address as the source too.
-        assert.equal(await uuidOf(g, V6_META, ['--interface', '2001:db8:9::5']), id);
         const ns = dhcpNamespace(net.id);
+        try {
+          assert.equal(await uuidOf(g, V6_META), id);
+        } catch (e) {
+          const dbg = await execute(['sh', '-c', 'ip -6 addr; ss -ltnp'], { netns: ns }).catch((x: unknown) => String(x));
+          throw new Error(`${(e as Error).message}\n${dbg}\n${daemons.find((d) => d.proc.spawnargs.some((a) => a.endsWith('dhcp-agent/main.js')))?.output().slice(-3000)}`);
+        }
+        // (A global source is not answered here: the DHCP port holds no address on the IPv6 subnet, so the
+        // namespace has no route back to it. Guests use their link-local source for fe80::a9fe:a9fe anyway.)
         const dhcpPort = (await q.listPorts({ network_id: net.id, device_owner: 'network:dhcp' }))[0]!;
         const tap = tapDeviceName(dhcpPort.id);
         const addrs = await execute(['ip', '-6', '-o', 'addr', 'show', 'dev', tap], { netns: ns });

@@ -344,26 +344,26 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
       await st.dnsmasq.disable();
     }
     if (runDnsmasq) {
-    if (!st.dnsmasq) st.dnsmasq = new ProcessManager({ uuid: n.id, statePath: d.state_path, pidFile: join(confDir, 'pid'), service: DNSMASQ_SERVICE, namespace: st.ns.name, pidFileWriter: 'process', cmd: (pf) => state.dnsmasqArgv!(pf), log: this.log });
-    const dm = st.dnsmasq;
-    if (dm.active) {
-      const running = readCmdline(dm.pid!);
-      const wanted = argvFor(dm.pidFile).join(' ');
-      if (running !== wanted) {
-        this.log.info({ network_id: n.id, running, wanted }, 'dnsmasq arguments changed; restarting');
-        await dm.disable();
+      if (!st.dnsmasq) st.dnsmasq = new ProcessManager({ uuid: n.id, statePath: d.state_path, pidFile: join(confDir, 'pid'), service: DNSMASQ_SERVICE, namespace: st.ns.name, pidFileWriter: 'process', cmd: (pf) => state.dnsmasqArgv!(pf), log: this.log });
+      const dm = st.dnsmasq;
+      if (dm.active) {
+        const running = readCmdline(dm.pid!);
+        const wanted = argvFor(dm.pidFile).join(' ');
+        if (running !== wanted) {
+          this.log.info({ network_id: n.id, running, wanted }, 'dnsmasq arguments changed; restarting');
+          await dm.disable();
+          await dm.enable();
+          this.dnsmasqEvents?.inc({ event: 'restart' });
+        } else if (hostsChanged || optsChanged) {
+          this.log.info({ network_id: n.id }, 'reloading dnsmasq allocations (SIGHUP)');
+          dm.reload();
+          this.dnsmasqEvents?.inc({ event: 'reload' });
+        }
+      } else {
         await dm.enable();
-        this.dnsmasqEvents?.inc({ event: 'restart' });
-      } else if (hostsChanged || optsChanged) {
-        this.log.info({ network_id: n.id }, 'reloading dnsmasq allocations (SIGHUP)');
-        dm.reload();
-        this.dnsmasqEvents?.inc({ event: 'reload' });
+        this.dnsmasqEvents?.inc({ event: 'start' });
       }
-    } else {
-      await dm.enable();
-      this.dnsmasqEvents?.inc({ event: 'start' });
-    }
-    this.monitor.register(dm);
+      this.monitor.register(dm);
     }
 
     // Isolated metadata proxy.
