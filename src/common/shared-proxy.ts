@@ -51,7 +51,13 @@ export const sharedPidFile = (statePath: string, name: string): string => join(s
 /** The uuid-like key of a shared proxy in pid files, logs and command lines. */
 export const sharedUuid = (name: string): string => `${name}-shared`;
 
-export const listenerTag = (kind: ListenerKind, id: string): string => `${kind}:${id}`;
+/**
+ * `slot`: a namespace's second listening socket for the same id (the IPv6 one: [fe80::a9fe:a9fe%tap]:80 beside
+ * 169.254.169.254:80, [::]:9697 beside 0.0.0.0:9697), served as its own listener with the same id lines.
+ */
+export const listenerTag = (kind: ListenerKind, id: string, slot?: string): string => `${kind}:${id}${slot ? `/${slot}` : ''}`;
+/** The slot a tag names (listenerTag's third argument), if any. */
+export const tagSlot = (tag: string): string | undefined => /\/([\w-]+)$/.exec(tag)?.[1];
 
 const isObj = (m: unknown): m is Record<string, unknown> => typeof m === 'object' && m !== null && !Array.isArray(m);
 const isStr = (v: unknown): v is string => typeof v === 'string';

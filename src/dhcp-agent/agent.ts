@@ -26,8 +26,8 @@ import {
 } from '../linux/dnsmasq.js';
 import { ProcessManager, readCmdline } from '../linux/external-process.js';
 import { initL3, plug, plugFresh, unplug } from '../linux/interface.js';
-import { IpNamespace, rootLinkMaster, rootLinkUp } from '../linux/ip-lib.js';
-import { MetadataDriver, type MetadataProxyMode, type SharedProxy } from '../linux/metadata-driver.js';
+import { addrAddWaitDad, addrDel, IpNamespace, rootLinkMaster, rootLinkUp } from '../linux/ip-lib.js';
+import { METADATA_IPV6, MetadataDriver, type MetadataProxyMode, type SharedProxy } from '../linux/metadata-driver.js';
 import { bridgeName, dhcpNamespace, dhcpRootDeviceName, tapDeviceName, DHCP_ROOT_PREFIX, TAP_PREFIX } from '../linux/names.js';
 import { NamespaceOwners } from '../linux/ns-owner.js';
 import { SharedMetadataProxy } from '../linux/shared-proxy.js';
@@ -52,6 +52,9 @@ export const NAMESPACE_DNS = '6ba7b810-9dad-11d1-80b4-00c04fd430c8';
 /** Neutron's get_dhcp_agent_device_id: dhcp<uuid5(DNS, host)>-<network_id>. */
 export const dhcpDeviceId = (networkId: string, host: string) => `dhcp${uuid5(NAMESPACE_DNS, host)}-${networkId}`;
 
+/** On the DHCP tap, as Neutron puts it (/64: the link's own prefix). */
+const METADATA_CIDR_V6 = `${METADATA_IPV6}/64`;
+
 /** Networks processed at once. */
 const POOL = 8;
 
@@ -66,6 +69,8 @@ interface NetState {
   proxyUuid?: string;
   /** The DHCP port's device as last set up (port, MAC, addresses, gateway, MTU). */
   devKey?: string;
+  /** fe80::a9fe:a9fe on the tap passed DAD (undefined: not wanted or not tried on this device yet). */
+  v6Metadata?: boolean;
   counts: { subnets: number; ports: number };
 }
 
@@ -152,8 +157,15 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
     }
   }
 
+  /**
+   * A network with an IPv4 DHCP subnet (dnsmasq), or, with isolated/forced metadata, an IPv6 DHCP subnet (the
+   * namespace then serves metadata at fe80::a9fe:a9fe only: dnsmasq does not serve IPv6 here).
+   */
   private served(n: NetworkInfo): boolean {
-    return n.admin_state_up && dhcpSubnets(n.subnets.filter((s) => s.ip_version === 4)).length > 0;
+    const d = this.conf.DEFAULT;
+    if (!n.admin_state_up) return false;
+    if (dhcpSubnets(n.subnets.filter((s) => s.ip_version === 4)).length > 0) return true;
+    return (d.enable_isolated_metadata || d.force_metadata) && dhcpSubnets(n.subnets.filter((s) => s.ip_version === 6)).length > 0;
   }
 
   /** Every network scheduled here; networks this agent served before that are no longer its own go. */
@@ -254,8 +266,12 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
     const v4 = n.subnets.filter((s) => s.ip_version === 4);
     const port = await this.ensureDhcpPort(n, v4, ports);
     const metaConf = { enable_isolated_metadata: d.enable_isolated_metadata, force_metadata: d.force_metadata, enable_metadata_network: d.enable_metadata_network };
-    const metadata = shouldEnableMetadata(metaConf, v4, ports);
-    const fingerprint = JSON.stringify([n.mtu, v4, ports.map((p) => [p.id, p.mac_address, p.fixed_ips, p.device_owner, p.device_id])]);
+    // Every DHCP subnet counts for the metadata decision (Neutron's should_enable_metadata takes them all).
+    const metadata = shouldEnableMetadata(metaConf, n.subnets, ports);
+    const v6 = n.subnets.filter((s) => s.ip_version === 6);
+    const metadataV6 = metadata && v6.length > 0;
+    const runDnsmasq = dhcpSubnets(v4).length > 0;
+    const fingerprint = JSON.stringify([n.mtu, v4, v6, ports.map((p) => [p.id, p.mac_address, p.fixed_ips, p.device_owner, p.device_id])]);
     let st = this.networks.get(n.id);
     if (st && !st.ns.present) {
       this.log.warn({ network_id: n.id, namespace: st.ns.name }, 'DHCP namespace vanished; building it again');
@@ -263,7 +279,7 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
       st.portId = undefined;
       st.devKey = undefined;
     }
-    if (st && st.networkFingerprint === fingerprint && st.dnsmasq?.active && (!metadata || (st.proxyUuid && this.driver.active(st.proxyUuid)))) return;
+    if (st && st.networkFingerprint === fingerprint && (!runDnsmasq || st.dnsmasq?.active) && (!metadata || (st.proxyUuid && this.driver.active(st.proxyUuid)))) return;
 
     const confDir = dhcpConfDir(d.state_path, n.id);
     // The conf dir marks the network as ours before anything else exists (restart cleanup relies on it).
@@ -307,6 +323,12 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
       else if (!fresh && (await st.ns.routes()).some((r) => r.startsWith('default'))) await st.ns.routeDelete('default');
       st.portId = port.id;
       st.devKey = devKey;
+      st.v6Metadata = undefined;
+    }
+    if (metadataV6 && st.v6Metadata === undefined) st.v6Metadata = await this.metadataAddressV6(st.ns, device, n.id);
+    else if (!metadataV6 && st.v6Metadata) {
+      await addrDel(device, METADATA_CIDR_V6, st.ns.name, ctx).catch(() => undefined);
+      st.v6Metadata = undefined;
     }
 
     // dnsmasq: files first, then start / reload / restart.
@@ -318,26 +340,33 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
     // The manager (shared with the monitor) always starts dnsmasq with the arguments of the latest sync.
     st.dnsmasqArgv = argvFor;
     const state = st;
-    if (!st.dnsmasq) st.dnsmasq = new ProcessManager({ uuid: n.id, statePath: d.state_path, pidFile: join(confDir, 'pid'), service: DNSMASQ_SERVICE, namespace: st.ns.name, pidFileWriter: 'process', cmd: (pf) => state.dnsmasqArgv!(pf), log: this.log });
-    const dm = st.dnsmasq;
-    if (dm.active) {
-      const running = readCmdline(dm.pid!);
-      const wanted = argvFor(dm.pidFile).join(' ');
-      if (running !== wanted) {
-        this.log.info({ network_id: n.id, running, wanted }, 'dnsmasq arguments changed; restarting');
-        await dm.disable();
-        await dm.enable();
-        this.dnsmasqEvents?.inc({ event: 'restart' });
-      } else if (hostsChanged || optsChanged) {
-        this.log.info({ network_id: n.id }, 'reloading dnsmasq allocations (SIGHUP)');
-        dm.reload();
-        this.dnsmasqEvents?.inc({ event: 'reload' });
-      }
-    } else {
-      await dm.enable();
-      this.dnsmasqEvents?.inc({ event: 'start' });
+    if (!runDnsmasq && st.dnsmasq) {
+      // IPv6 subnets only: metadata is served, DHCP is not (dnsmasq would have no range to serve).
+      this.monitor.unregister(n.id, DNSMASQ_SERVICE);
+      await st.dnsmasq.disable();
     }
-    this.monitor.register(dm);
+    if (runDnsmasq) {
+      if (!st.dnsmasq) st.dnsmasq = new ProcessManager({ uuid: n.id, statePath: d.state_path, pidFile: join(confDir, 'pid'), service: DNSMASQ_SERVICE, namespace: st.ns.name, pidFileWriter: 'process', cmd: (pf) => state.dnsmasqArgv!(pf), log: this.log });
+      const dm = st.dnsmasq;
+      if (dm.active) {
+        const running = readCmdline(dm.pid!);
+        const wanted = argvFor(dm.pidFile).join(' ');
+        if (running !== wanted) {
+          this.log.info({ network_id: n.id, running, wanted }, 'dnsmasq arguments changed; restarting');
+          await dm.disable();
+          await dm.enable();
+          this.dnsmasqEvents?.inc({ event: 'restart' });
+        } else if (hostsChanged || optsChanged) {
+          this.log.info({ network_id: n.id }, 'reloading dnsmasq allocations (SIGHUP)');
+          dm.reload();
+          this.dnsmasqEvents?.inc({ event: 'reload' });
+        }
+      } else {
+        await dm.enable();
+        this.dnsmasqEvents?.inc({ event: 'start' });
+      }
+      this.monitor.register(dm);
+    }
 
     // Isolated metadata proxy.
     if (metadata) {
@@ -346,7 +375,8 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
       const uuid = routerId ?? n.id;
       if (st.proxyUuid && st.proxyUuid !== uuid) await this.driver.destroy(st.proxyUuid);
       st.proxyUuid = uuid;
-      await this.driver.spawn({ kind: routerId ? 'router' : 'network', id: uuid, uuid, namespace: st.ns.name, host: METADATA_IP, port: METADATA_DEFAULT_PORT });
+      const v6On = metadataV6 && st.v6Metadata === true;
+      await this.driver.spawn({ kind: routerId ? 'router' : 'network', id: uuid, uuid, namespace: st.ns.name, host: METADATA_IP, port: METADATA_DEFAULT_PORT, ...(v6On ? { host6: METADATA_IPV6, interface6: device } : {}) });
     } else if (st.proxyUuid || isNew) {
       // A proxy of an earlier run (the network got routed meanwhile) goes too.
       await this.driver.destroy(st.proxyUuid ?? n.id, { kind: 'network', id: n.id });
@@ -354,6 +384,19 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
     }
     st.counts = { subnets: dhcpSubnets(v4).length, ports: ports.length };
     st.networkFingerprint = fingerprint;
+  }
+
+  /**
+   * fe80::a9fe:a9fe/64 on the tap, after DAD as Neutron 23.0 does: another holder on the link (a second DHCP
+   * agent, a router's qr- device) makes it fail, and then it goes again and this network's metadata is IPv4 only.
+   */
+  private async metadataAddressV6(ns: IpNamespace, device: string, networkId: string): Promise<boolean> {
+    const ctx = { log: this.log };
+    const r = await addrAddWaitDad(device, METADATA_CIDR_V6, ns.name, ctx);
+    if (r === 'ok') return true;
+    this.log.error({ network_id: networkId, device, address: METADATA_CIDR_V6, dad: r }, 'IPv6 metadata address failed duplicate address detection: removed, serving metadata over IPv4 only');
+    await addrDel(device, METADATA_CIDR_V6, ns.name, ctx).catch(() => undefined);
+    return false;
   }
 
   /** tap devices of earlier DHCP ports (e.g. recreated while we were down). */

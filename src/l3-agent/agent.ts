@@ -9,7 +9,7 @@ import { AgentLoop, inPool, type CastListener } from '../linux/agent-common.js';
 import { deleteBridgeIfEmpty, initL3, plug, plugFresh, unplug } from '../linux/interface.js';
 import { ipBatch, IpNamespace, rootLinkMaster, rootLinkPresent, rootLinkUp, sendIpAddrAdvNotif, type LinkState } from '../linux/ip-lib.js';
 import { IptablesManager } from '../linux/iptables.js';
-import { MetadataDriver, type MetadataProxyMode, type SharedProxy } from '../linux/metadata-driver.js';
+import { METADATA_IPV6, MetadataDriver, type MetadataProxyMode, type SharedProxy } from '../linux/metadata-driver.js';
 import { bridgeName, routerDeviceName, routerIdFromNamespace, routerNamespace, tapDeviceName, ROUTER_DEV_PREFIX, NS_ROUTER_PREFIX, TAP_PREFIX } from '../linux/names.js';
 import { NamespaceOwners } from '../linux/ns-owner.js';
 import { SharedMetadataProxy } from '../linux/shared-proxy.js';
@@ -34,6 +34,8 @@ interface RouterInfo {
   ns: IpNamespace;
   ports: Map<string, PortState>;
   iptables: IptablesManager;
+  /** Has an interface on an IPv6 subnet: ip6tables metadata rules, fe80::a9fe:a9fe on its qr- devices, [::]:9697. */
+  ipv6: boolean;
   /** What the router looked like when last built: an unchanged router costs no command. */
   fingerprint?: string;
 }
@@ -173,11 +175,17 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
     return failed;
   }
 
-  private buildIptables(ns: string): IptablesManager {
-    const d = this.conf.DEFAULT;
+  private buildIptables(ns: string, ipv6: boolean): IptablesManager {
     const m = new IptablesManager({ namespace: ns, binaryName: BINARY, log: this.log });
-    MetadataDriver.routerRules(m, { port: d.metadata_port, mark: this.mark, proxy: d.enable_metadata_proxy });
+    this.declareRules(m, ipv6);
     return m;
+  }
+
+  /** The metadata rules, in ip6tables too (fe80::a9fe:a9fe/128) when the router has an IPv6 interface. */
+  private declareRules(m: IptablesManager, ipv6: boolean): void {
+    const d = this.conf.DEFAULT;
+    for (const t of Object.values(m.ipv6)) t.clear();
+    MetadataDriver.routerRules(m, { port: d.metadata_port, mark: this.mark, proxy: d.enable_metadata_proxy, ipv6 });
   }
 
   /**
@@ -190,6 +198,7 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
     const ctx = { log: this.log };
     const want = new Map(r._interfaces.map((p) => [p.id, portState(p)]));
     const fingerprint = JSON.stringify([...want].sort(([a], [b]) => (a < b ? -1 : 1)));
+    const ipv6 = [...want.values()].some((st) => st.cidrs.some(isV6Cidr));
     let ri = this.routers.get(r.id);
     if (ri && !ri.ns.present) {
       this.log.warn({ router_id: r.id, namespace: ri.ns.name }, 'router namespace vanished; building it again');
@@ -207,7 +216,8 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
       this.owners.claim(ns.name);
       const fresh = await ns.ensure({ lo: false });
       await ns.sysctl('net.ipv4.ip_forward', 1);
-      ri = { id: r.id, ns, ports: new Map(), iptables: this.buildIptables(ns.name) };
+      if (ipv6) await ns.sysctl('net.ipv6.conf.all.forwarding', 1);
+      ri = { id: r.id, ns, ports: new Map(), iptables: this.buildIptables(ns.name, ipv6), ipv6 };
       await ri.iptables.apply({ fresh });
       // A namespace that already exists (agent restart, failover from another agent here) is adopted: one
       // `ip addr show` tells which devices are already right, and those cost nothing more.
@@ -218,6 +228,13 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
       }
       this.routers.set(r.id, ri);
       this.log.info({ router_id: r.id, namespace: ns.name, interfaces: want.size, adopted: !!adopt }, 'router added');
+    } else if (ri.ipv6 !== ipv6) {
+      // The first IPv6 interface came (or the last went): the ip6tables metadata rules follow.
+      if (ipv6) await ri.ns.sysctl('net.ipv6.conf.all.forwarding', 1);
+      this.declareRules(ri.iptables, ipv6);
+      await ri.iptables.apply();
+      ri.ipv6 = ipv6;
+      this.log.info({ router_id: r.id, ipv6 }, ipv6 ? 'router has an IPv6 interface: IPv6 metadata on' : 'router has no IPv6 interface left: IPv6 metadata off');
     }
 
     for (const [pid, st] of want) {
@@ -250,8 +267,16 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
       this.log.info({ router_id: r.id, port_id: pid }, 'router interface removed');
     }
     if (adopt) await this.removeUnknownDevices(ri.id, ri.ns, new Set([...want.keys()].map(routerDeviceName)), [...adopt.keys()]);
+    // fe80::a9fe:a9fe on every qr- device with an IPv6 subnet: a guest sends to it on-link (it is link-local), so
+    // someone on the link must answer its neighbour solicitation before the REDIRECT can take the packet.
+    // nodad: every router on the link may hold it, as every router answers 169.254.169.254 through its gateway.
+    // `replace` is idempotent: one `ip -batch` however many interfaces.
+    if (d.enable_metadata_proxy) {
+      const lines = [...want].filter(([, st]) => st.cidrs.some(isV6Cidr)).map(([pid]) => `addr replace ${METADATA_IPV6}/64 dev ${routerDeviceName(pid)} nodad`);
+      await ri.ns.batch(lines);
+    }
 
-    if (d.enable_metadata_proxy) await this.driver.spawn({ kind: 'router', id: r.id, uuid: r.id, namespace: ri.ns.name, host: '0.0.0.0', port: d.metadata_port });
+    if (d.enable_metadata_proxy) await this.driver.spawn({ kind: 'router', id: r.id, uuid: r.id, namespace: ri.ns.name, host: '0.0.0.0', port: d.metadata_port, ...(ipv6 ? { host6: '::' } : {}) });
     else await this.driver.destroy(r.id, { kind: 'router', id: r.id });
     ri.fingerprint = fingerprint;
   }
@@ -304,4 +329,5 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
   }
 }
 
+const isV6Cidr = (c: string): boolean => c.includes(':');
 const sameSet = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x) => b.includes(x));

@@ -95,6 +95,9 @@ export interface ProxyArgs {
   port: number;
   socket?: string | undefined;
   bindAddress?: string | undefined;
+  /** Neutron's bind_address_v6 / bind_interface: a second, v6-only listener (scoped to the device). */
+  bindAddressV6?: string | undefined;
+  bindInterface?: string | undefined;
   user?: string | undefined;
   group?: string | undefined;
   log: LogConf;
@@ -110,6 +113,8 @@ export function proxyArgv(a: ProxyArgs): string[] {
   argv.push(`--state_path=${a.statePath}`, `--metadata_port=${a.port}`);
   if (a.socket) argv.push(`--metadata_proxy_socket=${a.socket}`);
   if (a.bindAddress) argv.push(`--bind_address=${a.bindAddress}`);
+  if (a.bindAddressV6) argv.push(`--bind_address_v6=${a.bindAddressV6}`);
+  if (a.bindAddressV6 && a.bindInterface) argv.push(`--bind_interface=${a.bindInterface}`);
   if (a.user) argv.push(`--metadata_proxy_user=${a.user}`);
   if (a.group) argv.push(`--metadata_proxy_group=${a.group}`);
   argv.push('--nodaemonize', ...proxyLogArgs(a.log, uuid), ...(a.extra ?? []));
@@ -131,7 +136,7 @@ export interface ProxyConf extends LogConf {
  * The supervised quantum-ns-metadata-proxy of a router (routerId) or an isolated network (networkId), in
  * `namespace`, keyed by `uuid`; it writes its own pid file.
  */
-export function metadataProxyManager(o: { uuid: string; namespace: string; conf: ProxyConf; port: number; routerId?: string | undefined; networkId?: string | undefined; bindAddress?: string | undefined; log: Logger }): ProcessManager {
+export function metadataProxyManager(o: { uuid: string; namespace: string; conf: ProxyConf; port: number; routerId?: string | undefined; networkId?: string | undefined; bindAddress?: string | undefined; bindAddressV6?: string | undefined; bindInterface?: string | undefined; log: Logger }): ProcessManager {
   const d = o.conf;
   return new ProcessManager({
     uuid: o.uuid,
@@ -149,6 +154,8 @@ export function metadataProxyManager(o: { uuid: string; namespace: string; conf:
         port: o.port,
         socket: d.metadata_proxy_socket,
         bindAddress: o.bindAddress,
+        bindAddressV6: o.bindAddressV6,
+        bindInterface: o.bindInterface,
         user: d.metadata_proxy_user,
         group: d.metadata_proxy_group,
         log: d,

@@ -353,3 +353,32 @@ export class IpNamespace {
     return netnsPids(this.name, this.ctx);
   }
 }
+
+export type DadResult = 'ok' | 'dadfailed' | 'timeout';
+
+/**
+ * Put an IPv6 address on a device with duplicate address detection and wait for its outcome (Neutron 23.0's
+ * DHCP metadata address: if another holder answers, the address is removed again by the caller). An address
+ * already there and past DAD costs one `ip` call.
+ */
+export async function addrAddWaitDad(dev: string, cidr: string, netns: string | undefined, o: Ctx & { timeoutMs?: number } = {}): Promise<DadResult> {
+  const [addr] = cidr.split('/');
+  const state = async (): Promise<'absent' | 'tentative' | 'dadfailed' | 'ok'> => {
+    const out = await execute(['ip', ...nsArg(netns), '-j', '-6', 'addr', 'show', 'dev', dev], { log: o.log });
+    const arr = JSON.parse(out || '[]') as { addr_info?: { local: string; tentative?: boolean; dadfailed?: boolean }[] }[];
+    const a = arr.flatMap((l) => l.addr_info ?? []).find((x) => x.local === addr);
+    if (!a) return 'absent';
+    return a.dadfailed ? 'dadfailed' : a.tentative ? 'tentative' : 'ok';
+  };
+  let s = await state();
+  if (s === 'absent') {
+    await execute(['ip', ...nsArg(netns), ...addrAddArgs(dev, cidr)], { log: o.log });
+    s = await state();
+  }
+  const deadline = Date.now() + (o.timeoutMs ?? 5000);
+  while (s === 'tentative' && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    s = await state();
+  }
+  return s === 'tentative' ? 'timeout' : s === 'absent' ? 'dadfailed' : s;
+}

@@ -11,6 +11,7 @@ import type { IptablesManager } from './iptables.js';
 import { METADATA_IP } from './dnsmasq.js';
 import { ROUTER_DEV_PREFIX } from './names.js';
 import type { SharedProxyStatus } from './shared-proxy.js';
+import { listenerTag } from '../common/shared-proxy.js';
 
 export { METADATA_IP };
 
@@ -28,15 +29,26 @@ export interface MetadataTarget {
   /** Bind address inside the namespace (0.0.0.0 for routers, 169.254.169.254 on a DHCP tap). */
   host: string;
   port: number;
+  /**
+   * Also listen on this IPv6 address, v6-only, on the same port: `::` for a router with an IPv6 interface,
+   * fe80::a9fe:a9fe on a DHCP tap (then with `interface6`, the device its zone names).
+   */
+  host6?: string | undefined;
+  interface6?: string | undefined;
 }
+
+/** The scoped spelling of a target's IPv6 bind, as a socket address takes it (fe80::a9fe:a9fe%tap0). */
+export const scopedHost6 = (t: Pick<MetadataTarget, 'host6' | 'interface6'>): string | undefined => (t.host6 ? (t.interface6 ? `${t.host6}%${t.interface6}` : t.host6) : undefined);
+/** The listener slot of a target's IPv6 socket in the shared proxy. */
+export const V6_SLOT = 'v6';
 
 /** What the driver needs of the shared proxy's manager (src/linux/shared-proxy.ts). */
 export interface SharedProxy {
   start(): Promise<void>;
-  add(l: { kind: 'router' | 'network'; id: string; namespace: string; host: string; port: number }): Promise<void>;
-  remove(kind: 'router' | 'network', id: string): Promise<void>;
-  has(kind: 'router' | 'network', id: string): boolean;
-  listeners(): Array<{ kind: 'router' | 'network'; id: string }>;
+  add(l: { kind: 'router' | 'network'; id: string; namespace: string; host: string; port: number; slot?: string }): Promise<void>;
+  remove(kind: 'router' | 'network', id: string, slot?: string): Promise<void>;
+  has(kind: 'router' | 'network', id: string, slot?: string): boolean;
+  listeners(): Array<{ kind: 'router' | 'network'; id: string; slot?: string | undefined }>;
   readonly size: number;
   readonly alive: boolean;
   readonly respawns: number;
@@ -100,7 +112,7 @@ export class MetadataDriver {
     if (this.o.shared) await this.o.shared.start();
   }
 
-  private manager(t: Pick<MetadataTarget, 'uuid' | 'namespace' | 'kind' | 'id' | 'port' | 'host'>): ProcessManager {
+  private manager(t: MetadataTarget): ProcessManager {
     let pm = this.managers.get(t.uuid);
     if (!pm) {
       pm = metadataProxyManager({
@@ -110,6 +122,7 @@ export class MetadataDriver {
         port: t.port,
         ...(t.kind === 'router' ? { routerId: t.id } : { networkId: t.id }),
         ...(t.host !== '0.0.0.0' ? { bindAddress: t.host } : {}),
+        ...(t.host6 ? { bindAddressV6: t.host6, bindInterface: t.interface6 } : {}),
         log: this.o.log,
       });
       this.managers.set(t.uuid, pm);
@@ -121,7 +134,7 @@ export class MetadataDriver {
   active(uuid: string): boolean {
     const t = this.targets.get(uuid);
     if (!t) return false;
-    if (this.o.shared) return this.o.shared.alive && this.o.shared.has(t.kind, t.id);
+    if (this.o.shared) return this.o.shared.alive && this.o.shared.has(t.kind, t.id) && (!t.host6 || this.o.shared.has(t.kind, t.id, V6_SLOT));
     return this.managers.get(uuid)?.active ?? false;
   }
 
@@ -129,12 +142,21 @@ export class MetadataDriver {
   async spawn(t: MetadataTarget): Promise<void> {
     const prev = this.targets.get(t.uuid);
     if (prev && (prev.id !== t.id || prev.kind !== t.kind || prev.port !== t.port || prev.host !== t.host)) await this.destroy(t.uuid);
+    else if (prev && (prev.host6 !== t.host6 || prev.interface6 !== t.interface6)) {
+      // Only the IPv6 socket changed: in shared mode the IPv4 one stays as it is (no gap for IPv4 guests).
+      if (this.o.shared) {
+        if (this.o.shared.has(prev.kind, prev.id, V6_SLOT)) await this.o.shared.remove(prev.kind, prev.id, V6_SLOT);
+      } else await this.destroy(t.uuid);
+    }
     this.targets.set(t.uuid, t);
     if (this.o.shared) {
       // A per-namespace proxy left from before a switch to shared mode holds the port: it goes first.
       const old = new ProcessManager({ uuid: t.uuid, statePath: this.o.conf.state_path, cmd: () => [], log: this.o.log });
       if (old.active) await old.disable();
       await this.o.shared.add({ kind: t.kind, id: t.id, namespace: t.namespace, host: t.host, port: t.port });
+      const h6 = scopedHost6(t);
+      if (h6) await this.o.shared.add({ kind: t.kind, id: t.id, namespace: t.namespace, host: h6, port: t.port, slot: V6_SLOT });
+      else if (this.o.shared.has(t.kind, t.id, V6_SLOT)) await this.o.shared.remove(t.kind, t.id, V6_SLOT);
       return;
     }
     const pm = this.manager(t);
@@ -150,6 +172,7 @@ export class MetadataDriver {
     if (this.o.shared) {
       const k = t ?? hint;
       if (k && this.o.shared.has(k.kind, k.id)) await this.o.shared.remove(k.kind, k.id);
+      if (k && this.o.shared.has(k.kind, k.id, V6_SLOT)) await this.o.shared.remove(k.kind, k.id, V6_SLOT);
     }
     // Also in shared mode: a per-namespace proxy adopted from before a mode switch.
     const pm = this.managers.get(uuid) ?? new ProcessManager({ uuid, statePath: this.o.conf.state_path, cmd: () => [], log: this.o.log });
@@ -177,12 +200,12 @@ export class MetadataDriver {
    */
   async reconcile(): Promise<number> {
     if (!this.o.shared) return 0;
-    const want = new Set([...this.targets.values()].map((t) => `${t.kind}:${t.id}`));
+    const want = new Set([...this.targets.values()].flatMap((t) => [listenerTag(t.kind, t.id), ...(t.host6 ? [listenerTag(t.kind, t.id, V6_SLOT)] : [])]));
     let n = 0;
     for (const l of this.o.shared.listeners()) {
-      if (want.has(`${l.kind}:${l.id}`)) continue;
-      this.o.log.info({ kind: l.kind, id: l.id }, 'shared metadata proxy listener no longer wanted: removing it');
-      await this.o.shared.remove(l.kind, l.id);
+      if (want.has(listenerTag(l.kind, l.id, l.slot))) continue;
+      this.o.log.info({ kind: l.kind, id: l.id, slot: l.slot }, 'shared metadata proxy listener no longer wanted: removing it');
+      await this.o.shared.remove(l.kind, l.id, l.slot);
       n++;
     }
     return n;

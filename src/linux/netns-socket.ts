@@ -13,7 +13,8 @@ export const netnsPath = (name: string): string => join(NETNS_RUN_DIR, name);
 export const NATIVE_ADDON = 'qm_netns.node';
 
 export interface NetnsSocket {
-  /** A listening TCP socket (close-on-exec) created inside `nsPath` (null: this thread's namespace). */
+  /** A listening TCP socket (close-on-exec) created inside `nsPath` (null: this thread's namespace); `host` may be
+   * scoped (fe80::a9fe:a9fe%tap0): the device is looked up inside the namespace. */
   listenInNamespace(nsPath: string | null, host: string, port: number, backlog: number, opts?: { freebind?: boolean }): number;
   /** An AF_UNIX SOCK_SEQPACKET pair, close-on-exec. */
   socketpair(): [number, number];

@@ -17,6 +17,7 @@ import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import {
   listenerTag,
+  tagSlot,
   parseProxyMessage,
   parseSharedState,
   sharedPidFile,
@@ -45,6 +46,8 @@ export interface SharedListener {
   port: number;
   /** IP_FREEBIND: bind an address the namespace does not have (yet). */
   freebind?: boolean;
+  /** A second socket of the same namespace and id (listenerTag's slot: 'v6'). */
+  slot?: string;
 }
 
 export interface SharedProxyStatus {
@@ -109,7 +112,8 @@ interface Entry {
   waiters: { resolve: () => void; reject: (e: Error) => void }[];
 }
 
-const sameSpec = (a: SharedListener, b: SharedListener): boolean => a.kind === b.kind && a.id === b.id && a.namespace === b.namespace && a.host === b.host && a.port === b.port;
+const sameSpec = (a: SharedListener, b: SharedListener): boolean => a.kind === b.kind && a.id === b.id && a.namespace === b.namespace && a.host === b.host && a.port === b.port && a.slot === b.slot;
+const specTag = (l: SharedListener): string => listenerTag(l.kind, l.id, l.slot);
 
 export class SharedMetadataProxy {
   private readonly netns: NetnsSocket;
@@ -174,8 +178,8 @@ export class SharedMetadataProxy {
     return this.entries.size;
   }
 
-  has(kind: ListenerKind, id: string): boolean {
-    return this.entries.has(listenerTag(kind, id));
+  has(kind: ListenerKind, id: string, slot?: string): boolean {
+    return this.entries.has(listenerTag(kind, id, slot));
   }
 
   /** What is served (e.g. to reconcile with the agent's routers after an adoption). */
@@ -205,7 +209,7 @@ export class SharedMetadataProxy {
 
   /** Bind in the namespace (the agent keeps its copy), hand it over; resolves once the proxy listens. Idempotent. */
   add(l: SharedListener): Promise<void> {
-    const tag = listenerTag(l.kind, l.id);
+    const tag = specTag(l);
     return this.serial(tag, async () => {
       const cur = this.entries.get(tag);
       if (cur) {
@@ -222,8 +226,8 @@ export class SharedMetadataProxy {
   }
 
   /** The proxy closes it (in-flight requests finish), then the agent closes its copy: the port is free. */
-  remove(kind: ListenerKind, id: string): Promise<void> {
-    const tag = listenerTag(kind, id);
+  remove(kind: ListenerKind, id: string, slot?: string): Promise<void> {
+    const tag = listenerTag(kind, id, slot);
     return this.serial(tag, () => this.drop(tag));
   }
 
@@ -233,7 +237,7 @@ export class SharedMetadataProxy {
     for (const e of this.entries.values()) if (e.spec.namespace !== '' && this.namespaceInode(e.spec.namespace) !== e.nsInode) gone.push(e);
     for (const e of gone) {
       this.log.warn({ tag: e.tag, namespace: e.spec.namespace }, 'namespace gone: removing its metadata listener');
-      await this.remove(e.spec.kind, e.spec.id).catch(() => undefined);
+      await this.remove(e.spec.kind, e.spec.id, e.spec.slot).catch(() => undefined);
     }
     return gone.map((e) => e.tag);
   }
@@ -293,7 +297,7 @@ export class SharedMetadataProxy {
   // ---- listeners ----
 
   private bind(l: SharedListener): Entry {
-    const tag = listenerTag(l.kind, l.id);
+    const tag = specTag(l);
     let fd: number;
     try {
       fd = this.netns.listenInNamespace(l.namespace ? netnsPath(l.namespace) : null, l.host, l.port, BACKLOG, { freebind: l.freebind ?? false });
@@ -585,7 +589,8 @@ export class SharedMetadataProxy {
     const taken: Entry[] = [];
     let failure: unknown;
     for (const l of st.listeners) {
-      const spec: SharedListener = { kind: l.kind, id: l.id, namespace: l.namespace, host: l.host, port: l.port };
+      const slot = tagSlot(l.tag);
+      const spec: SharedListener = { kind: l.kind, id: l.id, namespace: l.namespace, host: l.host, port: l.port, ...(slot ? { slot } : {}) };
       const want = l.namespace ? this.namespaceInode(l.namespace) : 0;
       if (want === undefined) {
         this.log.warn({ tag: l.tag, namespace: l.namespace }, 'namespace gone: not adopting its metadata listener');
@@ -611,7 +616,7 @@ export class SharedMetadataProxy {
         if (e) taken.push(e);
         continue;
       }
-      taken.push({ spec, tag: listenerTag(l.kind, l.id), fd, nsInode, served: false, waiters: [] });
+      taken.push({ spec, tag: specTag(spec), fd, nsInode, served: false, waiters: [] });
     }
     if (failure === undefined && this.o.adopt !== 'rebind') {
       for (const e of taken) this.entries.set(e.tag, e);
@@ -624,7 +629,8 @@ export class SharedMetadataProxy {
     this.log.warn({ pid: st.pid, listeners: st.listeners.length, why: failure === undefined ? 'adopt = rebind' : errorMessage(failure) }, 'cannot take the running shared metadata proxy\'s sockets: stopping it and binding anew (connections in the gap are refused)');
     this.retire(st.pid);
     for (const l of st.listeners) {
-      const spec: SharedListener = { kind: l.kind, id: l.id, namespace: l.namespace, host: l.host, port: l.port };
+      const slot = tagSlot(l.tag);
+      const spec: SharedListener = { kind: l.kind, id: l.id, namespace: l.namespace, host: l.host, port: l.port, ...(slot ? { slot } : {}) };
       if (l.namespace && this.namespaceInode(l.namespace) === undefined) continue;
       const deadline = Date.now() + STOP_GRACE_MS;
       for (;;) {
@@ -635,7 +641,7 @@ export class SharedMetadataProxy {
         } catch (err) {
           // The old proxy closes its listening sockets on SIGTERM, a moment after.
           if (!(err instanceof SharedProxyError && err.code === 'EADDRINUSE') || Date.now() > deadline) {
-            this.log.error({ tag: listenerTag(l.kind, l.id), err: errorMessage(err) }, 'cannot bind a listener of the old proxy again');
+            this.log.error({ tag: l.tag, err: errorMessage(err) }, 'cannot bind a listener of the old proxy again');
             break;
           }
           await sleep(10);
@@ -649,7 +655,7 @@ export class SharedMetadataProxy {
     try {
       return this.bind(spec);
     } catch (e) {
-      this.log.error({ tag: listenerTag(spec.kind, spec.id), err: errorMessage(e) }, 'cannot bind a listener');
+      this.log.error({ tag: specTag(spec), err: errorMessage(e) }, 'cannot bind a listener');
       return undefined;
     }
   }

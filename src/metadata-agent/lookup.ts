@@ -31,6 +31,15 @@ export function unmapAddress(addr: string): string {
   return m ? m[1]! : addr;
 }
 
+/**
+ * The address a guest's request came from, as ports hold it: IPv4-mapped → IPv4, and a zone dropped
+ * (fe80::...%tap0: the proxy's link, which says nothing about the guest; the router or network id does).
+ */
+export function guestAddress(addr: string): string {
+  const i = addr.indexOf('%');
+  return unmapAddress(i >= 0 ? addr.slice(0, i) : addr);
+}
+
 /** Expand an IPv6 address into its 8 16-bit groups, or undefined if it is not one. */
 export function ipv6Groups(addr: string): number[] | undefined {
   if (!isIPv6(addr)) return undefined;
@@ -167,7 +176,7 @@ export class InstanceLookup {
    */
   async find(remoteAddress: string, routerId: string | undefined, networkId: string | undefined, skipCache = false): Promise<LookupResult> {
     if (!routerId === !networkId) return { identity: undefined, cached: false, matches: 0 };
-    const ip = unmapAddress(remoteAddress);
+    const ip = guestAddress(remoteAddress);
     if (!isIP(ip)) return { identity: undefined, cached: false, matches: 0 };
     let cached = false;
     let nets: string[];

@@ -11,7 +11,7 @@ import { parseFlags } from '../common/flags.js';
 import { PROXY_NODE_FLAGS } from '../common/proxy-runtime.js';
 import { createLiteLogger, type LiteLogger } from '../common/lite-log.js';
 import { PROG, proxyAliases, proxyOpts } from './opts.js';
-import { createProxy, type GuestLimits, type RuntimeConfig } from './proxy.js';
+import { createProxy, NamespaceListener, type GuestLimits, type RuntimeConfig } from './proxy.js';
 import { rateLimitIpVersions } from '../common/metadata-rate-limiting.js';
 import type { RateLimitConfig } from './rate-limit.js';
 
@@ -155,16 +155,30 @@ async function main(): Promise<void> {
   } catch (e) {
     return fatal(`cannot listen on ${c.bind_address}:${c.metadata_port}: ${errorMessage(e)}`);
   }
+  // Neutron's `bind <v6>:<port> interface <dev>`, bracketed and scoped as it must be (its Zed template wrote
+  // fe80::a9fe:a9fe:80, one address, so it never listened there): a second listener with the same id lines.
+  const listeners = [listener];
+  let bind6: string | undefined;
+  if (c.bind_address_v6) {
+    bind6 = c.bind_interface ? `${c.bind_address_v6}%${c.bind_interface}` : c.bind_address_v6;
+    const l6 = new NamespaceListener(runtime, guestLimits, c.router_id ? { routerId: c.router_id } : { networkId: c.network_id });
+    try {
+      await l6.listen({ host: bind6, port, ipv6Only: true });
+    } catch (e) {
+      return fatal(`cannot listen on [${bind6}]:${port}: ${errorMessage(e)}`);
+    }
+    listeners.push(l6);
+  } else if (c.bind_interface) throw new ConfigError('--bind_interface applies to --bind_address_v6 only');
   // The pid file is written while still privileged (its directory is usually root's), then privileges go.
   if (c.pid_file) writePidFile(c.pid_file);
   dropPrivileges(c.metadata_proxy_user, c.metadata_proxy_group);
 
   onSignals(async () => {
-    await listener.close();
+    await Promise.all(listeners.map((l) => l.close()));
     runtime.close();
     if (c.pid_file && !removePidFile(c.pid_file)) log!.warn({ pid_file: c.pid_file }, 'could not remove the pid file');
   }, () => runtime.pending);
-  log.info({ bind: c.bind_address, port, socket: socketPath, router_id: c.router_id, network_id: c.network_id, uid: process.getuid?.(), gid: process.getgid?.() }, 'metadata proxy listening');
+  log.info({ bind: c.bind_address, ...(bind6 ? { bind_v6: `[${bind6}]` } : {}), port, socket: socketPath, router_id: c.router_id, network_id: c.network_id, uid: process.getuid?.(), gid: process.getgid?.() }, 'metadata proxy listening');
   await notifyParent({ qmDaemon: 'ready' });
 }
 

@@ -23,6 +23,8 @@ export const proxyOpts = {
     state_path: str('/var/lib/quantum', 'Top-level directory for maintaining the agents\' state.'),
     metadata_port: int(9697, 'TCP port the proxy listens on.', { min: 0, max: 65535 }),
     bind_address: str('0.0.0.0', 'Address the proxy listens on (the DHCP agent passes 169.254.169.254).'),
+    bind_address_v6: optStr('Also listen on this IPv6 address, v6-only, on the same port (Neutron\'s bind_address_v6: the L3 agent passes :: for a router with an IPv6 interface, the DHCP agent fe80::a9fe:a9fe with --bind_interface).'),
+    bind_interface: optStr('The device whose link --bind_address_v6 is on (Neutron\'s bind_interface): the listener is bound to [<bind_address_v6>%<bind_interface>], as a link-local address needs.'),
     metadata_proxy_socket: optStr('Location of the metadata agent\'s Unix domain socket (default: $state_path/metadata_proxy).'),
     metadata_proxy_user: optStr('User (uid or name) to run as after binding the port (default: do not change).'),
     metadata_proxy_group: optStr('Group (gid or name) to run as after binding the port (default: do not change).'),

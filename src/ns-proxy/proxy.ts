@@ -112,7 +112,9 @@ class Throttled {
 
 /** The address a guest is known by: a dual-stack bind reports IPv4 guests as ::ffff:a.b.c.d. */
 function peerOf(sock: Socket): string {
-  const a = sock.remoteAddress ?? '';
+  const z = sock.remoteAddress ?? '';
+  // A link-local peer comes with its zone (fe80::...%tap0): the metadata agent wants the address alone.
+  const a = z.includes('%') ? z.slice(0, z.indexOf('%')) : z;
   return a.startsWith('::ffff:') && a.indexOf('.') > 0 ? a.slice(7) : a;
 }
 
@@ -677,7 +679,7 @@ export class NamespaceListener {
    * Bind host:port (per-namespace mode), or serve a socket already listening in its namespace, handed over
    * by the agent (shared mode). Resolves with the port.
    */
-  listen(at: { host: string; port: number } | { fd: number }, backlog = 511): Promise<number> {
+  listen(at: { host: string; port: number; ipv6Only?: boolean } | { fd: number }, backlog = 511): Promise<number> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
       const done = () => {
@@ -687,7 +689,7 @@ export class NamespaceListener {
         resolve(typeof a === 'object' && a ? a.port : 'port' in at ? at.port : 0);
       };
       if ('fd' in at) this.server.listen({ fd: at.fd, backlog }, done);
-      else this.server.listen({ host: at.host, port: at.port, backlog }, done);
+      else this.server.listen({ host: at.host, port: at.port, backlog, ipv6Only: at.ipv6Only ?? false }, done);
     });
   }
 

@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <stdio.h>
@@ -81,13 +82,19 @@ static napi_value listen_in_namespace(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 4) return throw_type(env, "listenInNamespace(nsPath, host, port, backlog[, opts])");
-  char ns[4096] = "", host[INET6_ADDRSTRLEN + 1];
+  // host may carry an IPv6 zone, fe80::a9fe:a9fe%tap0: the device is looked up inside the namespace.
+  char ns[4096] = "", host[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
   napi_valuetype t;
   napi_typeof(env, argv[0], &t);
   int inNs = t == napi_string;
   if (inNs && !get_str(env, argv[0], ns, sizeof ns, NULL)) return throw_type(env, "nsPath: a path or null");
   if (!inNs && t != napi_null && t != napi_undefined) return throw_type(env, "nsPath: a path or null");
   if (!get_str(env, argv[1], host, sizeof host, NULL)) return throw_type(env, "host: an IPv4 or IPv6 address");
+  char *zone = strchr(host, '%');
+  if (zone) {
+    *zone++ = '\0';
+    if (*zone == '\0' || strlen(zone) >= IF_NAMESIZE) return throw_type(env, "host: the zone after % must be a device name");
+  }
   int32_t port, backlog;
   if (!get_int(env, argv[2], &port) || port < 0 || port > 65535) return throw_type(env, "port: 0-65535");
   if (!get_int(env, argv[3], &backlog) || backlog < 1) return throw_type(env, "backlog: a positive integer");
@@ -125,6 +132,7 @@ static napi_value listen_in_namespace(napi_env env, napi_callback_info info) {
   } else {
     return throw_type(env, "host: an IPv4 or IPv6 address");
   }
+  if (zone && family != AF_INET6) return throw_type(env, "host: only an IPv6 address takes a %zone");
 
   int self = -1, target = -1;
   if (inNs) {
@@ -148,8 +156,13 @@ static napi_value listen_in_namespace(napi_env env, napi_callback_info info) {
   int err = 0;
   const char *where = NULL;
   int one = 1;
-  int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
+  int fd = -1;
+  // The zone's index is the namespace's own (a device name means nothing outside it): resolved after setns.
+  errno = 0;
+  if (zone && (s6->sin6_scope_id = if_nametoindex(zone)) == 0) {
+    err = errno ? errno : ENODEV;
+    where = "if_nametoindex";
+  } else if ((fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
     err = errno;
     where = "socket";
   } else if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) {
@@ -180,7 +193,7 @@ static napi_value listen_in_namespace(napi_env env, napi_callback_info info) {
   }
   if (err) {
     char what[4200];
-    snprintf(what, sizeof what, "%s:%d%s%s", host, port, inNs ? " in " : "", inNs ? ns : "");
+    snprintf(what, sizeof what, "%s%s%s:%d%s%s", host, zone ? "%" : "", zone ? zone : "", port, inNs ? " in " : "", inNs ? ns : "");
     return throw_errno(env, err, where, what);
   }
   napi_value r;
