@@ -12,6 +12,7 @@ import { signInstanceId } from '../src/common/hmac.js';
 import { bridgeName, routerNamespace, tapDeviceName } from '../src/linux/names.js';
 import { NetFixture, uuid } from './helpers/netns.js';
 import { getFreePort, httpGet, spawnDaemon, waitFor, waitForListen, type Daemon } from './helpers/proc.js';
+import { sample } from './helpers/prom.js';
 
 const fx = new NetFixture();
 const daemons: Daemon[] = [];
@@ -20,18 +21,6 @@ after(async () => {
   for (const d of daemons.reverse()) await d.stop().catch(() => undefined);
   fx.cleanup();
 });
-
-/** One sample's value from the exposition text, or undefined. */
-function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  for (const line of text.split('\n')) {
-    if (line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$/.exec(line);
-    if (!m || m[1] !== name) continue;
-    const got = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
-    if (Object.entries(labels).every(([k, v]) => got[k] === v)) return Number(m[3]);
-  }
-  return undefined;
-}
 
 async function scrape(port: number): Promise<string> {
   const r = await httpGet(`http://127.0.0.1:${port}/metrics`);
