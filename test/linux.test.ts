@@ -8,7 +8,8 @@ import { CommandError } from '../src/common/errors.js';
 import { execute } from '../src/linux/exec.js';
 import { addrList, linkList, netnsDelete, netnsEnsure, netnsExec, netnsExists, netnsPids, sysctlGet, sysctlSet, bridgePorts } from '../src/linux/ip-lib.js';
 import { deleteBridgeIfEmpty, initL3, plug, unplug } from '../src/linux/interface.js';
-import { IptablesManager } from '../src/linux/iptables.js';
+import { IptablesManager, sameTables } from '../src/linux/iptables.js';
+import pino from 'pino';
 import { ProcessManager, ProcessMonitor } from '../src/linux/external-process.js';
 import { buildDnsmasqArgv, buildHostsFile, buildOptsFile, isolatedSubnets, shouldEnableMetadata } from '../src/linux/dnsmasq.js';
 import type { Port, Subnet } from '../src/common/quantum-client.js';
@@ -63,8 +64,17 @@ describe('namespaces, veth pairs, bridge, addresses', () => {
     assert.deepEqual(bridgePorts(br).sort(), [`${fx.prefix}r1`, `${fx.prefix}r2`].sort());
     await fx.httpServer(ns2, '10.77.0.2', 8080, 'across');
     assert.equal(nsExec(ns1, ['curl', '-s', '-m', '3', 'http://10.77.0.2:8080/']), 'across');
+    // Written in the namespace by the addon (no process), and only there: the root namespace's value stays.
+    const rootForward = readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8');
     await sysctlSet('net.ipv4.ip_forward', 1, ns1);
     assert.equal(await sysctlGet('net.ipv4.ip_forward', ns1), '1');
+    await sysctlSet('net.ipv6.conf.all.forwarding', 1, ns1);
+    assert.equal(await sysctlGet('net.ipv6.conf.all.forwarding', ns1), '1');
+    await sysctlSet('net.ipv4.ip_forward', 0, ns1);
+    assert.equal(await sysctlGet('net.ipv4.ip_forward', ns1), '0');
+    assert.equal(readFileSync('/proc/sys/net/ipv4/ip_forward', 'utf8'), rootForward);
+    await assert.rejects(sysctlSet('net.ipv4.no_such_key', 1, ns1), (e: Error) => e.name === 'CommandError' && /ENOENT/.test(e.message));
+    await assert.rejects(sysctlSet('net.ipv4.ip_forward', 1, `${fx.prefix}absent`), (e: Error) => e.name === 'CommandError' && /ENOENT/.test(e.message));
 
     await unplug({ rootDevice: `${fx.prefix}r1`, namespace: ns1, device: 'qr-x1', bridge: br });
     assert.equal(linkExistsSync(`${fx.prefix}r1`), false);
@@ -80,6 +90,15 @@ describe('namespaces, veth pairs, bridge, addresses', () => {
   test('device names longer than 15 characters are refused before any command runs', async () => {
     await assert.rejects(plug({ networkId: netId, namespace: ns1, device: 'x'.repeat(16), rootDevice: 'y', mac: 'fa:16:3e:00:00:03' }), CommandError);
   });
+});
+
+test('sameTables: chain order and counters do not matter, rule order in a chain and policies do', () => {
+  const saved = '# Generated\n*nat\n:PREROUTING ACCEPT [5:300]\n:OUTPUT ACCEPT [0:0]\n:w-PREROUTING - [0:0]\n-A PREROUTING -j w-PREROUTING\n-A w-PREROUTING -p tcp -j REDIRECT --to-ports 1\n-A w-PREROUTING -p udp -j ACCEPT\nCOMMIT\n';
+  const input = '*nat\n:OUTPUT ACCEPT [0:0]\n:PREROUTING ACCEPT [0:0]\n:w-PREROUTING - [0:0]\n-A w-PREROUTING -p tcp -j REDIRECT --to-ports 1\n-A PREROUTING -j w-PREROUTING\n-A w-PREROUTING -p udp -j ACCEPT\nCOMMIT\n';
+  assert.equal(sameTables(saved, input, ['nat']), true);
+  assert.equal(sameTables(saved, input.replace(/(-A w-PREROUTING -p tcp.*\n)(-A PREROUTING.*\n)(-A w-PREROUTING -p udp.*\n)/, '$3$2$1'), ['nat']), false);
+  assert.equal(sameTables(saved, input.replace(':OUTPUT ACCEPT', ':OUTPUT DROP'), ['nat']), false);
+  assert.equal(sameTables(saved, input, ['nat', 'filter']), false, 'a table iptables-save did not print is written');
 });
 
 describe('IptablesManager in a namespace', () => {
@@ -132,6 +151,19 @@ describe('IptablesManager in a namespace', () => {
     const nat2 = await IptablesManager.readRules('nat', ns);
     assert.equal(nat2.filter((r) => r.includes('REDIRECT')).length, 1);
     assert.match(nat2.join('\n'), /--to-ports 9698/);
+
+    // A namespace already as declared (adopted after a restart or a failover) is read, not written again;
+    // one rule that differs is written back.
+    const argvs: string[] = [];
+    const spy = pino({ level: 'debug' }, { write: (line: string) => void argvs.push(((JSON.parse(line) as { argv?: string[] }).argv ?? []).slice(4).join(' ')) });
+    const m3 = new IptablesManager({ namespace: ns, binaryName: 'quantum-l3-agent', log: spy });
+    metadataRules(m3, 9698);
+    await m3.apply();
+    assert.deepEqual(argvs, ['iptables-save']);
+    nsExec(ns, ['iptables', '-t', 'nat', '-D', 'quantum-l3-agent-PREROUTING', '1']);
+    await m3.apply();
+    assert.deepEqual(argvs, ['iptables-save', 'iptables-save', 'iptables-restore']);
+    assert.equal((await IptablesManager.readRules('nat', ns)).filter((r) => r.includes('--to-ports 9698')).length, 1);
 
     // Another binary's chains are independent of ours.
     const other = new IptablesManager({ namespace: ns, binaryName: 'quantum-dhcp-agent' });

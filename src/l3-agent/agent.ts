@@ -1,6 +1,7 @@
 // quantum-l3-agent: keeps one qrouter-<id> namespace per router scheduled to its host in step with
 // quantum-server — qr- devices plugged into each network's bridge, the metadata iptables rules and the
 // router's metadata proxy (MetadataDriver) — syncing everything at start and then only the routers that change.
+import { existsSync } from 'node:fs';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { L3_PLUGIN_TOPIC, type InterfacePort, type QuantumClient, type SyncRouter } from '../common/quantum-client.js';
@@ -9,9 +10,10 @@ import { AgentLoop, inPool, type CastListener } from '../linux/agent-common.js';
 import { deleteBridgeIfEmpty, initL3, plug, plugFresh, unplug } from '../linux/interface.js';
 import { ipBatch, IpNamespace, rootLinkMaster, rootLinkPresent, rootLinkUp, sendIpAddrAdvNotif, type LinkState } from '../linux/ip-lib.js';
 import { IptablesManager } from '../linux/iptables.js';
-import { METADATA_IPV6, MetadataDriver, type MetadataProxyMode, type SharedProxy } from '../linux/metadata-driver.js';
+import { METADATA_IPV6, MetadataDriver, type MetadataProxyMode, type MetadataTarget, type SharedProxy } from '../linux/metadata-driver.js';
 import { bridgeName, routerDeviceName, routerIdFromNamespace, routerNamespace, tapDeviceName, ROUTER_DEV_PREFIX, NS_ROUTER_PREFIX, TAP_PREFIX } from '../linux/names.js';
 import { NamespaceOwners } from '../linux/ns-owner.js';
+import { netnsPath } from '../linux/netns-socket.js';
 import { SharedMetadataProxy } from '../linux/shared-proxy.js';
 import type { L3AgentConf } from './opts.js';
 
@@ -22,6 +24,10 @@ export { METADATA_IP, metadataFilterRules, metadataMangleRules, metadataNatRules
 
 /** Routers processed at once (Neutron's L3 agent uses a pool of 8 too): the work is mostly waiting on `ip`. */
 const POOL = 8;
+/** Adopted routers' proxies started at once: a shared listener is a few syscalls, a per-namespace proxy a process. */
+const ADOPT_POOL = 16;
+/** Routers fetched per sync_routers call when serving adopted ones first. */
+const ADOPT_FETCH = 200;
 
 interface PortState {
   networkId: string;
@@ -138,6 +144,7 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
     // Proxies of routers this agent no longer serves (e.g. failed over while it was down): their pid files say so.
     for (const id of this.driver.pidFileIds()) if (!wanted.get(id)?.admin_state_up) stale.add(id);
     let failed = 0;
+    await this.serveAdoptedFirst(routers);
     await inPool([...stale], POOL, async (id) => {
       try {
         await this.removeRouter(id);
@@ -156,6 +163,17 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
     });
     if (failed) throw new Error(`${failed} routers failed`);
     await this.driver.reconcile();
+  }
+
+  /** A round's routers that are here but not built by this process (a failover batch) are served before any is checked. */
+  protected override async beforeResourceSync(ids: string[]): Promise<void> {
+    if (!this.conf.DEFAULT.enable_metadata_proxy) return;
+    const adopt = ids.filter((id) => this.adoptable(id));
+    if (!adopt.length) return;
+    for (let i = 0; i < adopt.length; i += ADOPT_FETCH) {
+      const part = adopt.slice(i, i + ADOPT_FETCH);
+      await this.serveAdoptedFirst(await this.client.rpc<SyncRouter[]>(this.rpcTopic, 'sync_routers', { host: this.conf.DEFAULT.host, router_ids: part }));
+    }
   }
 
   /** Only these routers: fetched again; those no longer scheduled here (or deleted) are torn down. */
@@ -276,9 +294,43 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
       await ri.ns.batch(lines);
     }
 
-    if (d.enable_metadata_proxy) await this.driver.spawn({ kind: 'router', id: r.id, uuid: r.id, namespace: ri.ns.name, host: '0.0.0.0', port: d.metadata_port, ...(ipv6 ? { host6: '::' } : {}) });
+    if (d.enable_metadata_proxy) await this.driver.spawn(this.proxyTarget(r.id, ipv6));
     else await this.driver.destroy(r.id, { kind: 'router', id: r.id });
     ri.fingerprint = fingerprint;
+  }
+
+  /** The router's metadata proxy: 0.0.0.0:metadata_port behind the REDIRECT, and [::] when it has IPv6. */
+  private proxyTarget(id: string, ipv6: boolean): MetadataTarget {
+    const d = this.conf.DEFAULT;
+    return { kind: 'router', id, uuid: id, namespace: routerNamespace(id), host: '0.0.0.0', port: d.metadata_port, ...(ipv6 ? { host6: '::' } : {}) };
+  }
+
+  /**
+   * Serve first, check after. Routers whose namespace is already here but that this process has not built yet (a
+   * failover from an agent on this machine, this agent restarted) still have their devices and REDIRECT rules, so
+   * their proxies are started at once, all of them, before the checks that processRouter then runs router by
+   * router: the last of 500 adopted routers no longer waits for the other 499's iptables-save and `ip addr`.
+   */
+  private async serveAdoptedFirst(routers: readonly SyncRouter[]): Promise<void> {
+    if (!this.conf.DEFAULT.enable_metadata_proxy) return;
+    const adopted = routers.filter((r) => r.admin_state_up && this.adoptable(r.id));
+    if (!adopted.length) return;
+    const t0 = Date.now();
+    await inPool(adopted, ADOPT_POOL, async (r) => {
+      const ipv6 = r._interfaces.some((p) => portState(p).cidrs.some(isV6Cidr));
+      try {
+        this.owners.claim(routerNamespace(r.id));
+        await this.driver.spawn(this.proxyTarget(r.id, ipv6));
+      } catch (e) {
+        // processRouter tries again and reports it.
+        this.log.warn({ router_id: r.id, err: errorMessage(e) }, 'could not serve an adopted router ahead of its checks');
+      }
+    });
+    this.log.info({ routers: adopted.length, ms: Date.now() - t0 }, 'serving adopted routers; checking them next');
+  }
+
+  private adoptable(id: string): boolean {
+    return !this.routers.has(id) && !this.driver.active(id) && existsSync(netnsPath(routerNamespace(id)));
   }
 
   /** qr- devices in the namespace that no current port accounts for (left from before a restart). */

@@ -319,6 +319,12 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
   /** The `configurations` of the state report (called at each report). */
   protected abstract reportConfigurations(): Record<string, unknown>;
 
+  /**
+   * Called once with every resource of a round before they are synced CHUNK by CHUNK (the L3 agent serves adopted
+   * routers there first); default nothing.
+   */
+  protected async beforeResourceSync(_ids: string[]): Promise<void> {}
+
   /** Set up before the first sync (e.g. the shared metadata proxy); default none. */
   protected async prepare(): Promise<void> {}
 
@@ -486,6 +492,11 @@ export abstract class AgentLoop<C extends AgentLoopConf> {
   private async processPending(): Promise<void> {
     const batch = [...this.pending.entries()];
     this.pending.clear();
+    try {
+      await this.beforeResourceSync(batch.map(([id]) => id));
+    } catch (e) {
+      this.log.warn({ err: errorMessage(e) }, 'preparing a resource sync failed; syncing anyway');
+    }
     for (let i = 0; i < batch.length && !this.stopped; i += CHUNK) {
       const part = batch.slice(i, i + CHUNK);
       let failed: Set<string>;

@@ -110,6 +110,27 @@ export class IptablesTable {
   }
 }
 
+/**
+ * Whether the kernel's tables (iptables-save text) already hold what a restore input would write, table by table:
+ * the same chains with the same policies, and in each chain the same rules in the same order (iptables-save
+ * prints chains in its own order, and counters differ).
+ */
+export function sameTables(saved: string, input: string, tables: readonly string[]): boolean {
+  const a = parseSave(saved);
+  const b = parseSave(input);
+  const shape = (t: SavedTable | undefined): string => {
+    if (!t) return '';
+    const decls = t.decls.map((d) => d.replace(/\s*\[\d+:\d+\]$/, '')).sort();
+    const byChain = new Map<string, string[]>();
+    for (const r of t.rules) {
+      const chain = r.split(/\s+/)[1] ?? '';
+      byChain.set(chain, [...(byChain.get(chain) ?? []), r]);
+    }
+    return JSON.stringify([decls, [...byChain].sort(([x], [y]) => (x < y ? -1 : x > y ? 1 : 0))]);
+  };
+  return tables.every((t) => a.has(t) && shape(a.get(t)) === shape(b.get(t)));
+}
+
 interface SavedTable {
   decls: string[];
   rules: string[];
@@ -198,11 +219,16 @@ export class IptablesManager {
    */
   async apply(opts: { fresh?: boolean } = {}): Promise<void> {
     const saved = opts.fresh ? '' : await execute(['iptables-save'], { netns: this.o.namespace, log: this.o.log });
-    await execute(['iptables-restore'], { netns: this.o.namespace, input: this.render(saved), log: this.o.log });
+    const input = this.render(saved);
+    // Tables already as declared (an adopted namespace: agent restart, failover on this machine) are not written
+    // again: a restore would change nothing but cost a process per router.
+    if (opts.fresh || !sameTables(saved, input, this.tableNames)) await execute(['iptables-restore'], { netns: this.o.namespace, input, log: this.o.log });
     // IPv6 once declared, and once more when it no longer is (to take the rules out).
     if (this.v6Declared || this.v6Applied) {
-      const saved6 = opts.fresh && !this.v6Applied ? '' : await execute(['ip6tables-save'], { netns: this.o.namespace, log: this.o.log });
-      await execute(['ip6tables-restore'], { netns: this.o.namespace, input: this.render(saved6, 6), log: this.o.log });
+      const fresh6 = opts.fresh && !this.v6Applied;
+      const saved6 = fresh6 ? '' : await execute(['ip6tables-save'], { netns: this.o.namespace, log: this.o.log });
+      const input6 = this.render(saved6, 6);
+      if (fresh6 || !sameTables(saved6, input6, this.tableNames)) await execute(['ip6tables-restore'], { netns: this.o.namespace, input: input6, log: this.o.log });
       this.v6Applied = this.v6Declared;
     }
   }

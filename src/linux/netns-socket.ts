@@ -30,6 +30,8 @@ export interface NetnsSocket {
   socketNetnsInode(fd: number): number;
   /** A TCP connection made from inside `nsPath`, with SO_MARK `mark` when > 0 (blocking, at most 5 s). */
   connectInNamespace(nsPath: string | null, host: string, port: number, mark: number): number;
+  /** Write a net.* sysctl as seen inside `nsPath` (no process: setns on this thread and back). */
+  sysctlInNamespace(nsPath: string, key: string, value: string): void;
   closeFd(fd: number): void;
 }
 
@@ -88,6 +90,7 @@ export function loadNetnsSocket(path?: string): NetnsSocket {
     listeningPort: m.listeningPort,
     socketNetnsInode: m.socketNetnsInode,
     connectInNamespace: m.connectInNamespace,
+    sysctlInNamespace: m.sysctlInNamespace,
     closeFd: (fd) => closeSync(fd),
   };
   loaded.set(p, api);

@@ -351,6 +351,59 @@ static napi_value listening_port(napi_env env, napi_callback_info info) {
   return r;
 }
 
+// sysctlInNamespace(nsPath, key, value): writes /proc/sys/<key, dots as slashes> as seen from inside a network
+// namespace. /proc/sys/net is resolved against the opening thread's namespace, so setns on this thread, open,
+// setns back, then write: the L3 agent's net.ipv4.ip_forward without an `ip netns exec sysctl` process per router.
+// Only net.* keys: everything else under /proc/sys is not per namespace.
+static napi_value sysctl_in_namespace(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < 3) return throw_type(env, "sysctlInNamespace(nsPath, key, value)");
+  char ns[4096] = "", key[256] = "", value[256] = "", path[300];
+  size_t klen = 0, vlen = 0;
+  if (!get_str(env, argv[0], ns, sizeof ns, NULL)) return throw_type(env, "nsPath: a path");
+  if (!get_str(env, argv[1], key, sizeof key, &klen) || klen < 5 || strncmp(key, "net.", 4) != 0) return throw_type(env, "key: a net.* sysctl key");
+  for (size_t i = 0; i < klen; i++) {
+    char c = key[i];
+    if (c == '/' || (c == '.' && (i == 0 || key[i - 1] == '.'))) return throw_type(env, "key: a net.* sysctl key");
+    if (c == '.') key[i] = '/';
+  }
+  if (!get_str(env, argv[2], value, sizeof value - 1, &vlen) || vlen == 0) return throw_type(env, "value: a non-empty string");
+  value[vlen++] = '\n';
+  snprintf(path, sizeof path, "/proc/sys/%s", key);
+  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self < 0) return throw_errno(env, errno, "open", "/proc/thread-self/ns/net");
+  int target = open(ns, O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    int e = errno;
+    close(self);
+    return throw_errno(env, e, "open", ns);
+  }
+  if (setns(target, CLONE_NEWNET) != 0) {
+    int e = errno;
+    close(self);
+    close(target);
+    return throw_errno(env, e, "setns", ns);
+  }
+  close(target);
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  int e = errno;
+  if (setns(self, CLONE_NEWNET) != 0) {
+    fprintf(stderr, "qm_netns: cannot return to the original network namespace: %s\n", strerror(errno));
+    abort();
+  }
+  close(self);
+  if (fd < 0) return throw_errno(env, e, "open", path);
+  ssize_t w = write(fd, value, vlen);
+  e = errno;
+  close(fd);
+  if (w != (ssize_t)vlen) return throw_errno(env, w < 0 ? e : EIO, "write", path);
+  napi_value u;
+  napi_get_undefined(env, &u);
+  return u;
+}
+
 // socketNetnsInode(fd) -> inode of the network namespace a socket lives in (compare with stat(/run/netns/x).ino).
 static napi_value socket_netns_inode(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -470,6 +523,7 @@ NAPI_MODULE_INIT() {
       {"listeningPort", NULL, listening_port, NULL, NULL, NULL, napi_enumerable, NULL},
       {"socketNetnsInode", NULL, socket_netns_inode, NULL, NULL, NULL, napi_enumerable, NULL},
       {"connectInNamespace", NULL, connect_in_namespace, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"sysctlInNamespace", NULL, sysctl_in_namespace, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
