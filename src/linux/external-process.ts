@@ -50,6 +50,20 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
+/** The start time of a live, non-zombie `pid` (field 22 of /proc/<pid>/stat): with the pid, one process's identity. */
+export function procStartTime(pid: number): string | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // Fields after the command (which may hold spaces and parentheses) start after its last ')'.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  if (rest[0] === 'Z' || rest[0] === 'X') return undefined;
+  return rest[19];
+}
+
 /** The process's argv joined by spaces, or undefined if it is gone. */
 export function readCmdline(pid: number): string | undefined {
   try {
@@ -89,11 +103,26 @@ export class ProcessManager {
     }
   }
 
+  /** The process last found to be ours (its cmdline names our uuid): pid and start time. */
+  private known: { pid: number; start: string } | undefined;
+
+  /**
+   * The pid file names a live process whose cmdline names our uuid (a recycled pid is not ours). The cmdline is
+   * read once per process: later checks compare the start time, so the monitor's pass over a thousand dnsmasq
+   * costs two small reads each.
+   */
   get active(): boolean {
     const pid = this.pid;
-    if (pid === undefined || !pidAlive(pid)) return false;
+    const start = pid === undefined ? undefined : procStartTime(pid);
+    if (pid === undefined || start === undefined) {
+      this.known = undefined;
+      return false;
+    }
+    if (this.known?.pid === pid && this.known.start === start) return true;
     const cmd = readCmdline(pid);
-    return cmd !== undefined && cmd.includes(this.uuid);
+    const ours = cmd !== undefined && cmd.includes(this.uuid);
+    this.known = ours ? { pid, start } : undefined;
+    return ours;
   }
 
   private enabling: Promise<void> | undefined;
