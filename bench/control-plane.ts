@@ -283,8 +283,8 @@ function pidsOf(s: Stack, host: string): number[] {
 }
 
 /** RPC requests and heartbeats quantum-server logged in [from, to). */
-function serverRequests(s: Stack, from: number, to: number): { rpc: number; reports: number; other: number; byUrl: Record<string, number> } {
-  const out = { rpc: 0, reports: 0, other: 0, byUrl: {} as Record<string, number> };
+function serverRequests(s: Stack, from: number, to: number): { rpc: number; periodic: number; reports: number; other: number; byUrl: Record<string, number> } {
+  const out = { rpc: 0, periodic: 0, reports: 0, other: 0, byUrl: {} as Record<string, number> };
   for (const line of readFileSync(s.serverLog, 'utf8').split('\n')) {
     if (!line.includes('"status"') || !line.includes('"url"')) continue;
     let j: { time?: number; url?: string; method?: string };
@@ -296,7 +296,11 @@ function serverRequests(s: Stack, from: number, to: number): { rpc: number; repo
     if (!j.time || j.time < from || j.time >= to || !j.url) continue;
     const key = `${j.method} ${j.url.split('?')[0]}`;
     out.byUrl[key] = (out.byUrl[key] ?? 0) + 1;
-    if (j.url.startsWith('/v2.0/rpc/')) out.rpc++;
+    if (j.url.startsWith('/v2.0/rpc/')) {
+      out.rpc++;
+      // With RabbitMQ, the read of the change log every periodic_interval: the safety net, not a reaction.
+      if (j.url.endsWith('/get_changes')) out.periodic++;
+    }
     else if (j.method === 'POST' && j.url.startsWith('/v2.0/agents')) out.reports++;
     else out.other++;
   }
@@ -338,7 +342,8 @@ interface SizeResult {
   proxyIdleCpuPct: number;
   /** Interface added → its qr- device up in the router namespace (what the agent did, without the guest's ARP retry). */
   applied: { p50: number; p99: number };
-  idleRequests: { rpc: number; reports: number; other: number; byUrl: Record<string, number> };
+  idleRequests: { rpc: number; periodic: number; reports: number; other: number; byUrl: Record<string, number> };
+  settleS: number;
   proxyPss?: number;
   failover?: { servedAfterS: number; convergeS: number; lost: number; doubled: number; sampled: number };
   outage?: { routersDuring: number; convergeAfterS: number };
@@ -389,8 +394,17 @@ async function runSize(n: number, rabbit: RunningRabbit | undefined): Promise<Si
     const total = n + CHANGES;
     await waitFor('converged after the changes', 120_000, () => converged(s, total, total), 500);
 
-    // 3. idle
+    // 3. idle, once the agents have settled: the changes' trailing reactions (DHCP ports going ACTIVE, the
+    // port updates that follows) are part of converging, not of being idle. Settled: no RPC for 5 s.
+    const settleFrom = Date.now();
     await sleep(3000);
+    for (let quietSince = Date.now(); Date.now() - settleFrom < 120_000; ) {
+      await sleep(1000);
+      if (serverRequests(s, Date.now() - 1000, Date.now()).rpc > 0) quietSince = Date.now();
+      else if (Date.now() - quietSince >= 5000) break;
+    }
+    const settleS = (Date.now() - settleFrom) / 1000;
+    log(`agents settled ${settleS.toFixed(1)} s after the last change converged (no RPC for 5 s)`);
     const hosts = [...L3_HOSTS, DHCP_HOST];
     // The agents' own CPU (their proxies, children of the L3 agents in per-namespace mode, are counted apart).
     const proxyPids = L3_HOSTS.flatMap((h) => pidsOf(s, h).filter((p) => readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('ns-proxy')));
@@ -414,7 +428,7 @@ async function runSize(n: number, rabbit: RunningRabbit | undefined): Promise<Si
     const proxyPss = pss / total;
     log(`metadata proxies: ${(pss / 1024).toFixed(1)} MB Pss in all, ${(proxyPss).toFixed(0)} kB per router`);
 
-    const res: SizeResult = { routers: n, createS, convergeS, perRouterS: convergeS / n, cpuPerRouterMs, latency, applied, idle, proxyIdleCpuPct, idleRequests, proxyPss };
+    const res: SizeResult = { routers: n, createS, convergeS, perRouterS: convergeS / n, cpuPerRouterMs, latency, applied, idle, proxyIdleCpuPct, idleRequests, settleS, proxyPss };
 
     // 4. failover
     if (!flags['no-failover']) {
@@ -495,7 +509,7 @@ async function mainRun(): Promise<void> {
     fmt(r.perRouterS, 3),
     `${r.latency.p50} / ${r.latency.p99} (built ${r.applied.p50} / ${r.applied.p99})`,
     `${r.idle.map((x) => fmt(x.cpuPct, 2)).join(' / ')} (proxies ${fmt(r.proxyIdleCpuPct, 2)})`,
-    `${r.idleRequests.rpc} (+${r.idleRequests.reports} reports)`,
+    `${r.idleRequests.rpc} (${r.idleRequests.periodic} periodic get_changes; +${r.idleRequests.reports} reports; settled in ${fmt(r.settleS)} s)`,
     r.proxyPss !== undefined ? fmt(r.proxyPss, 0) : '–',
     r.failover ? `${fmt(r.failover.servedAfterS)} / ${fmt(r.failover.convergeS)} (${r.failover.lost} lost, ${r.failover.doubled} doubled)` : '–',
     r.outage ? `${r.outage.routersDuring} made, ${fmt(r.outage.convergeAfterS)} s` : '–',
