@@ -76,6 +76,36 @@ static int get_str(napi_env env, napi_value v, char *buf, size_t size, size_t *l
   return 1;
 }
 
+// Moves this thread into the network namespace at `path`; *self gets a handle on the thread's own one to come
+// back to (the node main thread may not be in the process's). 0, or an errno with the failing call and its
+// object in *syscall and *what.
+static int enter_netns(const char *path, int *self, const char **syscall, const char **what) {
+  *syscall = "open";
+  *what = "/proc/thread-self/ns/net";
+  *self = open(*what, O_RDONLY | O_CLOEXEC);
+  if (*self < 0) return errno;
+  *what = path;
+  int target = open(path, O_RDONLY | O_CLOEXEC);
+  int err = target < 0 ? errno : 0;
+  if (!err && setns(target, CLONE_NEWNET) != 0) {
+    err = errno;
+    *syscall = "setns";
+  }
+  if (target >= 0) close(target);
+  if (err) close(*self);
+  return err;
+}
+
+// Back to the thread's own namespace. A thread left in a router's namespace would create every later socket
+// there: worse than a crash.
+static void leave_netns(int self) {
+  if (setns(self, CLONE_NEWNET) != 0) {
+    fprintf(stderr, "qm_netns: cannot return to the original network namespace: %s\n", strerror(errno));
+    abort();
+  }
+  close(self);
+}
+
 // listenInNamespace(nsPath: string | null, host: string, port: number, backlog: number, opts?: { freebind?: boolean }) -> fd
 static napi_value listen_in_namespace(napi_env env, napi_callback_info info) {
   size_t argc = 5;
@@ -134,24 +164,11 @@ static napi_value listen_in_namespace(napi_env env, napi_callback_info info) {
   }
   if (zone && family != AF_INET6) return throw_type(env, "host: only an IPv6 address takes a %zone");
 
-  int self = -1, target = -1;
+  int self = -1;
   if (inNs) {
-    // The thread's own namespace, to come back to; the node main thread may not be in the process's.
-    self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (self < 0) return throw_errno(env, errno, "open", "/proc/thread-self/ns/net");
-    target = open(ns, O_RDONLY | O_CLOEXEC);
-    if (target < 0) {
-      int e = errno;
-      close(self);
-      return throw_errno(env, e, "open", ns);
-    }
-    if (setns(target, CLONE_NEWNET) != 0) {
-      int e = errno;
-      close(self);
-      close(target);
-      return throw_errno(env, e, "setns", ns);
-    }
-    close(target);
+    const char *sc, *what;
+    int e = enter_netns(ns, &self, &sc, &what);
+    if (e) return throw_errno(env, e, sc, what);
   }
   int err = 0;
   const char *where = NULL;
@@ -183,14 +200,7 @@ static napi_value listen_in_namespace(napi_env env, napi_callback_info info) {
     where = "listen";
   }
   if (err && fd >= 0) close(fd);
-  if (inNs) {
-    // A thread left in the router's namespace would create every later socket there: worse than a crash.
-    if (setns(self, CLONE_NEWNET) != 0) {
-      fprintf(stderr, "qm_netns: cannot return to the original network namespace: %s\n", strerror(errno));
-      abort();
-    }
-    close(self);
-  }
+  if (inNs) leave_netns(self);
   if (err) {
     char what[4200];
     snprintf(what, sizeof what, "%s%s%s:%d%s%s", host, zone ? "%" : "", zone ? zone : "", port, inNs ? " in " : "", inNs ? ns : "");
@@ -372,28 +382,13 @@ static napi_value sysctl_in_namespace(napi_env env, napi_callback_info info) {
   if (!get_str(env, argv[2], value, sizeof value - 1, &vlen) || vlen == 0) return throw_type(env, "value: a non-empty string");
   value[vlen++] = '\n';
   snprintf(path, sizeof path, "/proc/sys/%s", key);
-  int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-  if (self < 0) return throw_errno(env, errno, "open", "/proc/thread-self/ns/net");
-  int target = open(ns, O_RDONLY | O_CLOEXEC);
-  if (target < 0) {
-    int e = errno;
-    close(self);
-    return throw_errno(env, e, "open", ns);
-  }
-  if (setns(target, CLONE_NEWNET) != 0) {
-    int e = errno;
-    close(self);
-    close(target);
-    return throw_errno(env, e, "setns", ns);
-  }
-  close(target);
+  int self = -1;
+  const char *sc, *what;
+  int e = enter_netns(ns, &self, &sc, &what);
+  if (e) return throw_errno(env, e, sc, what);
   int fd = open(path, O_WRONLY | O_CLOEXEC);
-  int e = errno;
-  if (setns(self, CLONE_NEWNET) != 0) {
-    fprintf(stderr, "qm_netns: cannot return to the original network namespace: %s\n", strerror(errno));
-    abort();
-  }
-  close(self);
+  e = errno;
+  leave_netns(self);
   if (fd < 0) return throw_errno(env, e, "open", path);
   ssize_t w = write(fd, value, vlen);
   e = errno;
@@ -460,23 +455,11 @@ static napi_value connect_in_namespace(napi_env env, napi_callback_info info) {
   } else {
     return throw_type(env, "host: an IPv4 or IPv6 address");
   }
-  int self = -1, target = -1;
+  int self = -1;
   if (inNs) {
-    self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (self < 0) return throw_errno(env, errno, "open", "/proc/thread-self/ns/net");
-    target = open(ns, O_RDONLY | O_CLOEXEC);
-    if (target < 0) {
-      int e = errno;
-      close(self);
-      return throw_errno(env, e, "open", ns);
-    }
-    if (setns(target, CLONE_NEWNET) != 0) {
-      int e = errno;
-      close(self);
-      close(target);
-      return throw_errno(env, e, "setns", ns);
-    }
-    close(target);
+    const char *sc, *what;
+    int e = enter_netns(ns, &self, &sc, &what);
+    if (e) return throw_errno(env, e, sc, what);
   }
   int err = 0;
   const char *where = NULL;
@@ -496,13 +479,7 @@ static napi_value connect_in_namespace(napi_env env, napi_callback_info info) {
     where = "connect";
   }
   if (err && fd >= 0) close(fd);
-  if (inNs) {
-    if (setns(self, CLONE_NEWNET) != 0) {
-      fprintf(stderr, "qm_netns: cannot return to the original network namespace: %s\n", strerror(errno));
-      abort();
-    }
-    close(self);
-  }
+  if (inNs) leave_netns(self);
   if (err) {
     char what[4200];
     snprintf(what, sizeof what, "%s:%d%s%s", host, port, inNs ? " in " : "", inNs ? ns : "");
