@@ -7,14 +7,13 @@
 // tenant's guest get nothing; a dual-stack guest is the same instance over 169.254.169.254 and fe80::a9fe:a9fe.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { request } from 'undici';
+import { readFileSync } from 'node:fs';
 import { QuantumClient, type Network, type Port } from '../src/common/quantum-client.js';
 import { execute, executeFull } from '../src/linux/exec.js';
 import { bridgeName, dhcpNamespace, routerNamespace, tapDeviceName } from '../src/linux/names.js';
 import { NetFixture, nsExec, type Guest } from './helpers/netns.js';
-import { getFreePort, spawnDaemon, waitFor, waitForListen, type Daemon } from './helpers/proc.js';
+import { startNodeStack, type NodeStack } from './helpers/node-stack.js';
+import { waitFor } from './helpers/proc.js';
 
 const IMAGE = '9f1a0c52-6b6e-4d0e-9a55-2f4c3b1d7e10';
 const MODES = ['per-namespace', 'shared'] as const;
@@ -65,60 +64,17 @@ function eui64(mac: string): string {
 for (const mode of MODES) {
   describe(`IPv6 metadata, metadata_proxy_mode = ${mode}`, () => {
     const fx = new NetFixture();
-    const daemons: Daemon[] = [];
+    let stack: NodeStack;
     let q: QuantumClient;
-    let computeUrl: string;
-
-    async function nova<T>(method: string, path: string, project: string, body?: unknown): Promise<T> {
-      const res = await request(`${computeUrl}/v2.1${path}`, {
-        method: method as 'GET',
-        headers: { 'x-project-id': project, 'content-type': 'application/json', accept: 'application/json' },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-      const text = await res.body.text();
-      if (res.statusCode >= 400) throw new Error(`${method} ${path}: ${res.statusCode} ${text}`);
-      return JSON.parse(text) as T;
-    }
-
-    function start(name: string, main: string, args: string[]): void {
-      const d = spawnDaemon(main, args);
-      daemons.push(d);
-      d.proc.once('exit', (code) => {
-        if (code) process.stderr.write(`${name} exited ${code}:\n${d.output().slice(-3000)}\n`);
-      });
-    }
+    const nova = <T>(method: string, path: string, project: string, body?: unknown): Promise<T> => stack.nova<T>(method, path, project, body);
 
     before(async () => {
-      const state = fx.statePath();
-      const [qPort, cPort, mPort] = [await getFreePort(), await getFreePort(), await getFreePort()];
-      computeUrl = `http://127.0.0.1:${cPort}`;
-      const secret = `v6-secret-${fx.prefix}`;
-      const socket = join(state, 'metadata_proxy');
-      const etc = join(state, 'etc');
-      await execute(['mkdir', '-p', etc, join(state, 'nova')]);
-      const qconf = join(etc, 'quantum.conf');
-      writeFileSync(qconf, `[DEFAULT]\nstate_path = ${state}\nbind_host = 127.0.0.1\nbind_port = ${qPort}\nquantum_url = http://127.0.0.1:${qPort}\n[database]\nconnection = sqlite:///${join(state, 'quantum.sqlite')}\n[AGENT]\nreport_interval = 5\ncheck_child_processes_interval = 1\n`);
-      writeFileSync(join(etc, 'nova.conf'), `[DEFAULT]\nstate_path = ${join(state, 'nova')}\nosapi_compute_listen = 127.0.0.1\nosapi_compute_listen_port = ${cPort}\nmetadata_listen = 127.0.0.1\nmetadata_listen_port = ${mPort}\nenabled_apis = osapi_compute,metadata\n[database]\nconnection = sqlite:///${join(state, 'nova', 'nova.sqlite')}\n[neutron]\nurl = http://127.0.0.1:${qPort}\nservice_metadata_proxy = True\nmetadata_proxy_shared_secret = ${secret}\n`);
-      writeFileSync(join(etc, 'metadata_agent.ini'), `[DEFAULT]\nmetadata_proxy_socket = ${socket}\nnova_metadata_host = 127.0.0.1\nnova_metadata_port = ${mPort}\nmetadata_proxy_shared_secret = ${secret}\nmetadata_workers = 0\n`);
-      const agentIni = `[DEFAULT]\ninterface_driver = linuxbridge\npolling_interval = 1\nhost = ${fx.prefix}-v6\nmetadata_proxy_socket = ${socket}\nmetadata_proxy_mode = ${mode}\n`;
-      writeFileSync(join(etc, 'l3_agent.ini'), agentIni);
-      writeFileSync(join(etc, 'dhcp_agent.ini'), `${agentIni}enable_isolated_metadata = True\n`);
-
-      start('quantum-server', 'quantum-server/main.js', ['--config-file', qconf]);
-      await waitForListen({ host: '127.0.0.1', port: qPort }, 20_000);
-      start('nova-api', 'nova-api/main.js', ['--config-file', join(etc, 'nova.conf')]);
-      start('quantum-metadata-agent', 'metadata-agent/main.js', ['--config-file', qconf, '--config-file', join(etc, 'metadata_agent.ini')]);
-      start('quantum-l3-agent', 'l3-agent/main.js', ['--config-file', qconf, '--config-file', join(etc, 'l3_agent.ini')]);
-      start('quantum-dhcp-agent', 'dhcp-agent/main.js', ['--config-file', qconf, '--config-file', join(etc, 'dhcp_agent.ini')]);
-      await waitForListen({ host: '127.0.0.1', port: mPort }, 20_000);
-      await waitForListen({ host: '127.0.0.1', port: cPort }, 20_000);
-      await waitForListen({ path: socket }, 20_000);
-      q = new QuantumClient({ url: `http://127.0.0.1:${qPort}` });
+      stack = await startNodeStack(fx, { host: `${fx.prefix}-v6`, mode });
+      q = stack.q;
     });
 
     after(async () => {
-      for (const d of daemons.reverse()) await d.stop();
-      await q?.close();
+      await stack?.stop();
       fx.cleanup();
     });
 
@@ -248,7 +204,7 @@ for (const mode of MODES) {
           assert.equal(await uuidOf(g, V6_META), id);
         } catch (e) {
           const dbg = await execute(['sh', '-c', 'ip -6 addr; ss -ltnp'], { netns: ns }).catch((x: unknown) => String(x));
-          throw new Error(`${(e as Error).message}\n${dbg}\n${daemons.find((d) => d.proc.spawnargs.some((a) => a.endsWith('dhcp-agent/main.js')))?.output().slice(-3000)}`);
+          throw new Error(`${(e as Error).message}\n${dbg}\n${stack.daemon('dhcp-agent/main.js')?.output().slice(-3000)}`);
         }
         // (A global source is not answered here: the DHCP port holds no address on the IPv6 subnet, so the
         // namespace has no route back to it. Guests use their link-local source for fe80::a9fe:a9fe anyway.)

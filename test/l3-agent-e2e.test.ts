@@ -4,79 +4,36 @@
 // network gets its address by dhclient and its metadata through the qdhcp proxy.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { request } from 'undici';
 import { QuantumClient, type Network, type Port } from '../src/common/quantum-client.js';
 import { execute } from '../src/linux/exec.js';
 import { bridgeName, dhcpNamespace, routerNamespace } from '../src/linux/names.js';
 import { NetFixture, type Guest } from './helpers/netns.js';
 import { killDhclients } from './helpers/agents.js';
-import { getFreePort, spawnDaemon, waitFor, waitForListen, type Daemon } from './helpers/proc.js';
+import { startNodeStack, type NodeStack } from './helpers/node-stack.js';
+import { waitFor } from './helpers/proc.js';
 
 const fx = new NetFixture();
-const daemons: Daemon[] = [];
+let stack: NodeStack;
 let q: QuantumClient;
 let state: string;
-let computeUrl: string;
 const dhclientPids: string[] = [];
 const IMAGE = '9f1a0c52-6b6e-4d0e-9a55-2f4c3b1d7e10';
-
-async function nova<T>(method: string, path: string, project: string, body?: unknown): Promise<T> {
-  const res = await request(`${computeUrl}/v2.1${path}`, {
-    method: method as 'GET',
-    headers: { 'x-project-id': project, 'content-type': 'application/json', accept: 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.body.text();
-  if (res.statusCode >= 400) throw new Error(`${method} ${path}: ${res.statusCode} ${text}`);
-  return JSON.parse(text) as T;
-}
-
-function start(name: string, main: string, args: string[]): Daemon {
-  const d = spawnDaemon(main, args);
-  daemons.push(d);
-  d.proc.once('exit', (code) => {
-    if (code) process.stderr.write(`${name} exited ${code}:\n${d.output().slice(-3000)}\n`);
-  });
-  return d;
-}
+const nova = <T>(method: string, path: string, project: string, body?: unknown): Promise<T> => stack.nova<T>(method, path, project, body);
 
 // A short connect timeout: while the router or its proxy is still being built, a SYN may go unanswered.
 const curl = (g: Guest, url: string) => execute(['curl', '-s', '--connect-timeout', '1', '-m', '10', url], { netns: g.ns });
 
 before(async () => {
-  state = fx.statePath();
-  const [qPort, cPort, mPort] = [await getFreePort(), await getFreePort(), await getFreePort()];
-  computeUrl = `http://127.0.0.1:${cPort}`;
-  const secret = 'e2e-secret-' + fx.prefix;
-  const socket = join(state, 'metadata_proxy');
-  const etc = join(state, 'etc');
-  await execute(['mkdir', '-p', etc, join(state, 'nova')]);
-  const qconf = join(etc, 'quantum.conf');
-  writeFileSync(qconf, `[DEFAULT]\nstate_path = ${state}\nbind_host = 127.0.0.1\nbind_port = ${qPort}\nquantum_url = http://127.0.0.1:${qPort}\n[database]\nconnection = sqlite:///${join(state, 'quantum.sqlite')}\n[AGENT]\nreport_interval = 5\ncheck_child_processes_interval = 1\n`);
-  writeFileSync(join(etc, 'nova.conf'), `[DEFAULT]\nstate_path = ${join(state, 'nova')}\nosapi_compute_listen = 127.0.0.1\nosapi_compute_listen_port = ${cPort}\nmetadata_listen = 127.0.0.1\nmetadata_listen_port = ${mPort}\nenabled_apis = osapi_compute,metadata\n[database]\nconnection = sqlite:///${join(state, 'nova', 'nova.sqlite')}\n[neutron]\nurl = http://127.0.0.1:${qPort}\nservice_metadata_proxy = True\nmetadata_proxy_shared_secret = ${secret}\n`);
-  writeFileSync(join(etc, 'metadata_agent.ini'), `[DEFAULT]\nmetadata_proxy_socket = ${socket}\nnova_metadata_host = 127.0.0.1\nnova_metadata_port = ${mPort}\nmetadata_proxy_shared_secret = ${secret}\nmetadata_workers = 0\n`);
-  writeFileSync(join(etc, 'l3_agent.ini'), `[DEFAULT]\ninterface_driver = linuxbridge\npolling_interval = 1\nhost = ${fx.prefix}-e2e\nmetadata_proxy_socket = ${socket}\n`);
-  writeFileSync(join(etc, 'dhcp_agent.ini'), `[DEFAULT]\ninterface_driver = linuxbridge\npolling_interval = 1\nhost = ${fx.prefix}-e2e\nenable_isolated_metadata = True\nmetadata_proxy_socket = ${socket}\n`);
-
-  start('quantum-server', 'quantum-server/main.js', ['--config-file', qconf]);
-  await waitForListen({ host: '127.0.0.1', port: qPort }, 20_000);
-  start('nova-api', 'nova-api/main.js', ['--config-file', join(etc, 'nova.conf')]);
-  start('quantum-metadata-agent', 'metadata-agent/main.js', ['--config-file', qconf, '--config-file', join(etc, 'metadata_agent.ini')]);
-  start('quantum-l3-agent', 'l3-agent/main.js', ['--config-file', qconf, '--config-file', join(etc, 'l3_agent.ini')]);
-  start('quantum-dhcp-agent', 'dhcp-agent/main.js', ['--config-file', qconf, '--config-file', join(etc, 'dhcp_agent.ini')]);
-  await waitForListen({ host: '127.0.0.1', port: mPort }, 20_000);
-  await waitForListen({ host: '127.0.0.1', port: cPort }, 20_000);
-  await waitForListen({ path: socket }, 20_000);
-  q = new QuantumClient({ url: `http://127.0.0.1:${qPort}` });
+  stack = await startNodeStack(fx, { host: `${fx.prefix}-e2e` });
+  ({ q, state } = stack);
 });
 
 after(async () => {
   killDhclients(dhclientPids);
-  for (const d of daemons.reverse()) await d.stop();
-  await q?.close();
+  await stack?.stop();
   fx.cleanup();
 });
 
@@ -154,7 +111,7 @@ describe('agent shutdown', () => {
     assert.ok(children.length >= 3, `proxies: ${children.length}`);
     for (const name of ['quantum-l3-agent', 'quantum-dhcp-agent']) {
       const main = name === 'quantum-l3-agent' ? 'l3-agent/main.js' : 'dhcp-agent/main.js';
-      const d = daemons.find((x) => x.proc.spawnargs.some((a) => a.endsWith(main)))!;
+      const d = stack.daemon(main)!;
       const t0 = Date.now();
       const exited = new Promise<number | null>((r) => d.proc.once('exit', (code) => r(code)));
       d.proc.kill('SIGTERM');
