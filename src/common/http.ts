@@ -3,21 +3,31 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { isIPv6 } from 'node:net';
 import { ApiError } from './errors.js';
 
-/** Read a request body up to `limit` bytes; a larger body is a 413 ApiError. */
-export function readBody(req: IncomingMessage, limit = 1 << 20): Promise<Buffer> {
+/**
+ * Read a request body of at most `limit` bytes; a larger one is a 413 ApiError at once. The rest of it is still
+ * read and dropped (`drain`, the default) so the answer can go back on the same keep-alive connection; without
+ * it the request is destroyed.
+ */
+export function readBody(req: IncomingMessage, limit = 1 << 20, opts: { drain?: boolean } = {}): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    let over = false;
     req.on('data', (c: Buffer) => {
+      if (over) return;
       size += c.length;
       if (size > limit) {
+        over = true;
+        chunks.length = 0;
         reject(new ApiError(413, 'RequestEntityTooLarge', 'Request body too large'));
-        req.destroy();
+        if (opts.drain === false) req.destroy();
         return;
       }
       chunks.push(c);
     });
-    req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)));
+    req.on('end', () => {
+      if (!over) resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+    });
     req.on('error', reject);
   });
 }

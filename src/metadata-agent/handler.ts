@@ -4,6 +4,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { ApiError, errorMessage } from '../common/errors.js';
+import { readBody } from '../common/http.js';
 import type { Logger } from '../common/log.js';
 import { REQUEST_ID_HEADER, requestIdFrom } from '../common/request-id.js';
 import { RateLimitedLog, type Release, type RequestSlots } from './bounds.js';
@@ -127,7 +128,9 @@ export class MetadataProxyHandler {
     const hdr = readProxyHeaders(req.headers);
     let body: Buffer | undefined;
     try {
-      body = await readBodyLimited(req);
+      // A GET has no body: nothing to wait for.
+      if (req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined) body = await readBody(req, MAX_BODY);
+      else req.resume();
     } catch (e) {
       if (e instanceof ApiError) return send(res, e.status, e.message);
       if (signal.aborted) return; // the proxy left in the middle of the body
@@ -291,27 +294,3 @@ function send(res: ServerResponse, status: number, text: string): void {
   res.end(data);
 }
 
-function readBodyLimited(req: IncomingMessage): Promise<Buffer | undefined> {
-  if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) {
-    req.resume();
-    return Promise.resolve(undefined);
-  }
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let failed = false;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > MAX_BODY) {
-        if (!failed) reject(new ApiError(413, 'RequestEntityTooLarge', 'Request body too large'));
-        failed = true;
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('end', () => {
-      if (!failed) resolve(Buffer.concat(chunks));
-    });
-    req.on('error', reject);
-  });
-}

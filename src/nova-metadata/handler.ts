@@ -4,7 +4,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Filters, Port, Subnet } from '../common/quantum-client.js';
 import { constantTimeEqual, signInstanceId } from '../common/hmac.js';
 import type { Logger } from '../common/log.js';
-import { unmapIPv4 } from '../common/http.js';
+import { readBody, unmapIPv4 } from '../common/http.js';
+import { ApiError } from '../common/errors.js';
 import {
   InstanceMetadata,
   InvalidMetadataPath,
@@ -297,7 +298,10 @@ export class MetadataHandler {
       this.log.warn(`password POST for ${md.uuid} too large (${declared} bytes)`);
       throw new HttpError(400, 'Request is too large.');
     }
-    const body = await readLimited(req, PASSWORD_MAX_SIZE);
+    const body = await readBody(req, PASSWORD_MAX_SIZE).catch((e: unknown) => {
+      if (e instanceof ApiError && e.status === 413) return undefined;
+      throw e;
+    });
     if (body === undefined) {
       this.log.warn(`password POST for ${md.uuid} too large`);
       throw new HttpError(400, 'Request is too large.');
@@ -448,21 +452,6 @@ function header(req: IncomingMessage, name: string): string | undefined {
   return Array.isArray(v) ? v.join(', ') : v;
 }
 
-/** Read at most `limit` bytes; undefined if the body is larger. */
-function readLimited(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let over = false;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > limit) over = true;
-      else chunks.push(c);
-    });
-    req.on('end', () => resolve(over ? undefined : Buffer.concat(chunks)));
-    req.on('error', reject);
-  });
-}
 
 /** service_metadata_proxy with an empty secret accepts signatures anyone can compute: refuse to start. */
 export function checkProxySecret(serviceMetadataProxy: boolean, secret: string): string | undefined {
