@@ -127,7 +127,10 @@ async function cleanup(): Promise<void> {
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
     say(`${sig}: cleaning up ${prefix}-*`);
-    void cleanup().finally(() => process.exit(130));
+    void cleanup().finally(() => {
+      if (tmp) rmSync(tmp, { recursive: true, force: true });
+      process.exit(130);
+    });
   });
 }
 
@@ -423,7 +426,7 @@ function stormSection(): string[] {
   return [
     `## Boot storm: ${guests} guests behind ${s0.routers} routers, through the whole chain`,
     '',
-    `Each router namespace has its own switch, network and ${guests / s0.routers} guests (the same addresses 10.1.1.2, 10.1.1.10… behind every router: tenants' networks overlap, so only the router id the proxy adds tells the agent whose guest asks) and Neutron's REDIRECT to the mode's port. Every guest runs cloud-init's crawl (${perGuest} requests, a connection each, \`bench/lib/storm.ts\`), all released at once, through the proxy → quantum-metadata-agent → quantum-server → nova-api (\`bench/lib/chain.ts\`: ${s0.routers} networks, subnets and routers and ${guests} servers made through the APIs). A guest's \`instance-id\` must be its own server's (nova's answer for that server, asked directly before the storms); another one counts as a mismatch and an error. The agent's and nova's caches expire between storms (${s0.routers} routers' lookups are cold every time, as when new instances boot). Both modes run side by side in the same namespaces (REDIRECT switched between storms), a warm-up storm each, then ${cfg.repeats} storms each, the order swapped every round. ${result.stormSetup}.`,
+    `Each router namespace has its own switch, network and ${guests / s0.routers} guests (the same addresses 10.1.1.2, 10.1.1.10… behind every router: tenants' networks overlap, so only the router id the proxy adds tells the agent whose guest asks) and Neutron's REDIRECT to the mode's port. Every guest runs cloud-init's crawl (${perGuest} requests, a connection each, \`bench/lib/storm.ts\`), all released at once, through the proxy → quantum-metadata-agent → quantum-server → nova-api (\`bench/lib/chain.ts\`: ${s0.routers} networks, subnets and routers and ${guests} servers made through the APIs). A guest's \`instance-id\` must be its own server's (nova's answer for that server, asked directly before the storms); another one counts as a mismatch and an error. Between storms the agent's and nova's caches expire, so every storm's lookups are cold, as when new instances boot. Both modes run side by side in the same namespaces (REDIRECT switched in every router between storms): a warm-up storm each, then ${cfg.repeats} more each, the order swapped every round. ${result.stormSetup}.`,
     '',
     table(
       ['mode', 'storm', 'requests', 'errors', 'mismatches', 'statuses', 'total ms', 'request p50 ms', 'p99 ms', 'max ms', 'crawl p50 ms', 'crawl p99 ms', 'proxy CPU s', 'agent+quantum+nova CPU s'],
