@@ -410,6 +410,9 @@ async function stormPhase(): Promise<void> {
   };
   for (const m of modes) await storm(m, -1);
   for (let rep = 0; rep < cfg.repeats; rep++) for (const m of [...modes.slice(rep % 2), ...modes.slice(0, rep % 2)]) await storm(m, rep);
+  // A proxy that died during a storm would explain its errors: say so rather than let a respawn hide it.
+  const died = perNs.filter((p) => p.exited()).length;
+  if (shared.respawns > 0 || died > 0) result.notes.push(`boot storm: shared proxy respawned ${shared.respawns} time(s), ${died} per-namespace proxies exited`);
   for (const p of perNs.splice(0)) await p.stop();
   await shared.destroy();
   await chain.stop();
