@@ -4,9 +4,12 @@
 //  2. req/s and proxy CPU per request through one router namespace (Neutron's REDIRECT) at 1/16/64
 //     connections, shared (next to the other idle listeners) vs per-namespace;
 //  3. kill -9 under a guest loop with a new connection per request: shared (respawned by
-//     SharedMetadataProxy, sockets kept by the agent) vs per-namespace (ProcessMonitor, 1 s checks).
+//     SharedMetadataProxy, sockets kept by the agent) vs per-namespace (ProcessMonitor, 1 s checks);
+//  4. boot storm: 50 routers with 4 guests each, all 200 guests run cloud-init's crawl at once through the whole
+//     chain (metadata agent, quantum-server, nova-api), each checked to get its own instance-id, shared (one process,
+//     a listener per router) vs per-namespace (a process per router), side by side.
 // Not a test. As root:  node dist/bench/shared-proxy.js [--sizes 100,300,1000] [--per-ns 100,300] [--haproxy 100]
-//   [--conns 1,16,64] [--duration 3] [--repeats 3] [--out NAME]
+//   [--conns 1,16,64] [--duration 3] [--repeats 3] [--storm-routers 50] [--storm-guests 4] [--only storm] [--out NAME]
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -19,34 +22,56 @@ import { PROXY_NODE_FLAGS } from '../src/common/proxy-runtime.js';
 import { defaultProxyMain, metadataProxyManager } from '../src/linux/agent-common.js';
 import { ProcessMonitor, type ProcessManager } from '../src/linux/external-process.js';
 import { SharedMetadataProxy } from '../src/linux/shared-proxy.js';
+import { BOOT_CRAWL } from './lib/bodies.js';
+import { chainReady, createRouterNetwork, createServers, novaDirect, startChainDaemons } from './lib/chain.js';
 // The same guest loop the shared proxy's kill -9 test runs.
 import { guestLoop, type LoopResult } from '../test/helpers/guest-loop.js';
 import { killChildren, run } from './lib/exec.js';
-import { createTopology, destroyTopology, METADATA_IP, redirectTo, runPrefix, type Topology } from './lib/netns.js';
-import { launch, startHaproxy, startUpstream, type Proc } from './lib/procs.js';
-import { cpuSeconds, memory } from './lib/procstat.js';
+import { addGuests, createTopology, destroyTopology, GUEST_IP, METADATA_IP, redirectTo, runPrefix, type Topology } from './lib/netns.js';
+import { launch, startHaproxy, startOurProxy, startUpstream, type Proc } from './lib/procs.js';
+import { cpuSeconds, cpuSecondsSelf, memory } from './lib/procstat.js';
+import { bootStorm, type StormResult } from './lib/storm.js';
 import { fmt, median, table } from './lib/stats.js';
 import { wrk } from './lib/wrk.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
+const buildRoot = resolve(here, '..');
 const repoRoot = resolve(here, '../..');
 const list = (s: string | undefined, d: number[]) => (s === undefined ? d : s === '' || s === '0' ? [] : s.split(',').map(Number));
 const { values: flags } = parseArgs({
-  options: { sizes: { type: 'string' }, 'per-ns': { type: 'string' }, haproxy: { type: 'string' }, conns: { type: 'string' }, duration: { type: 'string' }, repeats: { type: 'string' }, out: { type: 'string' } },
+  options: {
+    sizes: { type: 'string' },
+    'per-ns': { type: 'string' },
+    haproxy: { type: 'string' },
+    conns: { type: 'string' },
+    duration: { type: 'string' },
+    repeats: { type: 'string' },
+    'storm-routers': { type: 'string' },
+    'storm-guests': { type: 'string' },
+    only: { type: 'string' },
+    out: { type: 'string' },
+  },
 });
+if (flags.only !== undefined && flags.only !== 'storm') throw new Error(`--only: the one phase that runs alone is "storm", not "${flags.only}"`);
 const cfg = {
+  only: flags.only,
   sizes: list(flags.sizes, [100, 300, 1000]),
   perNs: list(flags['per-ns'], [100, 300]),
   haproxy: Number(flags.haproxy ?? 100),
   conns: list(flags.conns, [1, 16, 64]),
   duration: Number(flags.duration ?? 3),
   repeats: Number(flags.repeats ?? 3),
+  /** 0 skips the storm. */
+  stormRouters: Number(flags['storm-routers'] ?? 50),
+  stormGuests: Number(flags['storm-guests'] ?? 4),
 };
+if (cfg.stormGuests < 1 || cfg.stormGuests > 200) throw new Error('--storm-guests: 1 to 200 guests per router');
 const PORT = 9697;
 const SHARED_PORT = 9699;
 const PERNS_PORT = 9698;
 const SOLO_PORT = 9700;
 const PATH = '/latest/meta-data/instance-id';
+const OUT = flags.out ?? (cfg.only === 'storm' ? 'tmp/shared-proxy-storm' : 'shared-proxy');
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const say = (m: string) => process.stderr.write(`[shared-bench ${new Date().toISOString().slice(11, 19)}] ${m}\n`);
 
@@ -59,10 +84,22 @@ interface MemRow {
   rssKb: number;
 }
 
+interface StormRow extends StormResult {
+  mode: string;
+  /** -1: the warm-up storm of that mode. */
+  rep: number;
+  routers: number;
+  /** utime+stime of the proxy process(es) during the storm. */
+  proxyCpuS: number;
+  /** The same for the metadata agent, quantum-server and nova-api. */
+  chainCpuS: number;
+}
+
 const result = {
   when: new Date().toISOString(),
   commit: '',
   machine: '',
+  loadStart: loadavg(),
   cfg,
   bind: [] as string[],
   memory: [] as MemRow[],
@@ -70,6 +107,8 @@ const result = {
   sharedBasePrivateKb: 0,
   load: [] as { mode: string; conns: number; rep: number; rps: number; p99Ms: number; cpuUsPerReq: number; errors: number }[],
   kill: [] as ({ mode: string; respawnMs: number } & LoopResult)[],
+  storm: [] as StormRow[],
+  stormSetup: '',
   notes: [] as string[],
 };
 
@@ -88,7 +127,10 @@ async function cleanup(): Promise<void> {
 for (const sig of ['SIGINT', 'SIGTERM'] as const) {
   process.on(sig, () => {
     say(`${sig}: cleaning up ${prefix}-*`);
-    void cleanup().finally(() => process.exit(130));
+    void cleanup().finally(() => {
+      if (tmp) rmSync(tmp, { recursive: true, force: true });
+      process.exit(130);
+    });
   });
 }
 
@@ -126,6 +168,13 @@ async function main(): Promise<void> {
   result.commit = execFileSync('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']).toString().trim();
   result.machine = `${cpus().length}× ${cpus()[0]?.model ?? '?'}, node ${process.version}`;
   say(`run ${prefix}, ${JSON.stringify(cfg)}`);
+  if (cfg.only !== 'storm') await routerPhases();
+  if (cfg.stormRouters > 0) await stormPhase();
+  report();
+}
+
+/** Phases 1-3 (memory, load through one router, kill -9). */
+async function routerPhases(): Promise<void> {
   const maxN = Math.max(0, ...cfg.sizes, ...cfg.perNs, cfg.haproxy);
   const names = Array.from({ length: maxN }, (_, i) => `${prefix}-n${i}`);
   const t0 = Date.now();
@@ -274,18 +323,146 @@ async function main(): Promise<void> {
     for (const p of procs.splice(0)) await p.stop();
   }
   await upstream.stop();
-  report();
+}
+
+interface StormRouter {
+  topo: Topology;
+  routerId: string;
+  /** Its guests: the topology's main guest, then its storm guests; each with its server's own instance-id. */
+  guests: { ns: string; ip: string; serverId: string; instanceId: string }[];
+}
+
+/** Guest k of a router: netns.ts's main guest first, then 10.1.1.10 onwards (the same addresses behind every router). */
+const stormGuestIp = (k: number) => (k === 0 ? GUEST_IP : `10.1.1.${9 + k}`);
+
+/**
+ * 4. Boot storm over many routers, through the whole chain. Every router has its own switch, network and guests, all
+ * with the same addresses (tenants' networks overlap), so only the router id the proxy adds tells the agent whose
+ * guest is asking: each guest's instance-id is checked against the one nova gives for its own server. Each storm
+ * starts with cold caches (the agent's and nova's expire in between), as when new instances boot.
+ */
+async function stormPhase(): Promise<void> {
+  const ready = chainReady(buildRoot);
+  if (ready !== true) {
+    result.notes.push(`boot storm not run: ${ready}`);
+    return;
+  }
+  const R = cfg.stormRouters;
+  const G = cfg.stormGuests;
+  const t0 = Date.now();
+  const chain = await startChainDaemons({ buildRoot, tmp, log: say });
+  cleanups.push(() => chain.stop());
+  const routers: StormRouter[] = [];
+  await parallel(Array.from({ length: R }, (_, i) => i), 4, async (i) => {
+    const topo = await createTopology(`${prefix}-r${i}`, SHARED_PORT);
+    await addGuests(topo, Array.from({ length: G - 1 }, (_, k) => stormGuestIp(k + 1)));
+    const net = await createRouterNetwork(chain, `storm-${i}`);
+    const nss = [topo.guest, ...topo.guests.map((g) => g.ns)];
+    const ips = nss.map((_, k) => stormGuestIp(k));
+    const ids = await createServers(chain, net.networkId, ips.map((ip, k) => ({ name: `storm-${i}-${k}`, ip })), 1);
+    routers[i] = { topo, routerId: net.routerId, guests: nss.map((ns, k) => ({ ns, ip: ips[k]!, serverId: ids[k]!, instanceId: '' })) };
+  });
+  const guests = routers.flatMap((r) => r.guests);
+  for (const g of guests) {
+    const r = await novaDirect(chain, g.serverId, g.ip, PATH);
+    if (r.status !== 200) throw new Error(`nova answers ${r.status} for server ${g.serverId}'s instance-id: ${r.body}`);
+    g.instanceId = r.body;
+  }
+  if (new Set(guests.map((g) => g.instanceId)).size !== guests.length) throw new Error('two servers have the same instance-id');
+  const built = Date.now();
+  say(`storm: ${R} routers × ${G} guests (namespaces, networks, routers, servers) in ${((built - t0) / 1000).toFixed(1)} s`);
+
+  const state = join(tmp, 'state-storm');
+  mkdirSync(state, { recursive: true });
+  const shared = new SharedMetadataProxy({ name: 'bench-storm', conf: { state_path: state, metadata_proxy_socket: chain.socket, debug: false, verbose: false }, log: silentLogger, pruneIntervalSec: 0 });
+  cleanups.push(() => shared.destroy());
+  await shared.start();
+  await Promise.all(routers.map((r) => shared.add({ kind: 'router', id: r.routerId, namespace: r.topo.router, host: '0.0.0.0', port: SHARED_PORT })));
+  const perNs: Proc[] = [];
+  cleanups.push(async () => {
+    for (const p of perNs) await p.stop();
+  });
+  await parallel(routers, 4, async (r, i) => {
+    perNs.push(await startOurProxy(`storm-perns-${i}`, defaultProxyMain, r.topo.router, tmp, { routerId: r.routerId, port: PERNS_PORT, socket: chain.socket, nodeArgs: [...PROXY_NODE_FLAGS] }));
+  });
+  const started = Date.now();
+  say(`storm: shared proxy with ${shared.size} listeners and ${perNs.length} per-namespace proxies in ${((started - built) / 1000).toFixed(1)} s`);
+  result.stormSetup = `${R} routers × ${G} guests: namespaces, networks, routers and servers in ${((built - t0) / 1000).toFixed(0)} s; the proxies in ${((started - built) / 1000).toFixed(0)} s`;
+
+  const modes = [
+    { mode: `shared (1 process, ${R} listeners)`, port: SHARED_PORT, pids: () => [shared.pid!] },
+    { mode: `per-namespace (${R} processes)`, port: PERNS_PORT, pids: () => perNs.map((p) => p.pid) },
+  ];
+  const chainPids = chain.procs.map((p) => p.pid);
+  const sumCpu = (pids: number[], f: (pid: number) => number) => pids.reduce((a, p) => a + f(p), 0);
+  const check = { path: PATH, expected: guests.map((g) => g.instanceId) };
+  let first = true;
+  const storm = async (m: (typeof modes)[number], rep: number) => {
+    await parallel(routers, 8, (r) => redirectTo(r.topo, m.port));
+    if (!first) await sleep((chain.cacheExpirySec + 1) * 1000);
+    first = false;
+    const p0 = sumCpu(m.pids(), cpuSecondsSelf);
+    const c0 = sumCpu(chainPids, cpuSeconds);
+    const r = await bootStorm(guests.map((g) => g.ns), BOOT_CRAWL, { check });
+    const row: StormRow = { ...r, mode: m.mode, rep, routers: R, proxyCpuS: sumCpu(m.pids(), cpuSecondsSelf) - p0, chainCpuS: sumCpu(chainPids, cpuSeconds) - c0 };
+    result.storm.push(row);
+    say(`storm ${m.mode} ${rep < 0 ? 'warm-up' : `rep ${rep}`}: ${r.requests} requests in ${fmt(r.totalMs, 0)} ms, p99 ${fmt(r.p99Ms, 1)} ms, errors ${r.errors} (mismatches ${r.mismatches}), ${JSON.stringify(r.statuses)}`);
+  };
+  for (const m of modes) await storm(m, -1);
+  for (let rep = 0; rep < cfg.repeats; rep++) for (const m of [...modes.slice(rep % 2), ...modes.slice(0, rep % 2)]) await storm(m, rep);
+  // A proxy that died during a storm would explain its errors: say so rather than let a respawn hide it.
+  const died = perNs.filter((p) => p.exited()).length;
+  if (shared.respawns > 0 || died > 0) result.notes.push(`boot storm: shared proxy respawned ${shared.respawns} time(s), ${died} per-namespace proxies exited`);
+  for (const p of perNs.splice(0)) await p.stop();
+  await shared.destroy();
+  await chain.stop();
+}
+
+function stormSection(): string[] {
+  if (result.storm.length === 0) return [];
+  const s0 = result.storm[0]!;
+  const guests = s0.guests;
+  const perGuest = guests ? s0.requests / guests : 0;
+  const modes = [...new Set(result.storm.map((r) => r.mode))];
+  const ms = (x: number) => fmt(x, 0);
+  const statuses = (st: Record<string, number>) => Object.entries(st).map(([k, v]) => `${k}: ${v}`).join(', ');
+  return [
+    `## Boot storm: ${guests} guests behind ${s0.routers} routers, through the whole chain`,
+    '',
+    `Each router namespace has its own switch, network and ${guests / s0.routers} guests (the same addresses 10.1.1.2, 10.1.1.10… behind every router: tenants' networks overlap, so only the router id the proxy adds tells the agent whose guest asks) and Neutron's REDIRECT to the mode's port. Every guest runs cloud-init's crawl (${perGuest} requests, a connection each, \`bench/lib/storm.ts\`), all released at once, through the proxy → quantum-metadata-agent → quantum-server → nova-api (\`bench/lib/chain.ts\`: ${s0.routers} networks, subnets and routers and ${guests} servers made through the APIs). A guest's \`instance-id\` must be its own server's (nova's answer for that server, asked directly before the storms); another one counts as a mismatch and an error. Between storms the agent's and nova's caches expire, so every storm's lookups are cold, as when new instances boot. Both modes run side by side in the same namespaces (REDIRECT switched in every router between storms): a warm-up storm each, then ${cfg.repeats} more each, the order swapped every round. ${result.stormSetup}.`,
+    '',
+    table(
+      ['mode', 'storm', 'requests', 'errors', 'mismatches', 'statuses', 'total ms', 'request p50 ms', 'p99 ms', 'max ms', 'crawl p50 ms', 'crawl p99 ms', 'proxy CPU s', 'agent+quantum+nova CPU s'],
+      result.storm.map((r) => [r.mode, r.rep < 0 ? 'warm-up' : String(r.rep + 1), r.requests, r.errors, r.mismatches, statuses(r.statuses), ms(r.totalMs), fmt(r.p50Ms), fmt(r.p99Ms), ms(r.maxMs), ms(r.crawlP50Ms), ms(r.crawlP99Ms), fmt(r.proxyCpuS, 2), fmt(r.chainCpuS, 2)]),
+    ),
+    '',
+    `Medians of the ${cfg.repeats} storms after the warm-up (errors: all storms, warm-up included):`,
+    '',
+    table(
+      ['mode', 'errors', 'total ms', 'request p50 ms', 'p99 ms', 'max ms', 'crawl p50 ms', 'crawl p99 ms', 'proxy CPU s'],
+      modes.map((m) => {
+        const all = result.storm.filter((r) => r.mode === m);
+        const rs = all.filter((r) => r.rep >= 0);
+        const med = (f: (r: StormRow) => number) => median(rs.map(f));
+        return [m, all.reduce((a, r) => a + r.errors, 0), ms(med((r) => r.totalMs)), fmt(med((r) => r.p50Ms)), fmt(med((r) => r.p99Ms)), ms(med((r) => r.maxMs)), ms(med((r) => r.crawlP50Ms)), ms(med((r) => r.crawlP99Ms)), fmt(med((r) => r.proxyCpuS), 2)];
+      }),
+    ),
+    '',
+  ];
 }
 
 function report(): void {
   const byMode = new Map<string, typeof result.load>();
   for (const r of result.load) byMode.set(`${r.mode}|${r.conns}`, [...(byMode.get(`${r.mode}|${r.conns}`) ?? []), r]);
   const mb = (kb: number) => fmt(kb / 1024);
-  const md = [
+  const la = (l: number[]) => l.map((x) => x.toFixed(2)).join(' ');
+  const head = [
     `# Shared metadata proxy vs one per namespace (${result.when})`,
     '',
-    `Commit ${result.commit}, ${result.machine}, load average at the end ${loadavg().map((x) => x.toFixed(2)).join(' ')}. Proxies run as the agents run them (\`node ${PROXY_NODE_FLAGS.join(' ')} dist/proxy/ns-proxy/main.js\`); every listener answered one request, then 6 s idle (past the quiet period) before memory is read from /proc/<pid>/smaps_rollup.`,
+    `Commit ${result.commit}, ${result.machine}, load average at the start ${la(result.loadStart)}, at the end ${la(loadavg())}. Proxies run as the agents run them (\`node ${PROXY_NODE_FLAGS.join(' ')} dist/proxy/ns-proxy/main.js\`)${cfg.only === 'storm' ? '. Only the boot storm (`--only storm`).' : '; every listener answered one request, then 6 s idle (past the quiet period) before memory is read from /proc/<pid>/smaps_rollup.'}`,
     '',
+  ];
+  const routerSections = [
     '## Memory per router (Pss of all proxy processes ÷ routers)',
     '',
     table(
@@ -312,13 +489,12 @@ function report(): void {
       result.kill.map((k) => [k.mode, k.ok, k.failed, k.refused, JSON.stringify(k.errors), k.maxGapMs, k.respawnMs]),
     ),
     '',
-    ...result.notes.map((n) => `- ${n}`),
-  ].join('\n');
-  const name = flags.out ?? 'shared-proxy';
-  const out = join(repoRoot, 'bench', 'results', `${name}.md`);
+  ];
+  const md = [...head, ...(cfg.only === 'storm' ? [] : routerSections), ...stormSection(), ...result.notes.map((n) => `- ${n}`)].join('\n');
+  const out = join(repoRoot, 'bench', 'results', `${OUT}.md`);
   mkdirSync(dirname(out), { recursive: true });
   writeFileSync(out, `${md}\n`);
-  writeFileSync(join(repoRoot, 'bench', 'results', `${name}.json`), `${JSON.stringify(result, null, 2)}\n`);
+  writeFileSync(join(repoRoot, 'bench', 'results', `${OUT}.json`), `${JSON.stringify(result, null, 2)}\n`);
   process.stdout.write(`${md}\nwrote ${out}\n`);
 }
 

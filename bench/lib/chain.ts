@@ -1,6 +1,7 @@
 // The whole chain: guest → proxy (ours or haproxy) → quantum-metadata-agent → quantum-server (port lookup)
 // → nova-api metadata (8775), with the network, subnet, router, interface and servers created through the
-// real APIs (the Neutron v2.0 client and Nova's compute API), as an operator would.
+// real APIs (the Neutron v2.0 client and Nova's compute API), as an operator would. buildChain is one router with
+// its proxies; startChainDaemons, createRouterNetwork and createServers are its parts, for benches with many routers.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
@@ -102,7 +103,26 @@ async function compute<T>(url: string, method: string, path: string, project: st
   return (text ? JSON.parse(text) : undefined) as T;
 }
 
-export async function buildChain(o: ChainOptions): Promise<Chain> {
+export interface ChainDaemons {
+  agent: Proc;
+  procs: Proc[];
+  /** The agent's Unix socket. */
+  socket: string;
+  project: string;
+  quantumUrl: string;
+  computeUrl: string;
+  /** nova's metadata URL base (root namespace). */
+  novaUrl: string;
+  /** Seconds after which neither the agent's nor nova's metadata cache still holds a lookup. */
+  cacheExpirySec: number;
+  metricsPorts: Record<string, number>;
+  /** The headers the agent sends nova for this server and guest address, signed with the chain's secret. */
+  novaHeaders(serverId: string, ip: string): Record<string, string>;
+  stop(): Promise<void>;
+}
+
+/** quantum-server, nova-api and the metadata agent, each from this build with its config under `tmp`; a keypair. */
+export async function startChainDaemons(o: Pick<ChainOptions, 'buildRoot' | 'tmp' | 'metrics' | 'log'>): Promise<ChainDaemons> {
   const dir = join(o.tmp, 'chain');
   const etc = join(dir, 'etc');
   const qState = join(dir, 'quantum');
@@ -112,11 +132,12 @@ export async function buildChain(o: ChainOptions): Promise<Chain> {
   const secret = randomBytes(24).toString('hex');
   const [qPort, cPort, mPort] = [await freePort(), await freePort(), await freePort()];
   const quantumUrl = `http://127.0.0.1:${qPort}`;
+  const [agentCacheSec, novaCacheSec] = [10, 15];
   const files: Record<string, string> = {
     'quantum.conf': `[DEFAULT]\nstate_path = ${qState}\nbind_host = 127.0.0.1\nbind_port = ${qPort}\nauth_strategy = noauth\nquantum_url = ${quantumUrl}\n\n[database]\nconnection = sqlite:///${join(qState, 'quantum.sqlite')}\n\n[AGENT]\nreport_interval = 30\n`,
     // Neutron's recommended metadata agent cache (about 10 s); workers left at Neutron's default (cpus/2).
-    'metadata_agent.ini': `[DEFAULT]\nmetadata_proxy_socket = ${socket}\nnova_metadata_host = 127.0.0.1\nnova_metadata_port = ${mPort}\nmetadata_proxy_shared_secret = ${secret}\n\n[cache]\nenabled = True\nexpiration_time = 10\n`,
-    'nova.conf': `[DEFAULT]\nstate_path = ${nState}\nosapi_compute_listen = 127.0.0.1\nosapi_compute_listen_port = ${cPort}\nmetadata_listen = 127.0.0.1\nmetadata_listen_port = ${mPort}\nenabled_apis = osapi_compute,metadata\n\n[database]\nconnection = sqlite:///${join(nState, 'nova.sqlite')}\n\n[neutron]\nurl = ${quantumUrl}\nservice_metadata_proxy = True\nmetadata_proxy_shared_secret = ${secret}\n\n[api]\nmetadata_cache_expiration = 15\ndhcp_domain = novalocal\n`,
+    'metadata_agent.ini': `[DEFAULT]\nmetadata_proxy_socket = ${socket}\nnova_metadata_host = 127.0.0.1\nnova_metadata_port = ${mPort}\nmetadata_proxy_shared_secret = ${secret}\n\n[cache]\nenabled = True\nexpiration_time = ${agentCacheSec}\n`,
+    'nova.conf': `[DEFAULT]\nstate_path = ${nState}\nosapi_compute_listen = 127.0.0.1\nosapi_compute_listen_port = ${cPort}\nmetadata_listen = 127.0.0.1\nmetadata_listen_port = ${mPort}\nenabled_apis = osapi_compute,metadata\n\n[database]\nconnection = sqlite:///${join(nState, 'nova.sqlite')}\n\n[neutron]\nurl = ${quantumUrl}\nservice_metadata_proxy = True\nmetadata_proxy_shared_secret = ${secret}\n\n[api]\nmetadata_cache_expiration = ${novaCacheSec}\ndhcp_domain = novalocal\n`,
   };
   const metricsPorts: Record<string, number> = {};
   if (o.metrics) {
@@ -132,6 +153,8 @@ export async function buildChain(o: ChainOptions): Promise<Chain> {
     for (const p of [...procs].reverse()) await p.stop();
   };
   const main = (d: string) => resolve(o.buildRoot, 'src', d, 'main.js');
+  const project = 'bench';
+  const computeUrl = `http://127.0.0.1:${cPort}`;
   try {
     const qs = launch('quantum-server', [process.execPath, main('quantum-server'), '--config-file', join(etc, 'quantum.conf'), '--log_file', join(dir, 'quantum-server.log')], undefined, dir);
     procs.push(qs);
@@ -149,69 +172,114 @@ export async function buildChain(o: ChainOptions): Promise<Chain> {
     procs.push(agent);
     // Any HTTP answer on the socket (a bare GET / gets an error status) means the agent is up.
     await waitUnixListen(agent, socket);
-
-    const project = 'bench';
-    const q = new QuantumClient({ url: quantumUrl, projectId: project });
-    let routerId: string;
-    let serverId: string;
-    const computeUrl = `http://127.0.0.1:${cPort}`;
-    const ready: string[] = [];
-    try {
-      const net = await q.createNetwork({ name: 'bench-net', admin_state_up: true }, project);
-      const subnet = await q.createSubnet({ network_id: net.id, name: 'bench-subnet', cidr: '10.1.1.0/24', ip_version: 4, gateway_ip: ROUTER_IP, enable_dhcp: true }, project);
-      const router = await q.createRouter({ name: 'bench-router', admin_state_up: true }, project);
-      await q.addRouterInterface(router.id, { subnet_id: subnet.id });
-      routerId = router.id;
-      await compute(computeUrl, 'POST', '/os-keypairs', project, { keypair: { name: 'bench-key', public_key: sshPublicKey('bench@controller') } });
-      const mk = async (name: string, ip: string) =>
-        (
-          await compute<{ server: { id: string } }>(computeUrl, 'POST', '/servers', project, {
-            server: {
-              name,
-              flavorRef: '1',
-              imageRef: '6f3c7a8e-2b1d-4c59-9e0a-3d5b7c1f2a90',
-              key_name: 'bench-key',
-              user_data: Buffer.from('#cloud-config\nhostname: bench\n').toString('base64'),
-              metadata: { role: 'bench' },
-              networks: [{ uuid: net.id, fixed_ip: ip }],
-            },
-          })
-        ).server.id;
-      serverId = await mk('bench-vm', GUEST_IP);
-      const t0 = Date.now();
-      const queue = [...o.stormIps.entries()];
-      const worker = async () => {
-        for (let x = queue.shift(); x; x = queue.shift()) {
-          await mk(`bench-storm-${x[0]}`, x[1]);
-          ready.push(x[1]);
-        }
-      };
-      await Promise.all(Array.from({ length: 4 }, worker));
-      if (o.stormIps.length) o.log(`created ${o.stormIps.length} storm servers in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    } finally {
-      await q.close();
-    }
-    const ours = await startOurProxy('chain-ours', o.proxyMain, o.topo.router, dir, { routerId, port: o.ports.ours, socket, nodeArgs: o.nodeFlags });
-    procs.push(ours);
-    const haproxy = await startHaproxy('chain-haproxy', o.topo.router, dir, { routerId, port: o.ports.haproxy, socket });
-    procs.push(haproxy);
+    await compute(computeUrl, 'POST', '/os-keypairs', project, { keypair: { name: KEY_NAME, public_key: sshPublicKey('bench@controller') } });
     return {
-      ours,
-      haproxy,
       agent,
       procs,
-      routerId,
-      serverId,
       socket,
+      project,
+      quantumUrl,
+      computeUrl,
       novaUrl: `http://127.0.0.1:${mPort}`,
-      novaHeaders: { 'X-Forwarded-For': GUEST_IP, 'X-Instance-ID': serverId, 'X-Tenant-ID': project, 'X-Instance-ID-Signature': signInstanceId(secret, serverId) },
-      stormIps: ready,
+      cacheExpirySec: Math.max(agentCacheSec, novaCacheSec),
       metricsPorts,
+      novaHeaders: (serverId, ip) => ({ 'X-Forwarded-For': ip, 'X-Instance-ID': serverId, 'X-Tenant-ID': project, 'X-Instance-ID-Signature': signInstanceId(secret, serverId) }),
       stop,
     };
   } catch (e) {
     for (const p of procs) if (p.exited()) o.log(`${p.name} exited:\n${logTail(p)}`);
     await stop();
+    throw e;
+  }
+}
+
+const KEY_NAME = 'bench-key';
+
+export interface RouterNetwork {
+  routerId: string;
+  networkId: string;
+}
+
+/**
+ * Through the Neutron API: network `<name>-net`, subnet 10.1.1.0/24 (gateway ROUTER_IP, netns.ts's addresses) and
+ * router `<name>-router` with an interface on it. Networks of different routers may overlap, as tenants' do.
+ */
+export async function createRouterNetwork(d: ChainDaemons, name: string): Promise<RouterNetwork> {
+  const q = new QuantumClient({ url: d.quantumUrl, projectId: d.project });
+  try {
+    const net = await q.createNetwork({ name: `${name}-net`, admin_state_up: true }, d.project);
+    const subnet = await q.createSubnet({ network_id: net.id, name: `${name}-subnet`, cidr: '10.1.1.0/24', ip_version: 4, gateway_ip: ROUTER_IP, enable_dhcp: true }, d.project);
+    const router = await q.createRouter({ name: `${name}-router`, admin_state_up: true }, d.project);
+    await q.addRouterInterface(router.id, { subnet_id: subnet.id });
+    return { routerId: router.id, networkId: net.id };
+  } finally {
+    await q.close();
+  }
+}
+
+/** Servers through Nova's compute API, each with its fixed IP on `networkId`, `parallel` at a time; ids in input order. */
+export async function createServers(d: ChainDaemons, networkId: string, servers: { name: string; ip: string }[], parallel = 4): Promise<string[]> {
+  const ids: string[] = new Array<string>(servers.length);
+  const queue = [...servers.entries()];
+  const worker = async () => {
+    for (let x = queue.shift(); x; x = queue.shift()) {
+      const [i, s] = x;
+      ids[i] = (
+        await compute<{ server: { id: string } }>(d.computeUrl, 'POST', '/servers', d.project, {
+          server: {
+            name: s.name,
+            flavorRef: '1',
+            imageRef: '6f3c7a8e-2b1d-4c59-9e0a-3d5b7c1f2a90',
+            key_name: KEY_NAME,
+            user_data: Buffer.from('#cloud-config\nhostname: bench\n').toString('base64'),
+            metadata: { role: 'bench' },
+            networks: [{ uuid: networkId, fixed_ip: s.ip }],
+          },
+        })
+      ).server.id;
+    }
+  };
+  await Promise.all(Array.from({ length: parallel }, worker));
+  return ids;
+}
+
+/** What nova answers for this server directly (signed headers), e.g. its own instance-id, to check guests against. */
+export async function novaDirect(d: ChainDaemons, serverId: string, ip: string, path: string): Promise<{ status: number; body: string }> {
+  const res = await request(`${d.novaUrl}${path}`, { headers: d.novaHeaders(serverId, ip) });
+  return { status: res.statusCode, body: await res.body.text() };
+}
+
+export async function buildChain(o: ChainOptions): Promise<Chain> {
+  const d = await startChainDaemons(o);
+  const { procs } = d;
+  try {
+    const { routerId, networkId } = await createRouterNetwork(d, 'bench');
+    const [serverId] = await createServers(d, networkId, [{ name: 'bench-vm', ip: GUEST_IP }], 1);
+    const t0 = Date.now();
+    await createServers(d, networkId, o.stormIps.map((ip, i) => ({ name: `bench-storm-${i}`, ip })));
+    if (o.stormIps.length) o.log(`created ${o.stormIps.length} storm servers in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    const dir = join(o.tmp, 'chain');
+    const ours = await startOurProxy('chain-ours', o.proxyMain, o.topo.router, dir, { routerId, port: o.ports.ours, socket: d.socket, nodeArgs: o.nodeFlags });
+    procs.push(ours);
+    const haproxy = await startHaproxy('chain-haproxy', o.topo.router, dir, { routerId, port: o.ports.haproxy, socket: d.socket });
+    procs.push(haproxy);
+    return {
+      ours,
+      haproxy,
+      agent: d.agent,
+      procs,
+      routerId,
+      serverId: serverId!,
+      socket: d.socket,
+      novaUrl: d.novaUrl,
+      novaHeaders: d.novaHeaders(serverId!, GUEST_IP),
+      stormIps: [...o.stormIps],
+      metricsPorts: d.metricsPorts,
+      stop: d.stop,
+    };
+  } catch (e) {
+    for (const p of procs) if (p.exited()) o.log(`${p.name} exited:\n${logTail(p)}`);
+    await d.stop();
     throw e;
   }
 }
