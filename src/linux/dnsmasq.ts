@@ -4,6 +4,7 @@ import { mkdirSync, readFileSync, writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Network, Port, Subnet } from '../common/quantum-client.js';
 import { ROUTER_INTERFACE_OWNERS } from '../common/quantum-client.js';
+import { cidrContains, formatIp, parseCidrLoose, type Cidr } from '../common/ipaddr.js';
 
 export const METADATA_IP = '169.254.169.254';
 export const METADATA_CIDR = '169.254.169.254/32';
@@ -22,27 +23,18 @@ export const dhcpSubnets = (subnets: readonly Subnet[]) => subnets.filter((s) =>
 /** Neutron's tag per subnet: Grizzly numbered them tag0, tag1... in subnet order. */
 export const subnetTag = (i: number) => `tag${i}`;
 
-function ipToInt(ip: string): number {
-  const p = ip.split('.').map((x) => Number.parseInt(x, 10));
-  return (((p[0]! << 24) >>> 0) + (p[1]! << 16) + (p[2]! << 8) + p[3]!) >>> 0;
-}
-
-export function cidrContains(cidr: string, ip: string): boolean {
-  const [net, len] = cidr.split('/');
-  if (!net || net.includes(':') || ip.includes(':')) return false;
-  const bits = Number.parseInt(len ?? '32', 10);
-  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-  return (ipToInt(net) & mask) === (ipToInt(ip) & mask);
-}
-
-/** The network address of a CIDR ("10.1.1.7/24" → "10.1.1.0"). */
+/** The network address of a CIDR ("10.1.1.7/24" → "10.1.1.0", "2001:db8::7/64" → "2001:db8::"); the text as given if it does not parse. */
 export function networkAddress(cidr: string): string {
-  const [net, len] = cidr.split('/');
-  const bits = Number.parseInt(len ?? '32', 10);
-  const mask = bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
-  const n = (ipToInt(net!) & mask) >>> 0;
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+  const c = parseCidrLoose(cidr);
+  return c ? formatIp(c.network, c.version) : (cidr.split('/')[0] ?? cidr);
 }
+
+/** The link-local metadata network (enable_metadata_network: a subnet inside it is a metadata network). */
+const LINK_LOCAL_V4 = parseCidrLoose('169.254.0.0/16')!;
+const isInside = (outer: Cidr, cidr: string): boolean => {
+  const c = parseCidrLoose(cidr);
+  return !!c && cidrContains(outer, { version: c.version, value: c.network });
+};
 
 /**
  * Subnet id → isolated? (Zed get_isolated_subnets): a subnet is isolated when no router interface port on the
@@ -67,7 +59,7 @@ export function shouldEnableMetadata(conf: DhcpMetadataConf, subnets: readonly S
   if (dhcp.length === 0) return false;
   if (conf.force_metadata) return true;
   if (!conf.enable_isolated_metadata) return false;
-  if (conf.enable_metadata_network && dhcp.some((s) => s.ip_version === 4 && cidrContains('169.254.0.0/16', networkAddress(s.cidr)))) return true;
+  if (conf.enable_metadata_network && dhcp.some((s) => s.ip_version === 4 && isInside(LINK_LOCAL_V4, s.cidr))) return true;
   const iso = isolatedSubnets(subnets, ports);
   return dhcp.some((s) => iso.get(s.id) === true);
 }
