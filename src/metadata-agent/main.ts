@@ -6,6 +6,7 @@ import { loadConfig } from '../common/config.js';
 import { createLogger } from '../common/log.js';
 import { Metrics, serveMetrics } from '../common/metrics.js';
 import { runService } from '../common/service.js';
+import { superviseWorkers } from '../common/workers.js';
 import { buildAgent, createAgentServer, createReporter, startMetadataAgent } from './app.js';
 import { agentSpec, PROG, resolveAgentConf } from './opts.js';
 import { chmodSync } from 'node:fs';
@@ -57,7 +58,6 @@ runService(PROG, async (svc) => {
   if (workers > 1) {
     const mode = socketMode(d.metadata_proxy_socket_mode, d.metadata_proxy_user, d.metadata_proxy_group);
     prepareSocketPath(socketPath);
-    let stopping = false;
     let chmodded = false;
     cluster.on('listening', () => {
       if (chmodded) return;
@@ -68,24 +68,14 @@ runService(PROG, async (svc) => {
         log.error({ err: e, socket: socketPath }, 'cannot set the socket mode');
       }
     });
-    cluster.on('exit', (w, code, signal) => {
-      if (stopping) return;
-      log.error({ pid: w.process.pid, code, signal }, 'metadata worker died, starting a new one');
-      setTimeout(() => cluster.fork(), 500);
-    });
-    for (let i = 0; i < workers; i++) cluster.fork();
+    const sup = superviseWorkers({ count: workers, name: 'metadata worker', log });
     const quantum = new QuantumClient({ url: d.quantum_url, timeoutMs: d.quantum_timeout * 1000, auth: serviceSessionFrom(d.auth_strategy, d) });
     const reporter = createReporter(conf, quantum, socketPath, log);
     reporter.start();
     log.info({ config_files: configFiles, socket: socketPath, mode: mode.toString(8), workers, cache_ttl_s: cacheTtlMs / 1000, nova: `${d.nova_metadata_protocol}://${d.nova_metadata_host}:${d.nova_metadata_port}` }, 'metadata agent started workers');
     svc.onShutdown(async () => {
-      stopping = true;
       await reporter.stop();
-      const all = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined);
-      await Promise.all(all.map((w) => new Promise<void>((r) => {
-        w.once('exit', () => r());
-        w.kill('SIGTERM');
-      })));
+      await sup.stop();
       await quantum.close();
     });
     return;

@@ -1,9 +1,10 @@
 // [DEFAULT] metadata_workers > 1: the metadata API runs in that many worker processes sharing the port
 // (node:cluster), each with its own cache, as Nova's WSGI workers are. The primary supervises them.
-import cluster, { type Worker } from 'node:cluster';
+import cluster from 'node:cluster';
 import type { Logger } from '../common/log.js';
 import { Metrics, serveMetrics } from '../common/metrics.js';
 import type { Service } from '../common/service.js';
+import { superviseWorkers } from '../common/workers.js';
 import { migrate, openDatabase } from '../db/connection.js';
 import { novaMigrations, type NovaDatabase } from '../db/nova-schema.js';
 import { databaseUrl, startNova, validateNovaConf, type NovaConf } from './app.js';
@@ -47,31 +48,7 @@ export async function runNova(svc: Service, conf: NovaConf, log: Logger, apis: s
     const app = await startNova(conf, log, rest, metrics, { dbMetric: 'compute_db_query_duration_seconds' });
     svc.onShutdown(() => app.close());
   }
-  let stopping = false;
-  const live = new Set<Worker>();
-  const fork = () => {
-    const w = cluster.fork();
-    live.add(w);
-    w.on('exit', (code, signal) => {
-      live.delete(w);
-      if (stopping) return;
-      log.error({ pid: w.process.pid, code, signal }, 'metadata worker died; starting another');
-      setTimeout(fork, 1000).unref();
-    });
-  };
-  for (let i = 0; i < workers; i++) fork();
+  const sup = superviseWorkers({ count: workers, name: 'metadata worker', log, respawnDelayMs: 1000 });
   log.info(`metadata API: ${workers} workers on ${conf.DEFAULT.metadata_listen}:${conf.DEFAULT.metadata_listen_port}`);
-  svc.onShutdown(async () => {
-    stopping = true;
-    await Promise.all(
-      [...live].map(
-        (w) =>
-          new Promise<void>((resolve) => {
-            w.once('exit', () => resolve());
-            w.process.kill('SIGTERM');
-            setTimeout(() => w.process.kill('SIGKILL'), 5000).unref();
-          }),
-      ),
-    );
-  });
+  svc.onShutdown(() => sup.stop());
 }

@@ -6,6 +6,7 @@ import { createLogger } from '../common/log.js';
 import { maskUrl, Transport, transportOptionsFrom } from '../common/messaging.js';
 import { Metrics, serveMetrics } from '../common/metrics.js';
 import { runService } from '../common/service.js';
+import { superviseWorkers } from '../common/workers.js';
 import { hostname } from 'node:os';
 import { buildPlugin, startQuantumServer, openQuantumDb } from './app.js';
 import { quantumServerSpec, resolveConnection, schedulingOf, validateServerConf } from './opts.js';
@@ -42,40 +43,12 @@ runService('quantum-server', async (svc) => {
     const periodic = buildPlugin(h, { baseMac: d.base_mac, agentDownTime: d.agent_down_time, log, scheduling: schedulingOf(conf), hostname: hostname(), notificationRetentionSec: d.agent_notification_retention, caster: transport });
     periodic.scheduler.startFailoverChecks();
     periodic.notifier.startPruning();
-    let stopping = false;
-    const born = new Map<number, number>();
-    let quickDeaths = 0;
-    const fork = () => {
-      const w = cluster.fork();
-      born.set(w.id, Date.now());
-    };
-    cluster.on('exit', (w, code, signal) => {
-      if (stopping) return;
-      // A worker that cannot even start (port taken, database gone) would otherwise be respawned forever.
-      quickDeaths = Date.now() - (born.get(w.id) ?? 0) < 10_000 ? quickDeaths + 1 : 0;
-      born.delete(w.id);
-      if (quickDeaths >= 5) {
-        log.error({ pid: w.process.pid, code, signal }, 'API workers keep dying at start; giving up');
-        stopping = true;
-        for (const o of Object.values(cluster.workers ?? {})) o?.kill('SIGTERM');
-        process.exitCode = 1;
-        setTimeout(() => process.exit(1), 2000).unref();
-        return;
-      }
-      log.error({ pid: w.process.pid, code, signal }, 'API worker died, starting a new one');
-      setTimeout(fork, 500);
-    });
-    for (let i = 0; i < workers; i++) fork();
+    const sup = superviseWorkers({ count: workers, name: 'API worker', log });
     log.info({ config_files: configFiles, workers, bind_host: d.bind_host, bind_port: d.bind_port }, 'quantum-server started API workers');
     svc.onShutdown(async () => {
-      stopping = true;
       periodic.scheduler.stop();
       periodic.notifier.stop();
-      const all = Object.values(cluster.workers ?? {}).filter((w) => w !== undefined);
-      await Promise.all(all.map((w) => new Promise<void>((r) => {
-        w.once('exit', () => r());
-        w.kill('SIGTERM');
-      })));
+      await sup.stop();
       await h.close();
     });
     return;
