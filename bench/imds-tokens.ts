@@ -73,9 +73,11 @@ const cfg = {
   duration: Number(flags.duration ?? (quick ? 1 : 4)),
   /** Seconds of wrk per case before the first repeat (cold JIT, the agent's and nova's caches). */
   warmup: quick ? 1 : 3,
+  /** Seconds of unmeasured wrk right before each measured run, on the same chain and connections. */
+  settle: 1,
   conns: (flags.conns ?? '1,16').split(',').map(Number),
   /** The token functions alone: rounds × calls per round. */
-  micro: { rounds: quick ? 3 : 7, calls: quick ? 20_000 : 200_000 },
+  micro: { rounds: quick ? 3 : 9, calls: quick ? 20_000 : 200_000 },
   out: flags.out ?? (quick ? 'imds-tokens-quick' : 'imds-tokens'),
 };
 
@@ -185,16 +187,20 @@ function caseHeaders(k: Case): Record<string, string> {
   return k.token ? { [TOKEN_HEADER]: tokens[k.chain]! } : {};
 }
 
-async function load(k: Case, conns: number, seconds: number) {
-  await redirectTo(topo!, PORTS[k.chain].ours);
+/** wrk with the case's method and headers, through the REDIRECT as it points now. */
+function fire(k: Case, conns: number, seconds: number) {
   return wrk(topo!.guest, `http://${METADATA_IP}${k.path}`, conns, seconds, caseHeaders(k), { method: k.method });
 }
 
 async function measure(k: Case, conns: number, rep: number): Promise<RunRecord> {
+  await redirectTo(topo!, PORTS[k.chain].ours);
+  // The chain not measured last sat idle for a few runs: its proxy closed its agent connections and compacted
+  // (5 s), the agent's port cache expired (10 s). Unmeasured load first, so no case starts cold.
+  await fire(k, conns, cfg.settle);
   const p = pids(chains[k.chain]!);
   const cpu = () => Object.fromEntries(DAEMONS.map((d) => [d, cpuSeconds(p[d])])) as Record<Daemon, number>;
   const cpu0 = cpu();
-  const r = await load(k, conns, cfg.duration);
+  const r = await fire(k, conns, cfg.duration);
   const cpu1 = cpu();
   const n = r.requests || 1;
   return {
@@ -279,7 +285,10 @@ async function main(): Promise<void> {
   await sanity();
   say('sanity ok');
 
-  for (const k of CASES) await load(k, 16, cfg.warmup).catch(() => undefined);
+  for (const k of CASES) {
+    await redirectTo(topo, PORTS[k.chain].ours);
+    await fire(k, 16, cfg.warmup).catch(() => undefined);
+  }
   const total = cfg.repeats * cfg.conns.length * CASES.length;
   let i = 0;
   for (let rep = 0; rep < cfg.repeats; rep++) {
@@ -353,7 +362,7 @@ function markdown(sum: ReturnType<typeof summary>, rat: ReturnType<typeof ratios
     '',
     'Two whole chains side by side (`bench/lib/chain.ts`: guest → Neutron\'s REDIRECT → quantum-ns-metadata-proxy → quantum-metadata-agent → nova-api, ' +
       "quantum-server behind the agent's 10 s cache), identical but for nova.conf's `[api] metadata_tokens`: `optional` (the default) and `required`. " +
-      'The REDIRECT is pointed at one chain\'s proxy or the other\'s between runs. Tokens come from a `PUT` made from the guest before the runs (TTL 21600). ' +
+      `The REDIRECT is pointed at one chain's proxy or the other's between runs, and each measured run follows ${cfg.settle} s of unmeasured load of the same case (the other chain idled meanwhile: its proxy had closed its agent connections, its agent's cache had expired). Tokens come from a \`PUT\` made from the guest before the runs (TTL 21600). ` +
       `${cfg.repeats} repeat(s) × ${cfg.duration} s per run, wrk -t1 -c${cfg.conns.join('/')} from the guest namespace, keep-alive, the cases rotated per repeat (a Lua script sets wrk's method for the PUT). ` +
       "CPU is utime+stime of each daemon's process tree from /proc ÷ requests. Ratios are case ÷ plain GET of the same repeat and connection count, median over the repeats, [min–max] beside it. " +
       `The \`required\` case runs on the second chain, so its ratio also holds that chain's difference from the first; nova does the same work for a token GET in both modes. ${cfg.quick ? '**Quick run.**' : ''}`,
