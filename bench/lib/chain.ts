@@ -36,6 +36,8 @@ export interface ChainOptions {
    * section overrides that one). Unset: the config files are exactly as without this option.
    */
   metrics?: boolean;
+  /** More `[api]` options of nova.conf, e.g. `{ metadata_tokens: 'required' }`. */
+  novaApi?: Record<string, string>;
 }
 
 export interface Chain {
@@ -139,6 +141,8 @@ export async function startChainDaemons(o: Pick<ChainOptions, 'buildRoot' | 'tmp
     'metadata_agent.ini': `[DEFAULT]\nmetadata_proxy_socket = ${socket}\nnova_metadata_host = 127.0.0.1\nnova_metadata_port = ${mPort}\nmetadata_proxy_shared_secret = ${secret}\n\n[cache]\nenabled = True\nexpiration_time = ${agentCacheSec}\n`,
     'nova.conf': `[DEFAULT]\nstate_path = ${nState}\nosapi_compute_listen = 127.0.0.1\nosapi_compute_listen_port = ${cPort}\nmetadata_listen = 127.0.0.1\nmetadata_listen_port = ${mPort}\nenabled_apis = osapi_compute,metadata\n\n[database]\nconnection = sqlite:///${join(nState, 'nova.sqlite')}\n\n[neutron]\nurl = ${quantumUrl}\nservice_metadata_proxy = True\nmetadata_proxy_shared_secret = ${secret}\n\n[api]\nmetadata_cache_expiration = ${novaCacheSec}\ndhcp_domain = novalocal\n`,
   };
+  // nova.conf ends in its [api] section.
+  for (const [k, v] of Object.entries(o.novaApi ?? {})) files['nova.conf'] += `${k} = ${v}\n`;
   const metricsPorts: Record<string, number> = {};
   if (o.metrics) {
     const section: Record<string, string> = { 'quantum.conf': 'quantum-server', 'nova.conf': 'nova-api', 'metadata_agent.ini': 'metadata-agent' };

@@ -1,4 +1,7 @@
 // wrk run inside a namespace, and its --latency output parsed.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { run } from './exec.js';
 
 export interface WrkResult {
@@ -41,10 +44,26 @@ export function parseWrk(out: string): WrkResult {
   };
 }
 
-export async function wrk(ns: string | undefined, url: string, conns: number, seconds: number, headers: Record<string, string> = {}): Promise<WrkResult> {
+export interface WrkOptions {
+  /** Request method other than GET (wrk takes it only from a Lua script: one is written for the run). */
+  method?: string;
+}
+
+export async function wrk(ns: string | undefined, url: string, conns: number, seconds: number, headers: Record<string, string> = {}, opts: WrkOptions = {}): Promise<WrkResult> {
   const argv = ['wrk', '-t1', `-c${conns}`, `-d${seconds}s`, '--timeout', '10s', '--latency'];
   for (const [k, v] of Object.entries(headers)) argv.push('-H', `${k}: ${v}`);
+  let dir: string | undefined;
+  if (opts.method && opts.method !== 'GET') {
+    if (!/^[A-Z]+$/.test(opts.method)) throw new Error(`wrk: bad method ${opts.method}`);
+    dir = mkdtempSync(join(tmpdir(), 'qm-wrk-'));
+    writeFileSync(join(dir, 'method.lua'), `wrk.method = "${opts.method}"\n`);
+    argv.push('-s', join(dir, 'method.lua'));
+  }
   argv.push(url);
-  const { stdout } = await run(argv, { ns, timeoutMs: (seconds + 30) * 1000 });
-  return parseWrk(stdout);
+  try {
+    const { stdout } = await run(argv, { ns, timeoutMs: (seconds + 30) * 1000 });
+    return parseWrk(stdout);
+  } finally {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }
 }
