@@ -124,7 +124,7 @@ export interface ChainDaemons {
 }
 
 /** quantum-server, nova-api and the metadata agent, each from this build with its config under `tmp`; a keypair. */
-export async function startChainDaemons(o: Pick<ChainOptions, 'buildRoot' | 'tmp' | 'metrics' | 'log'>): Promise<ChainDaemons> {
+export async function startChainDaemons(o: Pick<ChainOptions, 'buildRoot' | 'tmp' | 'metrics' | 'log' | 'novaApi'>): Promise<ChainDaemons> {
   const dir = join(o.tmp, 'chain');
   const etc = join(dir, 'etc');
   const qState = join(dir, 'quantum');
