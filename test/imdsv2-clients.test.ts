@@ -192,7 +192,7 @@ describe('IMDSv2 session tokens through the chain, with unmodified clients', { s
     assert.equal((await curl(vms.b.guest, [`${MD}/latest/meta-data/instance-id`])).body, ec2Id('b'));
   });
 
-  test('TTL rules: missing or out of range is a 400; a token PUT with a guest-sent X-Forwarded-For is a 403 from the proxy', async () => {
+  test('TTL rules: missing or out of range is a 400, the TTL echoed to the guest; a token PUT with a guest-sent X-Forwarded-For is a 403 from the proxy', async () => {
     assert.equal((await curl(vms.a.guest, ['-X', 'PUT', `${MD}/latest/api/token`])).status, 400);
     assert.equal((await tokenPut(vms.a.guest, '0')).status, 400);
     assert.equal((await tokenPut(vms.a.guest, '21601')).status, 400);
@@ -200,6 +200,9 @@ describe('IMDSv2 session tokens through the chain, with unmodified clients', { s
     for (const t of ['a', 'c'] as const) {
       const r = await tokenPut(vms[t].guest, '60', ['-H', 'X-Forwarded-For: 203.0.113.9']);
       assert.equal(r.status, 403, `guest ${t}`);
+      // The token's TTL comes back to the guest as AWS sends it (router path per-namespace, DHCP path shared).
+      const head = await execute(['curl', '-s', '-m', '5', '-D', '-', '-o', '/dev/null', '-X', 'PUT', '-H', 'X-aws-ec2-metadata-token-ttl-seconds: 321', `${MD}/latest/api/token`], { netns: vms[t].guest.ns });
+      assert.match(head, /^x-aws-ec2-metadata-token-ttl-seconds: 321\r$/im, `guest ${t}: ${head}`);
     }
   });
 

@@ -38,6 +38,8 @@ export interface ResponseHead {
   contentLength: number;
   chunked: boolean;
   contentType: string | undefined;
+  /** Nova's answer to a token PUT names the token's TTL; the guest gets it too, as from AWS. Digits only. */
+  tokenTtl: string | undefined;
 }
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
@@ -197,6 +199,7 @@ export function parseResponseHead(head: string): ResponseHead {
     contentLength: f.contentLength,
     chunked: f.chunked,
     contentType: f.contentType,
+    tokenTtl: f.tokenTtl !== undefined && /^\d{1,5}$/.test(f.tokenTtl) ? f.tokenTtl : undefined,
   };
 }
 

@@ -313,7 +313,7 @@ class Guest {
   }
 
   /** Write the whole response at once; then the next request, or close. */
-  reply(status: number, contentType: string | undefined, body: Buffer, bodyType?: string): void {
+  reply(status: number, contentType: string | undefined, body: Buffer, bodyType?: string, tokenTtl?: string): void {
     const sock = this.sock;
     if (sock.destroyed) return;
     this.l.answered++;
@@ -324,6 +324,7 @@ class Guest {
     if (ct !== undefined) h += `Content-Type: ${ct}\r\n`;
     h += `Content-Length: ${body.length}\r\n`;
     if (status === 405) h += `Allow: ${ALLOW}\r\n`;
+    if (tokenTtl !== undefined) h += `X-aws-ec2-metadata-token-ttl-seconds: ${tokenTtl}\r\n`;
     if (closing) h += 'Connection: close\r\n';
     else if (this.head && this.head.minor === 0) h += 'Connection: keep-alive\r\n';
     h += '\r\n';
@@ -478,7 +479,7 @@ class Upstream {
     this.got = 0;
     this.decoder = undefined;
     this.seen = false;
-    this.rt.finish(ex, head.status, head.contentType, body);
+    this.rt.finish(ex, head.status, head.contentType, body, head.tokenTtl);
     if (reusable) this.rt.release(this);
     else this.destroy();
   }
@@ -947,14 +948,14 @@ export class ProxyRuntime {
     return true;
   }
 
-  finish(ex: Exchange, status: number, contentType: string | undefined, body: Buffer): void {
+  finish(ex: Exchange, status: number, contentType: string | undefined, body: Buffer, tokenTtl?: string): void {
     if (!this.end(ex)) return;
     if (!PASSED.has(status)) {
       this.log.error({ request_id: ex.reqId, status, peer: ex.guest.peer, path: ex.path }, 'Unexpected response code from the metadata agent');
       return ex.guest.reply(500, TEXT, Buffer.from(UNKNOWN_ERROR));
     }
     if (this.log.isDebug) this.log.debug({ request_id: ex.reqId, peer: ex.guest.peer, method: ex.method, path: ex.path, status, bytes: body.length }, 'proxied');
-    ex.guest.reply(status, contentType, body);
+    ex.guest.reply(status, contentType, body, undefined, tokenTtl);
   }
 
   private finishError(ex: Exchange, status: number, text: string): void {
