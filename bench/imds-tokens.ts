@@ -5,14 +5,14 @@
 // `required`. Plus the token functions alone (µs per call of the real code), in the same process and run.
 //   npm run build && node dist/bench/imds-tokens.js [--repeats 3] [--duration 4] [--conns 1,16] [--quick] [--out NAME]
 // See bench/README.md. Not part of the test suite.
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync } from 'node:fs';
 import { tmpdir, loadavg } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { killChildren } from './lib/exec.js';
-import { createTopology, destroyTopology, METADATA_IP, redirectTo, runPrefix, type Topology } from './lib/netns.js';
+import { BenchRun, writeResults } from './lib/lifecycle.js';
+import { createTopology, METADATA_IP, redirectTo, runPrefix, type Topology } from './lib/netns.js';
 import { cpuSeconds } from './lib/procstat.js';
 import { wrk } from './lib/wrk.js';
 import { curl } from './lib/curl.js';
@@ -121,29 +121,10 @@ const result = {
 let topo: Topology | undefined;
 let prefix = '';
 let tmp = '';
-let cleaning: Promise<void> | undefined;
 const chains: Partial<Record<Mode, Chain>> = {};
 const tokens: Partial<Record<Mode, string>> = {};
 
-async function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    killChildren('SIGTERM');
-    await new Promise((r) => setTimeout(r, 300));
-    killChildren('SIGKILL');
-    if (prefix) await destroyTopology(prefix);
-  })();
-  return cleaning;
-}
-
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    say(`${sig}: stopping, removing namespaces ${prefix}-*`);
-    void cleanup().finally(() => {
-      if (tmp) rmSync(tmp, { recursive: true, force: true });
-      process.exit(130);
-    });
-  });
-}
+const runner = new BenchRun(say, () => ({ prefix, tmp }));
 
 /** Where the micro-benchmark's results go, so V8 cannot drop the calls as unused. */
 let sink = 0;
@@ -421,30 +402,16 @@ function markdown(sum: ReturnType<typeof summary>, rat: ReturnType<typeof ratios
 function writeReport(): void {
   const sum = summary();
   const rat = ratios();
-  const dir = join(repoRoot, 'bench/results');
-  mkdirSync(dirname(join(dir, cfg.out)), { recursive: true });
-  writeFileSync(join(dir, `${cfg.out}.json`), JSON.stringify({ ...result, summary: sum, ratios: rat }, null, 2) + '\n');
-  const md = markdown(sum, rat);
-  writeFileSync(join(dir, `${cfg.out}.md`), md);
-  process.stdout.write(md);
-  say(`wrote ${join(dir, cfg.out)}.{json,md}`);
+  writeResults(repoRoot, cfg.out, { ...result, summary: sum, ratios: rat }, markdown(sum, rat), say);
 }
 
-const started = Date.now();
-let failed = false;
-try {
-  await main();
-} catch (e) {
-  failed = true;
-  result.notes.push(`run aborted: ${(e as Error).message}`);
-  say(`FAILED: ${(e as Error).stack ?? String(e)}`);
-  for (const c of Object.values(chains)) for (const p of c.procs) say(`${p.name} log:\n${logTail(p)}`);
-} finally {
-  await cleanup();
-  if (tmp && !failed) rmSync(tmp, { recursive: true, force: true });
-  else if (tmp) say(`logs kept in ${tmp}`);
-}
-say(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
-if (result.meta) result.meta.loadavgEnd ??= loadavg();
-writeReport();
-process.exit(failed ? 1 : 0);
+await runner.finish(main, {
+  notes: result.notes,
+  report: writeReport,
+  onFailure: () => {
+    for (const c of Object.values(chains)) for (const p of c.procs) say(`${p.name} log:\n${logTail(p)}`);
+  },
+  beforeReport: () => {
+    if (result.meta) result.meta.loadavgEnd ??= loadavg();
+  },
+});

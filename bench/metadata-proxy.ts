@@ -2,15 +2,16 @@
 // directly, in real namespaces with Neutron's iptables rules; plus the whole chain and a boot storm.
 //   npm run build && node dist/bench/metadata-proxy.js [--quick] [--storm 50,200] [--no-chain] [--no-profile]
 // See bench/README.md. Not part of the test suite.
-import { mkdtempSync, mkdirSync, readdirSync, rmSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readdirSync, writeFileSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir, loadavg, cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { killChildren, run } from './lib/exec.js';
-import { addGuests, createTopology, destroyTopology, GUEST_IP, METADATA_IP, redirectTo, ROUTER_IP, runPrefix, tcpActiveOpens, type Topology } from './lib/netns.js';
+import { BenchRun, writeResults } from './lib/lifecycle.js';
+import { run } from './lib/exec.js';
+import { addGuests, createTopology, GUEST_IP, METADATA_IP, redirectTo, ROUTER_IP, runPrefix, tcpActiveOpens, type Topology } from './lib/netns.js';
 import { cpuSeconds, memory, type Mem } from './lib/procstat.js';
 import { wrk } from './lib/wrk.js';
 import { BOOT_CRAWL } from './lib/bodies.js';
@@ -153,27 +154,8 @@ const result = {
 let topo: Topology | undefined;
 let prefix = '';
 let tmp = '';
-let cleaning: Promise<void> | undefined;
 
-async function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    killChildren('SIGTERM');
-    await new Promise((r) => setTimeout(r, 300));
-    killChildren('SIGKILL');
-    if (prefix) await destroyTopology(prefix);
-  })();
-  return cleaning;
-}
-
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    say(`${sig}: stopping, removing namespaces ${prefix}-*`);
-    void cleanup().finally(() => {
-      if (tmp) rmSync(tmp, { recursive: true, force: true });
-      process.exit(130);
-    });
-  });
-}
+const runner = new BenchRun(say, () => ({ prefix, tmp }));
 
 async function measure(t: Target, path: string, conns: number, seconds: number, rep: number, others: Record<string, number>): Promise<RunRecord> {
   if (t.port !== undefined) await redirectTo(topo!, t.port);
@@ -742,29 +724,10 @@ function writeReport(): void {
   const rat = ratios();
   const storm = stormSummary();
   const chk = checks(summary, rat, storm);
-  const dir = join(repoRoot, 'bench/results');
-  mkdirSync(dirname(join(dir, cfg.out)), { recursive: true });
-  writeFileSync(join(dir, `${cfg.out}.json`), JSON.stringify({ ...result, summary, ratios: rat, stormSummary: storm, checks: chk }, null, 2) + '\n');
-  const md = markdown(summary, rat, storm, chk);
-  writeFileSync(join(dir, `${cfg.out}.md`), md);
-  process.stdout.write(md);
-  say(`wrote ${join(dir, cfg.out)}.{json,md}`);
+  writeResults(repoRoot, cfg.out, { ...result, summary, ratios: rat, stormSummary: storm, checks: chk }, markdown(summary, rat, storm, chk), say);
 }
 
-const started = Date.now();
-let failed = false;
-try {
-  await main();
-} catch (e) {
-  failed = true;
-  result.notes.push(`run aborted: ${(e as Error).message}`);
-  say(`FAILED: ${(e as Error).stack ?? String(e)}`);
-} finally {
-  await cleanup();
-  // Logs of the processes stay for a failed run.
-  if (tmp && !failed) rmSync(tmp, { recursive: true, force: true });
-  else if (tmp) say(`logs kept in ${tmp}`);
-}
-say(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
-writeReport();
-process.exit(failed ? 1 : 0);
+await runner.finish(main, {
+  notes: result.notes,
+  report: writeReport,
+});

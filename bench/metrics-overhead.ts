@@ -5,15 +5,16 @@
 // scraped once per second, as Prometheus would.
 //   npm run build && node dist/bench/metrics-overhead.js [--repeats 3] [--duration 3] [--conns 16] [--quick] [--out NAME]
 // See bench/README.md. Not part of the test suite.
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync, readFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync } from 'node:fs';
 import { tmpdir, loadavg, cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import { request } from 'undici';
-import { killChildren, run } from './lib/exec.js';
-import { createTopology, destroyTopology, METADATA_IP, redirectTo, runPrefix, type Topology } from './lib/netns.js';
+import { BenchRun, writeResults } from './lib/lifecycle.js';
+import { run } from './lib/exec.js';
+import { createTopology, METADATA_IP, redirectTo, runPrefix, type Topology } from './lib/netns.js';
 import { cpuSeconds, memory } from './lib/procstat.js';
 import { wrk } from './lib/wrk.js';
 import { median, fmt, table } from './lib/stats.js';
@@ -109,30 +110,11 @@ const result = {
 let topo: Topology | undefined;
 let prefix = '';
 let tmp = '';
-let cleaning: Promise<void> | undefined;
 let scraper: Scraper | undefined;
 const chains = {} as Partial<Record<Mode, Chain>>;
 
-async function cleanup(): Promise<void> {
-  cleaning ??= (async () => {
-    scraper?.stop();
-    killChildren('SIGTERM');
-    await new Promise((r) => setTimeout(r, 300));
-    killChildren('SIGKILL');
-    if (prefix) await destroyTopology(prefix);
-  })();
-  return cleaning;
-}
-
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    say(`${sig}: stopping, removing namespaces ${prefix}-*`);
-    void cleanup().finally(() => {
-      if (tmp) rmSync(tmp, { recursive: true, force: true });
-      process.exit(130);
-    });
-  });
-}
+const runner = new BenchRun(say, () => ({ prefix, tmp }));
+runner.onCleanup(() => scraper?.stop());
 
 /** One GET /metrics; throws on a connection error or a non-200. */
 async function scrapeOnce(port: number): Promise<{ bytes: number; series: number; body: string }> {
@@ -503,30 +485,16 @@ function markdown(sum: ReturnType<typeof summary>, rat: ReturnType<typeof ratios
 function writeReport(): void {
   const sum = summary();
   const rat = ratios();
-  const dir = join(repoRoot, 'bench/results');
-  mkdirSync(dirname(join(dir, cfg.out)), { recursive: true });
-  writeFileSync(join(dir, `${cfg.out}.json`), JSON.stringify({ ...result, summary: sum, ratios: rat }, null, 2) + '\n');
-  const md = markdown(sum, rat);
-  writeFileSync(join(dir, `${cfg.out}.md`), md);
-  process.stdout.write(md);
-  say(`wrote ${join(dir, cfg.out)}.{json,md}`);
+  writeResults(repoRoot, cfg.out, { ...result, summary: sum, ratios: rat }, markdown(sum, rat), say);
 }
 
-const started = Date.now();
-let failed = false;
-try {
-  await main();
-} catch (e) {
-  failed = true;
-  result.notes.push(`run aborted: ${(e as Error).message}`);
-  say(`FAILED: ${(e as Error).stack ?? String(e)}`);
-  for (const c of Object.values(chains)) for (const p of c.procs) say(`${p.name} log:\n${logTail(p)}`);
-} finally {
-  await cleanup();
-  if (tmp && !failed) rmSync(tmp, { recursive: true, force: true });
-  else if (tmp) say(`logs kept in ${tmp}`);
-}
-say(`done in ${((Date.now() - started) / 1000).toFixed(0)} s`);
-(result.meta as { loadavgEnd?: number[] }).loadavgEnd ??= loadavg();
-writeReport();
-process.exit(failed ? 1 : 0);
+await runner.finish(main, {
+  notes: result.notes,
+  report: writeReport,
+  onFailure: () => {
+    for (const c of Object.values(chains)) for (const p of c.procs) say(`${p.name} log:\n${logTail(p)}`);
+  },
+  beforeReport: () => {
+    (result.meta as { loadavgEnd?: number[] }).loadavgEnd ??= loadavg();
+  },
+});
