@@ -17,6 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve, dirname } from 'node:path';
+import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { request } from 'undici';
@@ -285,6 +286,9 @@ function pidsOf(s: Stack, host: string): number[] {
 /** RPC requests and heartbeats quantum-server logged in [from, to). */
 function serverRequests(s: Stack, from: number, to: number): { rpc: number; periodic: number; reports: number; other: number; byUrl: Record<string, number> } {
   const out = { rpc: 0, periodic: 0, reports: 0, other: 0, byUrl: {} as Record<string, number> };
+  // The periodic read of the change log re-syncs what it names (changes the casts already brought, or lost):
+  // an RPC within 2 s after a get_changes of the same plugin topic belongs to that safety net.
+  const lastRead = new Map<string, number>();
   for (const line of readFileSync(s.serverLog, 'utf8').split('\n')) {
     if (!line.includes('"status"') || !line.includes('"url"')) continue;
     let j: { time?: number; url?: string; method?: string };
@@ -298,8 +302,12 @@ function serverRequests(s: Stack, from: number, to: number): { rpc: number; peri
     out.byUrl[key] = (out.byUrl[key] ?? 0) + 1;
     if (j.url.startsWith('/v2.0/rpc/')) {
       out.rpc++;
+      const topic = j.url.split('/')[3] ?? '';
       // With RabbitMQ, the read of the change log every periodic_interval: the safety net, not a reaction.
-      if (j.url.endsWith('/get_changes')) out.periodic++;
+      if (j.url.endsWith('/get_changes')) {
+        out.periodic++;
+        lastRead.set(topic, j.time);
+      } else if (j.time - (lastRead.get(topic) ?? -Infinity) <= 2000) out.periodic++;
     }
     else if (j.method === 'POST' && j.url.startsWith('/v2.0/agents')) out.reports++;
     else out.other++;
@@ -344,12 +352,15 @@ interface SizeResult {
   applied: { p50: number; p99: number };
   idleRequests: { rpc: number; periodic: number; reports: number; other: number; byUrl: Record<string, number> };
   settleS: number;
+  /** The machine's 1-minute load average when this size started and when it ended (2 cores). */
+  load: { start: number; end: number };
   proxyPss?: number;
   failover?: { servedAfterS: number; convergeS: number; lost: number; doubled: number; sampled: number };
   outage?: { routersDuring: number; convergeAfterS: number };
 }
 
 async function runSize(n: number, rabbit: RunningRabbit | undefined): Promise<SizeResult> {
+  const loadStart = loadavg()[0]!;
   const fx = new NetFixture();
   const s = await startStack(fx, rabbit, `${n} routers`);
   try {
@@ -428,7 +439,7 @@ async function runSize(n: number, rabbit: RunningRabbit | undefined): Promise<Si
     const proxyPss = pss / total;
     log(`metadata proxies: ${(pss / 1024).toFixed(1)} MB Pss in all, ${(proxyPss).toFixed(0)} kB per router`);
 
-    const res: SizeResult = { routers: n, createS, convergeS, perRouterS: convergeS / n, cpuPerRouterMs, latency, applied, idle, proxyIdleCpuPct, idleRequests, settleS, proxyPss };
+    const res: SizeResult = { routers: n, createS, convergeS, perRouterS: convergeS / n, cpuPerRouterMs, latency, applied, idle, proxyIdleCpuPct, idleRequests, settleS, proxyPss, load: { start: loadStart, end: loadStart } };
 
     // 4. failover
     if (!flags['no-failover']) {
@@ -474,6 +485,7 @@ async function runSize(n: number, rabbit: RunningRabbit | undefined): Promise<Si
       res.outage = { routersDuring: made, convergeAfterS: (Date.now() - tUp) / 1000 };
       log(`outage: ${made} routers created while RabbitMQ was down; all served ${res.outage.convergeAfterS.toFixed(1)} s after it came back`);
     }
+    res.load.end = loadavg()[0]!;
     return res;
   } finally {
     log('tearing down');
@@ -509,7 +521,7 @@ async function mainRun(): Promise<void> {
     fmt(r.perRouterS, 3),
     `${r.latency.p50} / ${r.latency.p99} (built ${r.applied.p50} / ${r.applied.p99})`,
     `${r.idle.map((x) => fmt(x.cpuPct, 2)).join(' / ')} (proxies ${fmt(r.proxyIdleCpuPct, 2)})`,
-    `${r.idleRequests.rpc} (${r.idleRequests.periodic} periodic get_changes; +${r.idleRequests.reports} reports; settled in ${fmt(r.settleS)} s)`,
+    `${r.idleRequests.rpc} (${r.idleRequests.periodic} periodic: get_changes and the syncs it brings; +${r.idleRequests.reports} reports; settled in ${fmt(r.settleS)} s)`,
     r.proxyPss !== undefined ? fmt(r.proxyPss, 0) : '–',
     r.failover ? `${fmt(r.failover.servedAfterS)} / ${fmt(r.failover.convergeS)} (${r.failover.lost} lost, ${r.failover.doubled} doubled)` : '–',
     r.outage ? `${r.outage.routersDuring} made, ${fmt(r.outage.convergeAfterS)} s` : '–',
@@ -523,6 +535,8 @@ async function mainRun(): Promise<void> {
     table(['routers', 'create (API) s', 'converge s', 's per router', 'change→200 p50 / p99 ms', 'idle CPU % (l3-a / l3-b / dhcp)', 'idle RPC requests', 'proxy Pss kB per router', 'failover: served again / converged s', 'RabbitMQ outage'], rows),
     '',
     `Cost per router relative to the smallest size: ${growth} (1.00 everywhere is linear).`,
+    '',
+    `${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}); 1-minute load average at the start → end of each size: ${results.map((r) => `${r.routers}: ${fmt(r.load.start, 1)} → ${fmt(r.load.end, 1)}`).join(', ')}${results.some((r) => Math.max(r.load.start, r.load.end) > cpus().length) ? ' (above the core count: other work shared the machine, and the times of that size are inflated by it)' : ''}.`,
     '',
   ].join('\n');
   mkdirSync(dirname(resolve(flags.out)), { recursive: true });

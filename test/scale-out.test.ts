@@ -196,6 +196,9 @@ function suite(mode: 'per-namespace' | 'shared'): void {
       for (const p of proxies) process.kill(p, 'SIGKILL');
       for (const tn of mine) await waitFor(async () => (await servedBy(tn.guest)) === tn.routerId, 30_000, 200, 'guest served again after failover');
       t.diagnostic(`${mine.length} routers served again ${Date.now() - t0} ms after the kill (agent_down_time = 3 s)`);
+      // Their namespaces were on this machine: the survivor served them before checking them.
+      const adopted = [...agents.get(survivor)!.output().matchAll(/"routers":(\d+),"ms":\d+,"msg":"serving adopted routers; checking them next"/g)].reduce((n, m) => n + Number(m[1]), 0);
+      assert.equal(adopted, mine.length, 'adopted routers served ahead of their checks');
       for (const tn of tenants) {
         const hosting = await q.listL3AgentsHostingRouter(tn.routerId);
         assert.equal(hosting.length, 1, 'hosted exactly once');
