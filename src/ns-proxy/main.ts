@@ -58,6 +58,7 @@ const runtimeConfig = (c: Conf, socketPath: string): RuntimeConfig => ({
   timeoutServer: c.timeout_server * 1000,
   upstreamConnections: c.upstream_connections,
   upstreamQueue: c.upstream_queue,
+  upstreamConnectionsPerSource: c.upstream_connections_per_source,
   retries: c.retries,
   compact: fullGc,
 });

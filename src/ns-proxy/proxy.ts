@@ -18,6 +18,7 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { LiteLogger } from '../common/lite-log.js';
 import { ALLOW, ChunkedDecoder, HttpError, parseRequestHead, parseResponseHead, reason, type RequestHead, type ResponseHead } from './http1.js';
 import { RateLimiter, TOO_MANY_BODY, type RateLimitConfig } from './rate-limit.js';
+import { FairQueue, Flow } from './fair-queue.js';
 
 /** What the guests of a listener are held to (haproxy's frontend limits); one object for all listeners of a process. */
 export interface GuestLimits {
@@ -40,6 +41,16 @@ export function perSourceCap(l: Pick<GuestLimits, 'maxconn' | 'maxconnPerSource'
   return v > 0 ? v : Math.max(8, Math.floor(l.maxconn / 10));
 }
 
+/**
+ * upstream_connections_per_source = 0: a sixteenth of upstream_connections, at least 2 (4 of the default 64).
+ * A request's time at the agent grows with the number in flight there, so this, not the total, bounds
+ * what one flooding guest adds to a neighbour's latency (it applies only while another source asks too).
+ */
+export function upstreamPerSource(c: Pick<RuntimeConfig, 'upstreamConnections' | 'upstreamConnectionsPerSource'>): number {
+  const v = c.upstreamConnectionsPerSource ?? 0;
+  return Math.min(c.upstreamConnections, v > 0 ? v : Math.max(2, Math.floor(c.upstreamConnections / 16)));
+}
+
 /** Per process: the agent's socket and the pool's behaviour. */
 export interface RuntimeConfig {
   socketPath: string;
@@ -49,6 +60,8 @@ export interface RuntimeConfig {
   upstreamConnections: number;
   /** Exchanges that may wait for one of those connections (default 1024); beyond, 503 at once. */
   upstreamQueue?: number;
+  /** Of those connections, how many one guest source may hold at once while others ask too; 0: upstreamPerSource's default. */
+  upstreamConnectionsPerSource?: number;
   retries: number;
   /** Quiet this long (ms) after serving requests: close the idle agent connections (default 5 s). */
   quietMs?: number;
@@ -147,6 +160,19 @@ const enum G {
   Closing,
 }
 
+/** A guest address of one listener: its connections (maxconn_per_source) and its share of the agent connections. */
+class Source extends Flow<Exchange> {
+  conns = 0;
+  constructor(
+    readonly peer: string,
+    listenerSeq: number,
+  ) {
+    super(`${listenerSeq} ${peer}`);
+  }
+}
+
+let listenerSeq = 0;
+
 /** One guest connection: reads requests one at a time (pipelined ones wait their turn). */
 class Guest {
   state = G.Idle;
@@ -167,11 +193,14 @@ class Guest {
   /** The exchange in flight for it, ended if the guest goes away. */
   ex: Exchange | undefined;
 
+  readonly peer: string;
+
   constructor(
     readonly sock: Socket,
     readonly l: NamespaceListener,
-    readonly peer: string,
+    readonly src: Source,
   ) {
+    this.peer = src.peer;
     this.deadline = Date.now() + l.limits.timeoutHttpRequest;
   }
 
@@ -535,8 +564,10 @@ interface Exchange {
   deadline: number;
   up: Upstream | undefined;
   done: boolean;
-  /** Waiting for a connection to the agent (the cap is reached). */
+  /** Waiting for a connection to the agent (the cap or its source's share is reached). */
   queued: boolean;
+  /** Counted in its source's share of the agent connections (from its start, retries included, to its end). */
+  running: boolean;
 }
 
 /** One namespace's listening socket: its guests, maxconn and parked queue, and the id it sends for them. */
@@ -547,13 +578,15 @@ export class NamespaceListener {
   closing = false;
   private readonly guests = new Set<Guest>();
   private onDrained: (() => void) | undefined;
-  /** Connections (with a slot or parked) per source address: the fairness cap. */
-  private readonly perSource = new Map<string, number>();
+  /** Connections (with a slot or parked) per source address: the fairness cap; and each one's agent share. */
+  private readonly perSource = new Map<string, Source>();
   readonly maxPerSource: number;
   readonly rateLimiter: RateLimiter | undefined;
   private nextExpire = 0;
   private readonly overCap: Throttled;
   private readonly limited: Throttled;
+  /** Tells this listener's guest sources from another's with the same addresses (shared mode). */
+  private readonly seq = ++listenerSeq;
 
   constructor(
     readonly rt: ProxyRuntime,
@@ -588,7 +621,7 @@ export class NamespaceListener {
    * accept(), so they wait here instead, unread, up to maxconn of them and timeout_http_request long each;
    * a slot freed by a closing guest goes to the oldest. More than that are closed at once.
    */
-  private readonly parked: { sock: Socket; since: number }[] = [];
+  private readonly parked: { sock: Socket; since: number; src: Source }[] = [];
 
   /** Requests refused by the rate limiter (counted by the limiter; logged here, throttled). */
   rateLimited(peer: string): void {
@@ -605,42 +638,42 @@ export class NamespaceListener {
     }
     // Fairness: one source cannot hold every slot (and the parked queue) of a namespace others share.
     const peer = peerOf(sock);
-    const n = this.perSource.get(peer) ?? 0;
-    if (n >= this.maxPerSource) {
+    let src = this.perSource.get(peer);
+    if (src !== undefined && src.conns >= this.maxPerSource) {
       this.refusedPerSource++;
       this.overCap.hit({ peer, maxconn_per_source: this.maxPerSource });
       sock.on('error', () => {});
       sock.destroy();
       return;
     }
-    this.perSource.set(peer, n + 1);
+    if (src === undefined) this.perSource.set(peer, (src = new Source(peer, this.seq)));
+    src.conns++;
     if (this.guests.size >= this.limits.maxconn) {
       if (this.parked.length >= this.limits.maxconn) {
-        this.release(peer);
+        this.release(src);
         sock.destroy();
         return;
       }
       sock.on('error', () => {});
       // Parked or admitted, the source's count drops when the socket closes (admit's handler for a guest).
-      sock.once('close', () => !this.admitted.has(sock) && this.release(peer));
-      this.parked.push({ sock, since: Date.now() });
+      const s = src;
+      sock.once('close', () => !this.admitted.has(sock) && this.release(s));
+      this.parked.push({ sock, since: Date.now(), src });
       return;
     }
-    this.admit(sock, peer);
+    this.admit(sock, src);
   }
 
   /** Sockets of parked connections that got a slot since (their count is then released by the guest). */
   private readonly admitted = new WeakSet<Socket>();
 
-  private release(peer: string): void {
-    const n = this.perSource.get(peer) ?? 0;
-    if (n <= 1) this.perSource.delete(peer);
-    else this.perSource.set(peer, n - 1);
+  private release(src: Source): void {
+    if (--src.conns <= 0 && this.perSource.get(src.peer) === src) this.perSource.delete(src.peer);
   }
 
   /** Connections from `peer` now (tests, benchmarks). */
   sourceConnections(peer: string): number {
-    return this.perSource.get(peer) ?? 0;
+    return this.perSource.get(peer)?.conns ?? 0;
   }
 
   private unpark(): void {
@@ -648,13 +681,13 @@ export class NamespaceListener {
       const p = this.parked.shift()!;
       if (!p.sock.destroyed) {
         this.admitted.add(p.sock);
-        this.admit(p.sock, peerOf(p.sock));
+        this.admit(p.sock, p.src);
       }
     }
   }
 
-  private admit(sock: Socket, peer: string): void {
-    const g = new Guest(sock, this, peer);
+  private admit(sock: Socket, src: Source): void {
+    const g = new Guest(sock, this, src);
     this.guests.add(g);
     sock.on('data', (d: Buffer) => g.onData(d));
     sock.on('drain', () => g.onDrain());
@@ -666,7 +699,7 @@ export class NamespaceListener {
     });
     sock.on('close', () => {
       this.guests.delete(g);
-      this.release(peer);
+      this.release(src);
       // Work ends with the guest: its exchange (queued, or on an agent connection, which is closed rather
       // than reused with a half-read answer; the agent sees the close) is dropped.
       if (g.ex !== undefined) this.rt.abandon(g.ex);
@@ -757,9 +790,9 @@ export class ProxyRuntime {
   private readonly exchanges = new Set<Exchange>();
   /** Agent connections open (busy or idle): never more than upstreamConnections. */
   private live = 0;
-  /** Exchanges waiting for one (FIFO; entries ended meanwhile are skipped). */
-  private readonly queue: Exchange[] = [];
-  private waiting = 0;
+  /** Exchanges waiting for one, taken round-robin by guest source, each source within its share (fair-queue.ts). */
+  private readonly sched: FairQueue<Exchange>;
+  private kickPending = false;
   private queueFull: Throttled;
   /** Exchanges refused because the queue was full; ended because their guest went away. */
   queueRefused = 0;
@@ -775,11 +808,12 @@ export class ProxyRuntime {
     readonly log: LiteLogger,
   ) {
     this.queueFull = new Throttled(log, 'too many requests waiting for a metadata agent connection: 503');
+    this.sched = new FairQueue(upstreamPerSource(cfg), cfg.upstreamQueue ?? UPSTREAM_QUEUE);
   }
 
   /** Connections to the agent open now, and exchanges waiting for one. */
   get upstream(): { open: number; idle: number; queued: number } {
-    return { open: this.live, idle: this.idle.length, queued: this.waiting };
+    return { open: this.live, idle: this.idle.length, queued: this.sched.size };
   }
 
   /** Requests being proxied right now. */
@@ -860,9 +894,11 @@ export class ProxyRuntime {
     const now = Date.now();
     this.lastRequest = now;
     this.sinceCompact++;
-    const ex: Exchange = { guest, method, path, body, contentType, extra, reqId: `req-${randomUUID()}`, attempt: 0, deadline: now + this.cfg.timeoutServer, up: undefined, done: false, queued: false };
+    const ex: Exchange = { guest, method, path, body, contentType, extra, reqId: `req-${randomUUID()}`, attempt: 0, deadline: now + this.cfg.timeoutServer, up: undefined, done: false, queued: false, running: false };
     this.exchanges.add(ex);
-    this.send(ex);
+    this.sched.arrived(guest.src, now);
+    if (this.sched.mayRun(guest.src, now)) this.send(ex);
+    else this.enqueue(ex);
     return ex;
   }
 
@@ -874,31 +910,59 @@ export class ProxyRuntime {
       this.live++;
       up = new Upstream(this);
     }
+    if (!ex.running) {
+      ex.running = true;
+      this.sched.started(ex.guest.src);
+    }
     ex.up = up;
     up.start(ex);
   }
 
-  /** The cap is reached: wait for a connection (haproxy's server maxconn + queue), or 503 when the queue is full. */
+  /**
+   * The cap or the source's share is reached: wait (haproxy's server maxconn + queue, but fair by source), or
+   * 503 when the queue is full: to this request, or to the newest of a source with a longer backlog.
+   */
   private enqueue(ex: Exchange): void {
-    if (this.waiting >= (this.cfg.upstreamQueue ?? UPSTREAM_QUEUE)) {
-      this.queueRefused++;
-      this.queueFull.hit({ peer: ex.guest.peer, upstream_connections: this.cfg.upstreamConnections, queued: this.waiting });
-      return this.finishError(ex, 503, 'The metadata agent is busy; try again.');
+    const src = ex.guest.src;
+    // A retry that finds no free connection waits again, first of its source, out of its share meanwhile.
+    const retry = ex.running;
+    if (retry) {
+      ex.running = false;
+      this.sched.done(src);
     }
-    ex.queued = true;
-    this.waiting++;
-    this.queue.push(ex);
+    const refused = this.sched.push(src, ex, Date.now(), retry);
+    if (refused !== ex) ex.queued = true;
+    if (refused === undefined) return;
+    refused.queued = false;
+    this.queueRefused++;
+    this.queueFull.hit({ peer: refused.guest.peer, upstream_connections: this.cfg.upstreamConnections, queued: this.sched.size });
+    this.finishError(refused, 503, 'The metadata agent is busy; try again.');
   }
 
   private dequeue(): Exchange | undefined {
-    while (this.waiting > 0 && this.queue.length > 0) {
-      const ex = this.queue.shift()!;
-      if (!ex.queued) continue;
+    const ex = this.sched.size > 0 ? this.sched.take(Date.now()) : undefined;
+    if (ex !== undefined) {
       ex.queued = false;
-      this.waiting--;
-      return ex;
+      ex.running = true;
     }
-    return undefined;
+    return ex;
+  }
+
+  /**
+   * A source dropped below its share with requests waiting: they may go now if a connection is free. Deferred,
+   * so that an answer's own connection, about to be released, is the one they get.
+   */
+  private kick(): void {
+    if (this.kickPending) return;
+    this.kickPending = true;
+    setImmediate(() => {
+      this.kickPending = false;
+      while (this.sched.size > 0 && (this.idle.length > 0 || this.live < this.cfg.upstreamConnections)) {
+        const next = this.dequeue();
+        if (next === undefined) break;
+        this.send(next);
+      }
+    });
   }
 
   release(up: Upstream): void {
@@ -942,7 +1006,10 @@ export class ProxyRuntime {
     this.exchanges.delete(ex);
     if (ex.queued) {
       ex.queued = false;
-      this.waiting--;
+      this.sched.remove(ex.guest.src, ex);
+    } else if (ex.running) {
+      ex.running = false;
+      if (this.sched.done(ex.guest.src) && (this.idle.length > 0 || this.live < this.cfg.upstreamConnections)) this.kick();
     }
     if (ex.guest.ex === ex) ex.guest.ex = undefined;
     return true;

@@ -3,7 +3,9 @@
 // plugged into that bridge, each the fixed IP of a server booted through nova-api; the proxy talks to the
 // real quantum-metadata-agent, which asks quantum-server and signs for nova-api's metadata service. The
 // test process opens the guests' TCP connections itself, from inside their namespaces (the qm_netns addon's
-// connectInNamespace), so a guest can send any bytes and read, or not read, as it likes.
+// connectInNamespace), so a guest can send any bytes and read, or not read, as it likes. The proxy runs in
+// either metadata_proxy_mode: its own process in the router namespace, or a listener of a shared process
+// (bound in the router namespace by SharedMetadataProxy, as the agents do).
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { Socket } from 'node:net';
@@ -14,7 +16,8 @@ import { loadNetnsSocket, netnsPath } from '../../src/linux/netns-socket.js';
 import { nativeAddonPath } from '../../src/linux/shared-proxy.js';
 import { spawnNovaApi } from './nova-fixtures.js';
 import { NetFixture, nsExec, sh } from './netns.js';
-import { getFreePort, spawnDaemon, waitFor, waitForListen, type Daemon } from './proc.js';
+import { getFreePort, sleep, spawnDaemon, waitFor, waitForListen, type Daemon } from './proc.js';
+import { startProxyIn, type ProxyMode } from './proxy-modes.js';
 import { startQuantumServer, type RunningQuantum } from './quantum-server.js';
 
 export const ROUTER_IP = '10.250.0.1';
@@ -29,21 +32,28 @@ export interface HostileGuest {
 }
 
 export interface RunningProxyProc {
+  /** The proxy process (the shared one's in shared mode). */
   pid: number;
   port: number;
   output(): string;
+  /** Its connections to the metadata agent now. */
+  agentConnections(): number;
   stop(): Promise<void>;
 }
 
 export interface HostileChain {
+  mode: ProxyMode;
   fx: NetFixture;
   routerNs: string;
   routerId: string;
   guests: HostileGuest[];
   agent: Daemon;
   socket: string;
-  /** Start a proxy for the router in its namespace (flags added to the agents' usual ones). */
-  proxy(flags: string[], main?: string): Promise<RunningProxyProc>;
+  /**
+   * Start a proxy for the router in its namespace (flags added to the agents' usual ones), in the chain's mode
+   * unless told; `main`: another build's proxy (dist/proxy/ns-proxy/main.js).
+   */
+  proxy(flags: string[], main?: string, mode?: ProxyMode): Promise<RunningProxyProc>;
   /** A raw TCP connection from inside guest `g`'s namespace to the proxy's port. */
   connect(g: HostileGuest, port: number): Promise<Socket>;
   stop(): Promise<void>;
@@ -62,9 +72,10 @@ export function rssKb(pid: number): number {
 
 /**
  * The proxy's connections to the agent: its Unix sockets (the descriptors of /proc/<pid>/fd that are listed in
- * its namespace's /proc/<pid>/net/unix; the proxy has no other Unix socket, its stdio are pipes).
+ * its namespace's /proc/<pid>/net/unix; the proxy has no other Unix socket, its stdio are pipes) but `skipFds`
+ * (a shared proxy's IPC channel and descriptor socket, fds 3 and 4).
  */
-export function agentConnections(proxyPid: number): number {
+export function agentConnections(proxyPid: number, skipFds: readonly string[] = []): number {
   let unix: Set<string>;
   try {
     unix = new Set(readFileSync(`/proc/${proxyPid}/net/unix`, 'utf8').split('\n').slice(1).map((l) => l.trim().split(/\s+/)[6] ?? '').filter(Boolean));
@@ -73,6 +84,7 @@ export function agentConnections(proxyPid: number): number {
   }
   let n = 0;
   for (const fd of readdirSync(`/proc/${proxyPid}/fd`)) {
+    if (skipFds.includes(fd)) continue;
     try {
       const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${proxyPid}/fd/${fd}`));
       if (m && unix.has(m[1]!)) n++;
@@ -90,7 +102,8 @@ async function compute(base: string, path: string, body: unknown): Promise<Recor
   return t ? (JSON.parse(t) as Record<string, any>) : {}; // eslint-disable-line @typescript-eslint/no-explicit-any
 }
 
-export async function startHostileChain(o: { guests: number; agentArgs?: string[] }): Promise<HostileChain> {
+export async function startHostileChain(o: { guests: number; mode?: ProxyMode; agentArgs?: string[] }): Promise<HostileChain> {
+  const mode = o.mode ?? 'per-namespace';
   const fx = new NetFixture();
   const state = fx.statePath();
   const socket = join(state, 'metadata_proxy');
@@ -136,8 +149,19 @@ export async function startHostileChain(o: { guests: number; agentArgs?: string[
       throw new Error(`agent did not start: ${agent!.output()}`);
     });
     const ns = netns();
-    const proxy = async (flags: string[], main = defaultProxyMain): Promise<RunningProxyProc> => {
+    const proxy = async (flags: string[], main = defaultProxyMain, as = mode): Promise<RunningProxyProc> => {
       const port = await getFreePort();
+      if (as === 'shared') {
+        // A process of its own per call, as the per-namespace proxies are: flags and builds never mix.
+        const sp = await startProxyIn('shared', [`--router_id=${router.id}`, `--metadata_proxy_socket=${socket}`, `--metadata_port=${port}`, ...flags], port, {
+          namespace: routerNs,
+          proxyCmd: [process.execPath, ...PROXY_NODE_FLAGS, main].join(' '),
+          ownProcess: true,
+        });
+        const p: RunningProxyProc = { pid: sp.pid, port, output: () => sp.output(), agentConnections: () => agentConnections(sp.pid, ['3', '4']), stop: () => sp.stop() };
+        proxies.push(p);
+        return p;
+      }
       const argv = ['netns', 'exec', routerNs, process.execPath, ...PROXY_NODE_FLAGS, main, '--nodaemonize', `--router_id=${router.id}`, `--state_path=${state}`, `--metadata_port=${port}`, ...flags];
       const child = spawn('ip', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
       fx.trackPid(child.pid!);
@@ -149,6 +173,7 @@ export async function startHostileChain(o: { guests: number; agentArgs?: string[
         pid: child.pid!,
         port,
         output: () => out,
+        agentConnections: () => agentConnections(child.pid!),
         async stop() {
           if (child.exitCode !== null || child.signalCode !== null) return;
           child.kill('SIGTERM');
@@ -175,7 +200,7 @@ export async function startHostileChain(o: { guests: number; agentArgs?: string[
       s.on('error', () => {});
       return s;
     };
-    return { fx, routerNs, routerId: router.id, guests, agent, socket, proxy, connect, stop };
+    return { mode, fx, routerNs, routerId: router.id, guests, agent, socket, proxy, connect, stop };
   } catch (e) {
     await stop();
     throw e;
@@ -290,4 +315,103 @@ print(json.dumps(seen))
 export function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
+}
+
+export interface Latency {
+  n: number;
+  p50: number;
+  p99: number;
+  errors: number;
+}
+
+function summary(ms: number[], errors: number): Latency {
+  const s = [...ms].sort((a, b) => a - b);
+  return { n: s.length, p50: percentile(s, 50), p99: percentile(s, 99), errors };
+}
+
+/** `n` sequential GETs of `path` from guest `g`, a connection each (as cloud-init makes them): each one's ms, and the non-200s. */
+async function sequential(c: HostileChain, g: HostileGuest, port: number, n: number, path: string): Promise<{ ms: number[]; errors: number }> {
+  const ms: number[] = [];
+  let errors = 0;
+  for (let i = 0; i < n; i++) {
+    const r = await guestRequest(c, g, port, GET(path), 10_000);
+    if (r.status !== 200) errors++;
+    ms.push(r.ms);
+  }
+  return { ms, errors };
+}
+
+export async function latency(c: HostileChain, g: HostileGuest, port: number, n: number, path = '/openstack/latest/meta_data.json'): Promise<Latency> {
+  const r = await sequential(c, g, port, n, path);
+  return summary(r.ms, r.errors);
+}
+
+/** A guest that reads its answers as fast as it can: wrk in its namespace, keep-alive connections. */
+export interface ReadingFlood {
+  /** SIGSTOP / SIGCONT: the flood stops (what is in flight completes) and goes on. */
+  pause(): void;
+  resume(): void;
+  /** Milliseconds it has been running (not paused). */
+  readonly runningMs: number;
+  /** SIGINT (wrk prints its summary): wrk's output, with the number of requests it made. */
+  stop(): Promise<{ out: string; requests: number }>;
+}
+
+export function readingFlood(c: HostileChain, g: HostileGuest, port: number, conns: number, path = '/openstack/latest/meta_data.json'): ReadingFlood {
+  // `ip netns exec` execs wrk: the child's pid is wrk's.
+  const child = spawn('ip', ['netns', 'exec', g.ns, 'wrk', '-t1', `-c${conns}`, '-d3600s', '--timeout', '10s', `http://${ROUTER_IP}:${port}${path}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  c.fx.trackPid(child.pid!);
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  let ran = 0;
+  let since: number | undefined = Date.now();
+  return {
+    pause() {
+      if (since === undefined) return;
+      child.kill('SIGSTOP');
+      ran += Date.now() - since;
+      since = undefined;
+    },
+    resume() {
+      if (since !== undefined) return;
+      child.kill('SIGCONT');
+      since = Date.now();
+    },
+    get runningMs() {
+      return ran + (since === undefined ? 0 : Date.now() - since);
+    },
+    async stop() {
+      this.resume();
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGINT');
+        const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await exited;
+        clearTimeout(t);
+      }
+      return { out, requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0) };
+    },
+  };
+}
+
+/**
+ * A neighbour's latency beside a reading flood, and without it, interleaved: `rounds` times `perPhase`
+ * sequential requests with the flood paused, then as many while it runs, so that whatever else loads the
+ * machine meanwhile weighs on both alike. The flood is left running.
+ */
+export async function quietVsFlood(c: HostileChain, neighbour: HostileGuest, port: number, flood: ReadingFlood, o: { rounds: number; perPhase: number; settleMs?: number }): Promise<{ quiet: Latency; flood: Latency }> {
+  const quiet = { ms: [] as number[], errors: 0 };
+  const busy = { ms: [] as number[], errors: 0 };
+  for (let i = 0; i < o.rounds; i++) {
+    for (const [phase, into] of [['quiet', quiet], ['flood', busy]] as const) {
+      if (phase === 'quiet') flood.pause();
+      else flood.resume();
+      await sleep(o.settleMs ?? 200);
+      const r = await sequential(c, neighbour, port, o.perPhase, '/openstack/latest/meta_data.json');
+      into.ms.push(...r.ms);
+      into.errors += r.errors;
+    }
+  }
+  return { quiet: summary(quiet.ms, quiet.errors), flood: summary(busy.ms, busy.errors) };
 }

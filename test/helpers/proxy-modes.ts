@@ -32,8 +32,18 @@ interface Pooled {
 const pool = new Map<string, Pooled>();
 let seq = 0;
 
-async function sharedProcess(processFlags: string[]): Promise<Pooled> {
-  const key = [...processFlags].sort().join(' ');
+/** Where a shared-mode listener goes and which process serves it (the defaults: loopback, a pooled process). */
+export interface SharedOptions {
+  /** The namespace to listen in ('' : the test's own). */
+  namespace?: string;
+  /** metadata_proxy_cmd: another build's proxy. */
+  proxyCmd?: string;
+  /** A process of its own, shared with no other call (two listeners of one router may then coexist). */
+  ownProcess?: boolean;
+}
+
+async function sharedProcess(processFlags: string[], o: SharedOptions): Promise<Pooled> {
+  const key = `${o.proxyCmd ?? ''}|${[...processFlags].sort().join(' ')}${o.ownProcess ? `|own-${++seq}` : ''}`;
   const hit = pool.get(key);
   if (hit) return hit;
   let statePath: string | undefined;
@@ -50,7 +60,7 @@ async function sharedProcess(processFlags: string[]): Promise<Pooled> {
   const own = statePath === undefined ? mkdtempSync(join(tmpdir(), 'qm-shared-')) : undefined;
   const m = new SharedMetadataProxy({
     name: `qm-test-${process.pid}-${++seq}`,
-    conf: { state_path: statePath ?? own!, metadata_proxy_socket: socket, debug, verbose: false },
+    conf: { state_path: statePath ?? own!, metadata_proxy_socket: socket, metadata_proxy_cmd: o.proxyCmd, debug, verbose: false },
     log: silentLogger,
     proxyArgs: extra,
     pruneIntervalSec: 0,
@@ -61,8 +71,11 @@ async function sharedProcess(processFlags: string[]): Promise<Pooled> {
   return p;
 }
 
-/** Start the proxy for the router or network named in `args`, listening on 0.0.0.0:`port` (or --bind_address). */
-export async function startProxyIn(mode: ProxyMode, args: string[], port: number): Promise<RunningProxy> {
+/**
+ * Start the proxy for the router or network named in `args`, listening on 0.0.0.0:`port` (or --bind_address).
+ * `shared` applies to shared mode only.
+ */
+export async function startProxyIn(mode: ProxyMode, args: string[], port: number, shared: SharedOptions = {}): Promise<RunningProxy> {
   if (mode === 'per-namespace') return startProxy(args, port);
   const processFlags = args.filter((a) => !LISTENER_FLAG.test(a));
   const val = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -70,8 +83,8 @@ export async function startProxyIn(mode: ProxyMode, args: string[], port: number
   const networkId = val('network_id');
   const kind = routerId ? 'router' : 'network';
   const id = (routerId ?? networkId)!;
-  const p = await sharedProcess(processFlags);
-  await p.m.add({ kind, id, namespace: '', host: val('bind_address') ?? '0.0.0.0', port });
+  const p = await sharedProcess(processFlags, shared);
+  await p.m.add({ kind, id, namespace: shared.namespace ?? '', host: val('bind_address') ?? '0.0.0.0', port });
   p.users++;
   const key = [...pool].find(([, v]) => v === p)![0];
   let stopped = false;
