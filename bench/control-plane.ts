@@ -48,11 +48,12 @@ const { values: flags } = parseArgs({
     out: { type: 'string', default: 'bench/results/control-plane' },
     debug: { type: 'boolean', default: false },
     'keep-logs': { type: 'string' },
+    profile: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (flags.help) {
-  process.stdout.write('usage: node dist/bench/control-plane.js [--sizes 100,300,1000] [--mode shared|per-namespace] [--no-rabbit] [--changes N] [--idle S] [--outage S] [--agent-down-time S] [--no-failover] [--out PATH]\n');
+  process.stdout.write('usage: node dist/bench/control-plane.js [--sizes 100,300,1000] [--mode shared|per-namespace] [--no-rabbit] [--changes N] [--idle S] [--outage S] [--agent-down-time S] [--no-failover] [--out PATH] [--keep-logs DIR] [--profile DIR]\n');
   process.exit(0);
 }
 const SIZES = flags.sizes.split(',').map(Number);
@@ -165,6 +166,8 @@ async function startStack(fx: NetFixture, rabbit: RunningRabbit | undefined, lab
   const procs = new Map<string, Proc>();
   const serverLog = join(dir, 'quantum-server.log');
   const up = async (name: string, argv: string[]) => {
+    // --profile DIR: each daemon writes a V8 CPU profile there when it stops (node's --cpu-prof).
+    if (flags.profile) argv = [argv[0]!, '--cpu-prof', `--cpu-prof-dir=${resolve(flags.profile)}`, `--cpu-prof-name=${name}.cpuprofile`, ...argv.slice(1)];
     const p = launch(name, argv, undefined, dir);
     procs.set(name, p);
     return p;

@@ -113,6 +113,8 @@ describe('isolated network: dnsmasq, dhclient, option 121, metadata proxy on 169
     assert.match(addrs, new RegExp(`${dport.fixed_ips[0]!.ip_address.replace(/\./g, '\\.')}/24`));
     assert.match(addrs, /169\.254\.169\.254\/32/);
     assert.ok(linkExistsSync(dhcpRootDeviceName(dport.id)));
+    // The default route through the subnet's gateway, set in the same batch as the device.
+    assert.match(await inNs(ns, ['ip', '-4', 'route', 'show', 'default']), new RegExp(`default via ${sub.gateway_ip!.replace(/\./g, '\\.')} dev ${dev}`));
   });
 
   test('hosts and opts files as Neutron writes them; dnsmasq argv', () => {

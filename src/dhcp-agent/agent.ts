@@ -304,7 +304,8 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
     if (st.devKey !== devKey || !st.ns.present) {
       const fresh = await st.ns.ensure({ lo: false });
       const spec = { networkId: n.id, namespace: st.ns.name, device, rootDevice: dhcpRootDeviceName(port.id), mac: port.mac_address, mtu: n.mtu || undefined };
-      if (fresh) await plugFresh(spec, cidrs, ctx, ['link set lo up']);
+      // A fresh namespace gets its default route in the same `ip -batch` as the device (a process fewer per network).
+      if (fresh) await plugFresh(spec, cidrs, ctx, ['link set lo up'], gw ? [`route replace default via ${gw} dev ${device}`] : []);
       else {
         // Adopted (agent restart) or changed: one `ip addr show` says whether the device is already right.
         const links = await st.ns.linkStates();
@@ -319,7 +320,7 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
           await initL3(device, cidrs, st.ns.name, ctx);
         }
       }
-      if (gw) await st.ns.routeReplace('default', gw, device);
+      if (gw && !fresh) await st.ns.routeReplace('default', gw, device);
       else if (!fresh && (await st.ns.routes()).some((r) => r.startsWith('default'))) await st.ns.routeDelete('default');
       st.portId = port.id;
       st.devKey = devKey;

@@ -59,7 +59,7 @@ export async function ensureBridge(bridge: string, ctx: Ctx = {}): Promise<void>
  * end on the bridge and up, its peer born in the namespace with the port's MAC; then, in one batch inside the
  * namespace, the peer up with its addresses. Two processes per port instead of a dozen.
  */
-export async function plugFresh(spec: PlugSpec, cidrs: readonly string[], ctx: Ctx = {}, alsoInNamespace: readonly string[] = []): Promise<void> {
+export async function plugFresh(spec: PlugSpec, cidrs: readonly string[], ctx: Ctx = {}, alsoInNamespace: readonly string[] = [], afterAddresses: readonly string[] = []): Promise<void> {
   checkName(spec.device);
   checkName(spec.rootDevice);
   const bridge = spec.bridge ?? bridgeName(spec.networkId);
@@ -77,7 +77,8 @@ export async function plugFresh(spec: PlugSpec, cidrs: readonly string[], ctx: C
       if (rootLinkPresent(spec.rootDevice)) await linkDelete(spec.rootDevice, undefined, ctx);
     }
   }
-  await ipBatch([...alsoInNamespace, `link set ${spec.device} up`, ...cidrs.map((c) => addrAddArgs(spec.device, c).join(' '))], spec.namespace, ctx);
+  // `afterAddresses`: lines that need the addresses first (a route via the subnet's gateway), in the same batch.
+  await ipBatch([...alsoInNamespace, `link set ${spec.device} up`, ...cidrs.map((c) => addrAddArgs(spec.device, c).join(' ')), ...afterAddresses], spec.namespace, ctx);
 }
 
 /**
