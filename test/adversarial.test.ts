@@ -232,8 +232,8 @@ for (const mode of PROXY_MODES) describe(`adversarial guests through the real ch
   });
 
   test('rate limiting: the flooder gets 429 (haproxy\'s body), a cloud-init crawl beside it none', async () => {
-    // Windows sized for a boot crawl (see README: Neutron's literal defaults would limit cloud-init's ~30 requests).
-    const rl = await c.proxy(['--metadata_rate_limiting-rate_limit_enabled', '--metadata_rate_limiting-base_query_rate_limit=80', '--metadata_rate_limiting-burst_window_duration=2', '--metadata_rate_limiting-burst_query_rate_limit=50']);
+    // Our defaults, sized for a boot crawl (Neutron's literal ones would limit cloud-init's ~25 requests; below).
+    const rl = await c.proxy(['--metadata_rate_limiting-rate_limit_enabled']);
     const flood = (async () => {
       const counts: Record<number, number> = {};
       let body = '';
@@ -261,7 +261,7 @@ for (const mode of PROXY_MODES) describe(`adversarial guests through the real ch
     await rl.stop();
 
     // Neutron's defaults, as its haproxy applies them: more than 10 requests within 10 s and the source is refused.
-    const d = await c.proxy(['--metadata_rate_limiting-rate_limit_enabled']);
+    const d = await c.proxy(['--metadata_rate_limiting-rate_limit_enabled', ...['base_window_duration=10', 'base_query_rate_limit=10', 'burst_window_duration=10', 'burst_query_rate_limit=10'].map((o) => `--metadata_rate_limiting-${o}`)]);
     const statuses: number[] = [];
     for (let i = 0; i < 12; i++) statuses.push((await guestRequest(c, g(third), d.port, GET('/latest/meta-data/instance-id'))).status);
     assert.deepEqual(statuses, [...Array(10).fill(200), 429, 429]);
