@@ -31,10 +31,15 @@ const V4_META = 'http://169.254.169.254/openstack/latest/meta_data.json';
 
 /** The first answer with status 200 (the router or its proxy may still be being built). */
 async function uuidOf(g: Guest, url: string, extra: string[] = []): Promise<string> {
+  let last: { status: number; body: string } | undefined;
   const body = await waitFor(async () => {
-    const r = await curl(g, url, extra).catch(() => undefined);
-    return r && r.status === 200 ? r.body : undefined;
-  }, 40_000, 200, `metadata from ${g.ns} at ${url}`);
+    last = await curl(g, url, extra).catch(() => undefined);
+    return last && last.status === 200 ? last.body : undefined;
+  }, 40_000, 200, `metadata from ${g.ns} at ${url}`).catch(async (e: Error) => {
+    // What the guest saw last, and its neighbours and routes: enough to tell a missing proxy from a wrong ARP entry.
+    const seen = await execute(['sh', '-c', 'ip neigh; ip route; ip -6 route'], { netns: g.ns }).catch((x: unknown) => String(x));
+    throw new Error(`${e.message}; last answer ${last ? `${last.status} ${last.body.slice(0, 200)}` : 'none'}; guest: ${seen}`);
+  });
   return (JSON.parse(body) as { uuid: string }).uuid;
 }
 
@@ -167,6 +172,8 @@ for (const mode of MODES) {
         assert.match(addrs, /qr-\S+\s+inet6 fe80::a9fe:a9fe\/64 scope link/);
         const ss = await execute(['ss', '-Hltn'], { netns: ns });
         assert.match(ss, /\[::\]:9697/);
+        // Two qr- devices on one network: only the one holding the IPv4 gateway answers ARP for it (Neutron's sysctls).
+        assert.equal((await execute(['sysctl', '-n', 'net.ipv4.conf.all.arp_ignore', 'net.ipv4.conf.all.arp_announce'], { netns: ns })).trim().split('\n').join(' '), '1 2');
         assert.match(ss, /0\.0\.0\.0:9697/);
       });
 

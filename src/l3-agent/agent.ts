@@ -234,6 +234,12 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
       this.owners.claim(ns.name);
       const fresh = await ns.ensure({ lo: false });
       await ns.sysctl('net.ipv4.ip_forward', 1);
+      // As Neutron's namespaces.py: ARP answered only on the device that holds the address, from the best local
+      // address. A router has a qr- device per subnet, several on one network; with the kernel's default any of
+      // them answers for the IPv4 gateway, and a guest that learns the MAC of an IPv6-only qr- device loses its
+      // metadata (REDIRECT drops what arrives on a device without an IPv4 address).
+      await ns.sysctl('net.ipv4.conf.all.arp_ignore', 1);
+      await ns.sysctl('net.ipv4.conf.all.arp_announce', 2);
       if (ipv6) await ns.sysctl('net.ipv6.conf.all.forwarding', 1);
       ri = { id: r.id, ns, ports: new Map(), iptables: this.buildIptables(ns.name, ipv6), ipv6 };
       await ri.iptables.apply({ fresh });
