@@ -10,6 +10,9 @@
 //     a listener per router) vs per-namespace (a process per router), side by side.
 // Not a test. As root:  node dist/bench/shared-proxy.js [--sizes 100,300,1000] [--per-ns 100,300] [--haproxy 100]
 //   [--conns 1,16,64] [--duration 3] [--repeats 3] [--storm-routers 50] [--storm-guests 4] [--only storm] [--out NAME]
+//   [--compare <another build's dist/proxy/ns-proxy/main.js> [--compare-label NAME]]
+// --compare: one more row in the load phase, a shared proxy of that build with as many listeners (each answered
+// once), measured in the same run and rotation as the others: two builds side by side under the same load.
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -50,6 +53,8 @@ const { values: flags } = parseArgs({
     'storm-guests': { type: 'string' },
     only: { type: 'string' },
     out: { type: 'string' },
+    compare: { type: 'string' },
+    'compare-label': { type: 'string' },
   },
 });
 if (flags.only !== undefined && flags.only !== 'storm') throw new Error(`--only: the one phase that runs alone is "storm", not "${flags.only}"`);
@@ -64,12 +69,15 @@ const cfg = {
   /** 0 skips the storm. */
   stormRouters: Number(flags['storm-routers'] ?? 50),
   stormGuests: Number(flags['storm-guests'] ?? 4),
+  compare: flags.compare === undefined ? undefined : resolve(flags.compare),
+  compareLabel: flags['compare-label'] ?? 'compared build',
 };
 if (cfg.stormGuests < 1 || cfg.stormGuests > 200) throw new Error('--storm-guests: 1 to 200 guests per router');
 const PORT = 9697;
 const SHARED_PORT = 9699;
 const PERNS_PORT = 9698;
 const SOLO_PORT = 9700;
+const COMPARE_PORT = 9701;
 const PATH = '/latest/meta-data/instance-id';
 const OUT = flags.out ?? (cfg.only === 'storm' ? 'tmp/shared-proxy-storm' : 'shared-proxy');
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -228,6 +236,21 @@ async function routerPhases(): Promise<void> {
     { mode: 'shared (its only listener)', port: SOLO_PORT, pid: () => solo.pid! },
     { mode: 'per-namespace', port: PERNS_PORT, pid: () => perNs.pid },
   ];
+  let other: SharedMetadataProxy | undefined;
+  if (cfg.compare) {
+    // The same listeners (each answered once, then past the quiet period) served by the other build.
+    const cmp = (other = new SharedMetadataProxy({ name: 'bench-compare', conf: { ...conf, metadata_proxy_cmd: [process.execPath, ...PROXY_NODE_FLAGS, cfg.compare].join(' ') }, log: silentLogger, pruneIntervalSec: 0 }));
+    cleanups.push(() => cmp.destroy());
+    await cmp.start();
+    const idle = names.slice(0, have);
+    await Promise.all(idle.map((ns) => cmp.add({ kind: 'router', id: randomUUID(), namespace: ns, host: '0.0.0.0', port: COMPARE_PORT })));
+    await parallel(idle, 16, async (ns) => {
+      if (!(await probe(ns, COMPARE_PORT))) throw new Error(`compared build's listener in ${ns} did not answer`);
+    });
+    await cmp.add({ kind: 'router', id: routerId, namespace: topo.router, host: '0.0.0.0', port: COMPARE_PORT });
+    await sleep(6000);
+    targets.push({ mode: `shared (1 of ${cmp.size} listeners), ${cfg.compareLabel}`, port: COMPARE_PORT, pid: () => cmp.pid! });
+  }
   const url = `http://${METADATA_IP}${PATH}`;
   for (const t of targets) {
     await redirectTo(topo, t.port);
@@ -287,6 +310,7 @@ async function routerPhases(): Promise<void> {
     await pm.disable();
   }
   await solo.destroy();
+  await other?.destroy();
   await m.destroy();
 
   // ---- 1b. memory: a proxy per namespace, and haproxy per namespace ----
@@ -478,8 +502,13 @@ function report(): void {
     `## Load through one router namespace (Neutron's REDIRECT), \`${PATH}\`, medians of ${cfg.repeats}`,
     '',
     table(
-      ['mode', 'connections', 'req/s', 'p99 ms', 'proxy CPU µs/request', 'errors'],
-      [...byMode.values()].map((rs) => [rs[0]!.mode, rs[0]!.conns, fmt(median(rs.map((r) => r.rps)), 0), fmt(median(rs.map((r) => r.p99Ms)), 2), fmt(median(rs.map((r) => r.cpuUsPerReq))), rs.reduce((a, r) => a + r.errors, 0)]),
+      ['mode', 'connections', 'req/s', 'req/s min–max', 'p99 ms', 'proxy CPU µs/request', 'CPU min–max', 'errors'],
+      [...byMode.values()].map((rs) => {
+        const range = (xs: number[], d: number) => `${fmt(Math.min(...xs), d)}–${fmt(Math.max(...xs), d)}`;
+        const rps = rs.map((r) => r.rps);
+        const cpu = rs.map((r) => r.cpuUsPerReq);
+        return [rs[0]!.mode, rs[0]!.conns, fmt(median(rps), 0), range(rps, 0), fmt(median(rs.map((r) => r.p99Ms)), 2), fmt(median(cpu)), range(cpu, 1), rs.reduce((a, r) => a + r.errors, 0)];
+      }),
     ),
     '',
     '## kill -9 under a guest loop (a new connection per request, 4 s, killed at 1.5 s)',
