@@ -244,9 +244,7 @@ async function routerPhases(): Promise<void> {
     await cmp.start();
     const idle = names.slice(0, have);
     await Promise.all(idle.map((ns) => cmp.add({ kind: 'router', id: randomUUID(), namespace: ns, host: '0.0.0.0', port: COMPARE_PORT })));
-    await parallel(idle, 16, async (ns) => {
-      if (!(await probe(ns, COMPARE_PORT))) throw new Error(`compared build's listener in ${ns} did not answer`);
-    });
+    await parallel(idle, 16, (ns) => waitServed(ns, COMPARE_PORT));
     await cmp.add({ kind: 'router', id: routerId, namespace: topo.router, host: '0.0.0.0', port: COMPARE_PORT });
     await sleep(6000);
     targets.push({ mode: `shared (1 of ${cmp.size} listeners), ${cfg.compareLabel}`, port: COMPARE_PORT, pid: () => cmp.pid! });
