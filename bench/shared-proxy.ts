@@ -32,7 +32,7 @@ import { guestLoop, type LoopResult } from '../test/helpers/guest-loop.js';
 import { killChildren, run } from './lib/exec.js';
 import { addGuests, createTopology, destroyTopology, GUEST_IP, METADATA_IP, redirectTo, runPrefix, type Topology } from './lib/netns.js';
 import { launch, startHaproxy, startOurProxy, startUpstream, type Proc } from './lib/procs.js';
-import { cpuSeconds, cpuSecondsSelf, memory } from './lib/procstat.js';
+import { cpuSeconds, cpuSecondsPrecise, cpuSecondsSelf, memory } from './lib/procstat.js';
 import { bootStorm, type StormResult } from './lib/storm.js';
 import { fmt, median, table } from './lib/stats.js';
 import { wrk } from './lib/wrk.js';
@@ -78,6 +78,8 @@ const SHARED_PORT = 9699;
 const PERNS_PORT = 9698;
 const SOLO_PORT = 9700;
 const COMPARE_PORT = 9701;
+/** Seconds of idle CPU measured before the load phase. */
+const IDLE_S = 10;
 const PATH = '/latest/meta-data/instance-id';
 const OUT = flags.out ?? (cfg.only === 'storm' ? 'tmp/shared-proxy-storm' : 'shared-proxy');
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -113,6 +115,7 @@ const result = {
   memory: [] as MemRow[],
   sharedBaseKb: 0,
   sharedBasePrivateKb: 0,
+  idle: [] as { mode: string; cpuMsPerS: number }[],
   load: [] as { mode: string; conns: number; rep: number; rps: number; p99Ms: number; cpuUsPerReq: number; errors: number }[],
   kill: [] as ({ mode: string; respawnMs: number } & LoopResult)[],
   storm: [] as StormRow[],
@@ -246,9 +249,13 @@ async function routerPhases(): Promise<void> {
     await Promise.all(idle.map((ns) => cmp.add({ kind: 'router', id: randomUUID(), namespace: ns, host: '0.0.0.0', port: COMPARE_PORT })));
     await parallel(idle, 16, (ns) => waitServed(ns, COMPARE_PORT));
     await cmp.add({ kind: 'router', id: routerId, namespace: topo.router, host: '0.0.0.0', port: COMPARE_PORT });
-    await sleep(6000);
     targets.push({ mode: `shared (1 of ${cmp.size} listeners), ${cfg.compareLabel}`, port: COMPARE_PORT, pid: () => cmp.pid! });
   }
+  // Idle, past the quiet period: what the targets cost with nobody asking (their timers, the sweep over listeners).
+  await sleep(6000);
+  const idle0 = targets.map((t) => cpuSecondsPrecise(t.pid()));
+  await sleep(IDLE_S * 1000);
+  targets.forEach((t, i) => result.idle.push({ mode: t.mode, cpuMsPerS: ((cpuSecondsPrecise(t.pid()) - idle0[i]!) * 1000) / IDLE_S }));
   const url = `http://${METADATA_IP}${PATH}`;
   for (const t of targets) {
     await redirectTo(topo, t.port);
@@ -508,6 +515,8 @@ function report(): void {
         return [rs[0]!.mode, rs[0]!.conns, fmt(median(rps), 0), range(rps, 0), fmt(median(rs.map((r) => r.p99Ms)), 2), fmt(median(cpu)), range(cpu, 1), rs.reduce((a, r) => a + r.errors, 0)];
       }),
     ),
+    '',
+    `Idle, ${IDLE_S} s after 6 s of quiet, before the load: ${result.idle.map((r) => `${r.mode} ${fmt(r.cpuMsPerS, 2)} ms CPU per second`).join('; ')}.`,
     '',
     '## kill -9 under a guest loop (a new connection per request, 4 s, killed at 1.5 s)',
     '',
