@@ -2,7 +2,8 @@
 //  1. memory per router: Pss of all proxy processes ÷ routers, with 100, 300 and 1000 namespaces (each
 //     listener answers one request first), and the shared proxy's marginal cost per listener;
 //  2. req/s and proxy CPU per request through one router namespace (Neutron's REDIRECT) at 1/16/64
-//     connections, shared (next to the other idle listeners) vs per-namespace;
+//     connections, shared (next to the other idle listeners) vs per-namespace, each proxy in a session of its own as
+//     the agents start them (and a per-namespace one left in the benchmark's session, for scale);
 //  3. kill -9 under a guest loop with a new connection per request: shared (respawned by
 //     SharedMetadataProxy, sockets kept by the agent) vs per-namespace (ProcessMonitor, 1 s checks);
 //  4. boot storm: 50 routers with 4 guests each, all 200 guests run cloud-init's crawl at once through the whole
@@ -78,6 +79,7 @@ const SHARED_PORT = 9699;
 const PERNS_PORT = 9698;
 const SOLO_PORT = 9700;
 const COMPARE_PORT = 9701;
+const PERNS_SESSION_PORT = 9702;
 /** Seconds of idle CPU measured before the load phase. */
 const IDLE_S = 10;
 const PATH = '/latest/meta-data/instance-id';
@@ -227,8 +229,14 @@ async function routerPhases(): Promise<void> {
   const topo: Topology = await createTopology(prefix, SHARED_PORT);
   const routerId = randomUUID();
   await m.add({ kind: 'router', id: routerId, namespace: topo.router, host: '0.0.0.0', port: SHARED_PORT });
-  const perNs = launch('perns-load', [process.execPath, ...PROXY_NODE_FLAGS, defaultProxyMain, '--nodaemonize', `--router_id=${routerId}`, `--state_path=${state}`, `--metadata_port=${PERNS_PORT}`, `--metadata_proxy_socket=${upstream.socket}`], topo.router, tmp);
+  const perNsArgv = (port: number) => [process.execPath, ...PROXY_NODE_FLAGS, defaultProxyMain, '--nodaemonize', `--router_id=${routerId}`, `--state_path=${state}`, `--metadata_port=${port}`, `--metadata_proxy_socket=${upstream.socket}`];
+  // In its own session, as the agents start it (so is the shared proxy, by SharedMetadataProxy); and the same proxy
+  // left in the benchmark's session, beside wrk and the upstream, which is how this phase ran before (see launch).
+  const perNs = launch('perns-load', perNsArgv(PERNS_PORT), topo.router, tmp, {}, { detached: true });
+  const perNsHere = launch('perns-load-session', perNsArgv(PERNS_SESSION_PORT), topo.router, tmp);
+  cleanups.push(() => perNsHere.stop());
   await waitServed(topo.router, PERNS_PORT);
+  await waitServed(topo.router, PERNS_SESSION_PORT);
   // The same process model with that one listener only: what the other idle listeners cost per request.
   const solo = new SharedMetadataProxy({ name: 'bench-solo', conf, log: silentLogger, pruneIntervalSec: 0 });
   cleanups.push(() => solo.destroy());
@@ -238,6 +246,7 @@ async function routerPhases(): Promise<void> {
     { mode: `shared (1 of ${m.size} listeners)`, port: SHARED_PORT, pid: () => m.pid! },
     { mode: 'shared (its only listener)', port: SOLO_PORT, pid: () => solo.pid! },
     { mode: 'per-namespace', port: PERNS_PORT, pid: () => perNs.pid },
+    { mode: "per-namespace, in the benchmark's session", port: PERNS_SESSION_PORT, pid: () => perNsHere.pid },
   ];
   let other: SharedMetadataProxy | undefined;
   if (cfg.compare) {
@@ -291,6 +300,7 @@ async function routerPhases(): Promise<void> {
     say(`kill -9 shared: ${JSON.stringify(r)}, back in ${respawnMs} ms`);
   }
   await perNs.stop();
+  await perNsHere.stop();
   {
     // As the agents supervise a per-namespace proxy: ProcessManager + ProcessMonitor, 1 s checks.
     const pm: ProcessManager = metadataProxyManager({ uuid: routerId, namespace: topo.router, conf, port: PERNS_PORT, routerId, log: silentLogger });
