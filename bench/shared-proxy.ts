@@ -2,7 +2,8 @@
 //  1. memory per router: Pss of all proxy processes ÷ routers, with 100, 300 and 1000 namespaces (each
 //     listener answers one request first), and the shared proxy's marginal cost per listener;
 //  2. req/s and proxy CPU per request through one router namespace (Neutron's REDIRECT) at 1/16/64
-//     connections, shared (next to the other idle listeners) vs per-namespace;
+//     connections, shared (next to the other idle listeners) vs per-namespace, each proxy in a session of its own as
+//     the agents start them (and a per-namespace one left in the benchmark's session, for scale);
 //  3. kill -9 under a guest loop with a new connection per request: shared (respawned by
 //     SharedMetadataProxy, sockets kept by the agent) vs per-namespace (ProcessMonitor, 1 s checks);
 //  4. boot storm: 50 routers with 4 guests each, all 200 guests run cloud-init's crawl at once through the whole
@@ -10,6 +11,9 @@
 //     a listener per router) vs per-namespace (a process per router), side by side.
 // Not a test. As root:  node dist/bench/shared-proxy.js [--sizes 100,300,1000] [--per-ns 100,300] [--haproxy 100]
 //   [--conns 1,16,64] [--duration 3] [--repeats 3] [--storm-routers 50] [--storm-guests 4] [--only storm] [--out NAME]
+//   [--compare <another build's dist/proxy/ns-proxy/main.js> [--compare-label NAME]]
+// --compare: one more row in the load phase, a shared proxy of that build with as many listeners (each answered
+// once), measured in the same run and rotation as the others: two builds side by side under the same load.
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -29,7 +33,7 @@ import { guestLoop, type LoopResult } from '../test/helpers/guest-loop.js';
 import { killChildren, run } from './lib/exec.js';
 import { addGuests, createTopology, destroyTopology, GUEST_IP, METADATA_IP, redirectTo, runPrefix, type Topology } from './lib/netns.js';
 import { launch, startHaproxy, startOurProxy, startUpstream, type Proc } from './lib/procs.js';
-import { cpuSeconds, cpuSecondsSelf, memory } from './lib/procstat.js';
+import { cpuSeconds, cpuSecondsPrecise, cpuSecondsSelf, memory } from './lib/procstat.js';
 import { bootStorm, type StormResult } from './lib/storm.js';
 import { fmt, median, table } from './lib/stats.js';
 import { wrk } from './lib/wrk.js';
@@ -50,6 +54,8 @@ const { values: flags } = parseArgs({
     'storm-guests': { type: 'string' },
     only: { type: 'string' },
     out: { type: 'string' },
+    compare: { type: 'string' },
+    'compare-label': { type: 'string' },
   },
 });
 if (flags.only !== undefined && flags.only !== 'storm') throw new Error(`--only: the one phase that runs alone is "storm", not "${flags.only}"`);
@@ -64,12 +70,18 @@ const cfg = {
   /** 0 skips the storm. */
   stormRouters: Number(flags['storm-routers'] ?? 50),
   stormGuests: Number(flags['storm-guests'] ?? 4),
+  compare: flags.compare === undefined ? undefined : resolve(flags.compare),
+  compareLabel: flags['compare-label'] ?? 'compared build',
 };
 if (cfg.stormGuests < 1 || cfg.stormGuests > 200) throw new Error('--storm-guests: 1 to 200 guests per router');
 const PORT = 9697;
 const SHARED_PORT = 9699;
 const PERNS_PORT = 9698;
 const SOLO_PORT = 9700;
+const COMPARE_PORT = 9701;
+const PERNS_SESSION_PORT = 9702;
+/** Seconds of idle CPU measured before the load phase. */
+const IDLE_S = 10;
 const PATH = '/latest/meta-data/instance-id';
 const OUT = flags.out ?? (cfg.only === 'storm' ? 'tmp/shared-proxy-storm' : 'shared-proxy');
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -105,6 +117,7 @@ const result = {
   memory: [] as MemRow[],
   sharedBaseKb: 0,
   sharedBasePrivateKb: 0,
+  idle: [] as { mode: string; cpuMsPerS: number }[],
   load: [] as { mode: string; conns: number; rep: number; rps: number; p99Ms: number; cpuUsPerReq: number; errors: number }[],
   kill: [] as ({ mode: string; respawnMs: number } & LoopResult)[],
   storm: [] as StormRow[],
@@ -216,8 +229,14 @@ async function routerPhases(): Promise<void> {
   const topo: Topology = await createTopology(prefix, SHARED_PORT);
   const routerId = randomUUID();
   await m.add({ kind: 'router', id: routerId, namespace: topo.router, host: '0.0.0.0', port: SHARED_PORT });
-  const perNs = launch('perns-load', [process.execPath, ...PROXY_NODE_FLAGS, defaultProxyMain, '--nodaemonize', `--router_id=${routerId}`, `--state_path=${state}`, `--metadata_port=${PERNS_PORT}`, `--metadata_proxy_socket=${upstream.socket}`], topo.router, tmp);
+  const perNsArgv = (port: number) => [process.execPath, ...PROXY_NODE_FLAGS, defaultProxyMain, '--nodaemonize', `--router_id=${routerId}`, `--state_path=${state}`, `--metadata_port=${port}`, `--metadata_proxy_socket=${upstream.socket}`];
+  // In its own session, as the agents start it (so is the shared proxy, by SharedMetadataProxy); and the same proxy
+  // left in the benchmark's session, beside wrk and the upstream, which is how this phase ran before (see launch).
+  const perNs = launch('perns-load', perNsArgv(PERNS_PORT), topo.router, tmp, {}, { detached: true });
+  const perNsHere = launch('perns-load-session', perNsArgv(PERNS_SESSION_PORT), topo.router, tmp);
+  cleanups.push(() => perNsHere.stop());
   await waitServed(topo.router, PERNS_PORT);
+  await waitServed(topo.router, PERNS_SESSION_PORT);
   // The same process model with that one listener only: what the other idle listeners cost per request.
   const solo = new SharedMetadataProxy({ name: 'bench-solo', conf, log: silentLogger, pruneIntervalSec: 0 });
   cleanups.push(() => solo.destroy());
@@ -227,7 +246,25 @@ async function routerPhases(): Promise<void> {
     { mode: `shared (1 of ${m.size} listeners)`, port: SHARED_PORT, pid: () => m.pid! },
     { mode: 'shared (its only listener)', port: SOLO_PORT, pid: () => solo.pid! },
     { mode: 'per-namespace', port: PERNS_PORT, pid: () => perNs.pid },
+    { mode: "per-namespace, in the benchmark's session", port: PERNS_SESSION_PORT, pid: () => perNsHere.pid },
   ];
+  let other: SharedMetadataProxy | undefined;
+  if (cfg.compare) {
+    // The same listeners (each answered once, then past the quiet period) served by the other build.
+    const cmp = (other = new SharedMetadataProxy({ name: 'bench-compare', conf: { ...conf, metadata_proxy_cmd: [process.execPath, ...PROXY_NODE_FLAGS, cfg.compare].join(' ') }, log: silentLogger, pruneIntervalSec: 0 }));
+    cleanups.push(() => cmp.destroy());
+    await cmp.start();
+    const idle = names.slice(0, have);
+    await Promise.all(idle.map((ns) => cmp.add({ kind: 'router', id: randomUUID(), namespace: ns, host: '0.0.0.0', port: COMPARE_PORT })));
+    await parallel(idle, 16, (ns) => waitServed(ns, COMPARE_PORT));
+    await cmp.add({ kind: 'router', id: routerId, namespace: topo.router, host: '0.0.0.0', port: COMPARE_PORT });
+    targets.push({ mode: `shared (1 of ${cmp.size} listeners), ${cfg.compareLabel}`, port: COMPARE_PORT, pid: () => cmp.pid! });
+  }
+  // Idle, past the quiet period: what the targets cost with nobody asking (their timers, the sweep over listeners).
+  await sleep(6000);
+  const idle0 = targets.map((t) => cpuSecondsPrecise(t.pid()));
+  await sleep(IDLE_S * 1000);
+  targets.forEach((t, i) => result.idle.push({ mode: t.mode, cpuMsPerS: ((cpuSecondsPrecise(t.pid()) - idle0[i]!) * 1000) / IDLE_S }));
   const url = `http://${METADATA_IP}${PATH}`;
   for (const t of targets) {
     await redirectTo(topo, t.port);
@@ -263,6 +300,7 @@ async function routerPhases(): Promise<void> {
     say(`kill -9 shared: ${JSON.stringify(r)}, back in ${respawnMs} ms`);
   }
   await perNs.stop();
+  await perNsHere.stop();
   {
     // As the agents supervise a per-namespace proxy: ProcessManager + ProcessMonitor, 1 s checks.
     const pm: ProcessManager = metadataProxyManager({ uuid: routerId, namespace: topo.router, conf, port: PERNS_PORT, routerId, log: silentLogger });
@@ -287,6 +325,7 @@ async function routerPhases(): Promise<void> {
     await pm.disable();
   }
   await solo.destroy();
+  await other?.destroy();
   await m.destroy();
 
   // ---- 1b. memory: a proxy per namespace, and haproxy per namespace ----
@@ -478,9 +517,16 @@ function report(): void {
     `## Load through one router namespace (Neutron's REDIRECT), \`${PATH}\`, medians of ${cfg.repeats}`,
     '',
     table(
-      ['mode', 'connections', 'req/s', 'p99 ms', 'proxy CPU µs/request', 'errors'],
-      [...byMode.values()].map((rs) => [rs[0]!.mode, rs[0]!.conns, fmt(median(rs.map((r) => r.rps)), 0), fmt(median(rs.map((r) => r.p99Ms)), 2), fmt(median(rs.map((r) => r.cpuUsPerReq))), rs.reduce((a, r) => a + r.errors, 0)]),
+      ['mode', 'connections', 'req/s', 'req/s min–max', 'p99 ms', 'proxy CPU µs/request', 'CPU min–max', 'errors'],
+      [...byMode.values()].map((rs) => {
+        const range = (xs: number[], d: number) => `${fmt(Math.min(...xs), d)}–${fmt(Math.max(...xs), d)}`;
+        const rps = rs.map((r) => r.rps);
+        const cpu = rs.map((r) => r.cpuUsPerReq);
+        return [rs[0]!.mode, rs[0]!.conns, fmt(median(rps), 0), range(rps, 0), fmt(median(rs.map((r) => r.p99Ms)), 2), fmt(median(cpu)), range(cpu, 1), rs.reduce((a, r) => a + r.errors, 0)];
+      }),
     ),
+    '',
+    `Idle, ${IDLE_S} s after 6 s of quiet, before the load: ${result.idle.map((r) => `${r.mode} ${fmt(r.cpuMsPerS, 2)} ms CPU per second`).join('; ')}.`,
     '',
     '## kill -9 under a guest loop (a new connection per request, 4 s, killed at 1.5 s)',
     '',

@@ -16,10 +16,15 @@ export interface Proc {
   exited(): boolean;
 }
 
-export function launch(name: string, argv: string[], ns: string | undefined, tmp: string, env: Record<string, string> = {}): Proc {
+/**
+ * `detached`: in a session of its own, as the agents start the proxies (ProcessManager, SharedMetadataProxy). With
+ * the kernel's autogroup scheduling (sched_autogroup_enabled) a session is a scheduling group: a process left in the
+ * benchmark's session shares it with wrk and the upstream, which measurably changes its CPU per request.
+ */
+export function launch(name: string, argv: string[], ns: string | undefined, tmp: string, env: Record<string, string> = {}, o: { detached?: boolean } = {}): Proc {
   const logPath = join(tmp, `${name}.log`);
   const fd = openSync(logPath, 'a');
-  const child = start(argv, ns, { stdio: ['ignore', fd, fd], env: { ...process.env, ...env } });
+  const child = start(argv, ns, { stdio: ['ignore', fd, fd], env: { ...process.env, ...env }, detached: o.detached ?? false });
   closeSync(fd);
   let done = false;
   const exitedP = new Promise<void>((r) =>

@@ -33,6 +33,26 @@ export function cpuSecondsSelf(pid: number): number {
   return f ? (Number(f[11]) + Number(f[12])) / CLK_TCK : 0;
 }
 
+/**
+ * Time on CPU in seconds of the live threads of pid, in nanoseconds from /proc/<pid>/task/<tid>/schedstat: utime+stime
+ * comes in 10 ms ticks, too coarse for an idle process's milliseconds per second.
+ */
+export function cpuSecondsPrecise(pid: number): number {
+  let ns = 0;
+  try {
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        /* thread gone */
+      }
+    }
+  } catch {
+    /* process gone */
+  }
+  return ns / 1e9;
+}
+
 /** utime+stime+cutime+cstime: the process and the children it has waited for (an agent and its `ip` commands). */
 export function cpuSecondsWithReaped(pid: number): number {
   const f = statFields(pid);

@@ -583,6 +583,8 @@ export class NamespaceListener {
   readonly maxPerSource: number;
   readonly rateLimiter: RateLimiter | undefined;
   private nextExpire = 0;
+  /** In the runtime's sweep (watch): from a connection on, until a sweep finds no guest, parked one or rate-limiter entry. */
+  swept = false;
   private readonly overCap: Throttled;
   private readonly limited: Throttled;
   /** Tells this listener's guest sources from another's with the same addresses (shared mode). */
@@ -636,6 +638,8 @@ export class NamespaceListener {
       sock.destroy();
       return;
     }
+    // Every deadline of a listener starts with a connection: from here until a sweep finds nothing left.
+    if (!this.swept) this.rt.watch(this);
     // Fairness: one source cannot hold every slot (and the parked queue) of a namespace others share.
     const peer = peerOf(sock);
     let src = this.perSource.get(peer);
@@ -727,8 +731,8 @@ export class NamespaceListener {
     });
   }
 
-  /** This listener's deadlines (called by the runtime's sweeper). */
-  sweep(now: number): void {
+  /** This listener's deadlines (called by the runtime's sweeper); false once it has nothing left to watch. */
+  sweep(now: number): boolean {
     if (this.rateLimiter !== undefined && now >= this.nextExpire) {
       this.nextExpire = now + 1000;
       this.rateLimiter.expire(now);
@@ -745,6 +749,7 @@ export class NamespaceListener {
       } else if (g.state === G.Closing && g.deadline !== 0 && g.deadline < now) g.sock.destroy();
       else if (g.drainDeadline !== 0 && g.drainDeadline < now) g.sock.destroy();
     }
+    return this.guests.size > 0 || parked.length > 0 || (this.rateLimiter !== undefined && this.rateLimiter.size > 0);
   }
 
   /**
@@ -782,10 +787,16 @@ export class NamespaceListener {
 
 /**
  * What a proxy process has once, however many namespaces it serves: the agent connection pool, the
- * exchanges in flight, one sweeper for every deadline of every listener, and the quiet-period compaction.
+ * exchanges in flight, one sweeper for every deadline of every listener with connections, and the quiet-period
+ * compaction.
  */
 export class ProxyRuntime {
   private readonly listeners = new Set<NamespaceListener>();
+  /**
+   * The listeners the sweeper visits: those with something to time out (see watch). A shared proxy's idle
+   * listeners, most of its thousand, are not walked every 250 ms.
+   */
+  private readonly swept = new Set<NamespaceListener>();
   private readonly idle: Upstream[] = [];
   private readonly exchanges = new Set<Exchange>();
   /** Agent connections open (busy or idle): never more than upstreamConnections. */
@@ -850,12 +861,29 @@ export class ProxyRuntime {
 
   detach(l: NamespaceListener): void {
     this.listeners.delete(l);
+    this.swept.delete(l);
+    l.swept = false;
+  }
+
+  /** A listener accepted a connection: it is swept until it has nothing left. */
+  watch(l: NamespaceListener): void {
+    l.swept = true;
+    this.swept.add(l);
+  }
+
+  /** Listeners the sweeper visits now (tests). */
+  get sweeping(): number {
+    return this.swept.size;
   }
 
   /** Every deadline in one place: requests too slow to arrive, answers too slow to come, stuck writes. */
   private sweep(): void {
     const now = Date.now();
-    for (const l of this.listeners) l.sweep(now);
+    for (const l of this.swept) {
+      if (l.sweep(now)) continue;
+      this.swept.delete(l);
+      l.swept = false;
+    }
     if (this.lastRequest !== 0 && this.exchanges.size === 0 && now - this.lastRequest >= (this.cfg.quietMs ?? QUIET_MS)) this.quiet();
     for (const ex of this.exchanges) {
       // Queued or sent, timeout_server runs from the moment the request was complete.
