@@ -13,11 +13,10 @@ import { parseArgs } from 'node:util';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { BenchRun, writeResults } from './lib/lifecycle.js';
 import { createTopology, METADATA_IP, redirectTo, runPrefix, type Topology } from './lib/netns.js';
-import { cpuSeconds } from './lib/procstat.js';
 import { wrk } from './lib/wrk.js';
 import { curl } from './lib/curl.js';
 import { median, fmt, table } from './lib/stats.js';
-import { buildChain, chainReady, type Chain } from './lib/chain.js';
+import { buildChain, chainReady, cpuPerRequest, HOPS, type Chain, type Hop } from './lib/chain.js';
 import { logTail } from './lib/procs.js';
 import { machineLine, runMeta, type RunMeta } from './lib/runmeta.js';
 import { PROXY_NODE_FLAGS } from '../src/common/proxy-runtime.js';
@@ -32,8 +31,8 @@ const repoRoot = resolve(buildRoot, '..');
 type Mode = 'optional' | 'required';
 /** Ports inside the run's own router namespace (nothing else listens there). */
 const PORTS: Record<Mode, { ours: number; haproxy: number }> = { optional: { ours: 9697, haproxy: 9698 }, required: { ours: 9699, haproxy: 9700 } };
-const DAEMONS = ['proxy', 'metadata-agent', 'quantum-server', 'nova-api'] as const;
-type Daemon = (typeof DAEMONS)[number];
+const DAEMONS = HOPS;
+type Daemon = Hop;
 const INSTANCE_ID = '/latest/meta-data/instance-id';
 
 interface Case {
@@ -167,11 +166,6 @@ function microBench(): void {
   }
 }
 
-function pids(c: Chain): Record<Daemon, number> {
-  const pidOf = (n: string) => c.procs.find((p) => p.name === n)!.pid;
-  return { proxy: c.ours.pid, 'metadata-agent': c.agent.pid, 'quantum-server': pidOf('quantum-server'), 'nova-api': pidOf('nova-api') };
-}
-
 function caseHeaders(k: Case): Record<string, string> {
   if (k.method === 'PUT') return { [TOKEN_TTL_HEADER]: String(MAX_TTL) };
   return k.token ? { [TOKEN_HEADER]: tokens[k.chain]! } : {};
@@ -187,12 +181,7 @@ async function measure(k: Case, conns: number, rep: number): Promise<RunRecord> 
   // The chain not measured last sat idle for a few runs: its proxy closed its agent connections and compacted
   // (5 s), the agent's port cache expired (10 s). Unmeasured load first, so no case starts cold.
   await fire(k, conns, cfg.settle);
-  const p = pids(chains[k.chain]!);
-  const cpu = () => Object.fromEntries(DAEMONS.map((d) => [d, cpuSeconds(p[d])])) as Record<Daemon, number>;
-  const cpu0 = cpu();
-  const r = await fire(k, conns, cfg.duration);
-  const cpu1 = cpu();
-  const n = r.requests || 1;
+  const { r, cpuUsPerReq } = await cpuPerRequest(chains[k.chain]!, () => fire(k, conns, cfg.duration));
   return {
     case: k.id,
     rep,
@@ -202,7 +191,7 @@ async function measure(k: Case, conns: number, rep: number): Promise<RunRecord> 
     p99Ms: r.p99Ms,
     requests: r.requests,
     errors: r.non2xx + r.socketErrors,
-    cpuUsPerReq: Object.fromEntries(DAEMONS.map((d) => [d, ((cpu1[d] - cpu0[d]) * 1e6) / n])) as Record<Daemon, number>,
+    cpuUsPerReq,
   };
 }
 

@@ -18,7 +18,7 @@ import { createTopology, METADATA_IP, redirectTo, runPrefix, type Topology } fro
 import { cpuSeconds, memory } from './lib/procstat.js';
 import { wrk } from './lib/wrk.js';
 import { median, fmt, table } from './lib/stats.js';
-import { buildChain, chainReady, type Chain } from './lib/chain.js';
+import { buildChain, chainReady, cpuPerRequest, hopPids, HOPS, type Chain, type Hop } from './lib/chain.js';
 import { logTail } from './lib/procs.js';
 import { PROXY_NODE_FLAGS } from '../src/common/proxy-runtime.js';
 import { defaultProxyMain } from '../src/linux/agent-common.js';
@@ -29,8 +29,8 @@ const repoRoot = resolve(buildRoot, '..');
 
 /** Ports inside the run's own router namespace (nothing else listens there). */
 const PORTS = { off: { ours: 9697, haproxy: 9698 }, on: { ours: 9699, haproxy: 9700 } };
-const DAEMONS = ['proxy', 'metadata-agent', 'quantum-server', 'nova-api'] as const;
-type Daemon = (typeof DAEMONS)[number];
+const DAEMONS = HOPS;
+type Daemon = Hop;
 type Mode = 'off' | 'on';
 
 const { values: flags } = parseArgs({
@@ -162,24 +162,16 @@ class Scraper {
   }
 }
 
-function pids(c: Chain): Record<Daemon, number> {
-  const pidOf = (n: string) => c.procs.find((p) => p.name === n)!.pid;
-  return { proxy: c.ours.pid, 'metadata-agent': c.agent.pid, 'quantum-server': pidOf('quantum-server'), 'nova-api': pidOf('nova-api') };
-}
-
 async function measure(c: Chain, mode: Mode, path: string, conns: number, pair: number): Promise<RunRecord> {
   await redirectTo(topo!, PORTS[mode].ours);
-  const p = pids(c);
-  const cpu0 = Object.fromEntries(DAEMONS.map((d) => [d, cpuSeconds(p[d])])) as Record<Daemon, number>;
-  if (mode === 'on') scraper!.start();
-  let r;
-  try {
-    r = await wrk(topo!.guest, `http://${METADATA_IP}${path}`, conns, cfg.duration);
-  } finally {
-    scraper!.stop();
-  }
-  const cpu1 = Object.fromEntries(DAEMONS.map((d) => [d, cpuSeconds(p[d])])) as Record<Daemon, number>;
-  const n = r.requests || 1;
+  const { r, cpuUsPerReq } = await cpuPerRequest(c, async () => {
+    if (mode === 'on') scraper!.start();
+    try {
+      return await wrk(topo!.guest, `http://${METADATA_IP}${path}`, conns, cfg.duration);
+    } finally {
+      scraper!.stop();
+    }
+  });
   return {
     mode,
     pair,
@@ -190,7 +182,7 @@ async function measure(c: Chain, mode: Mode, path: string, conns: number, pair: 
     p99Ms: r.p99Ms,
     requests: r.requests,
     errors: r.non2xx + r.socketErrors,
-    cpuUsPerReq: Object.fromEntries(DAEMONS.map((d) => [d, ((cpu1[d] - cpu0[d]) * 1e6) / n])) as Record<Daemon, number>,
+    cpuUsPerReq,
     scrapes: mode === 'on' ? scraper!.count : 0,
   };
 }
@@ -301,7 +293,7 @@ async function main(): Promise<void> {
 
   // What a scrape costs by itself: the "on" chain idle without, then with the scraper; the difference ÷ scrapes.
   {
-    const p = pids(chains.on!);
+    const p = hopPids(chains.on!);
     const names = Object.keys(result.scrape);
     const pidFor = (d: string) => p[d as Daemon];
     const window = async (scrape: boolean) => {
@@ -359,7 +351,7 @@ async function main(): Promise<void> {
     });
   }
   for (const mode of ['off', 'on'] as const) {
-    const p = pids(chains[mode]!);
+    const p = hopPids(chains[mode]!);
     result.rssMb[mode] = Object.fromEntries(DAEMONS.map((d) => [d, memory(p[d]).rssKb / 1024]));
   }
   for (const [d, s] of Object.entries(result.scrape)) if (s.failures) result.notes.push(`${d}: ${s.failures} failed scrapes (last: ${s.lastError})`);

@@ -11,6 +11,7 @@ import { QuantumClient } from '../../src/common/quantum-client.js';
 import { signInstanceId } from '../../src/common/hmac.js';
 import { GUEST_IP, ROUTER_IP, type Topology } from './netns.js';
 import { launch, startHaproxy, startOurProxy, waitUnixListen, logTail, type Proc } from './procs.js';
+import { cpuSeconds } from './procstat.js';
 
 export const CHAIN_DAEMONS = ['quantum-server', 'nova-api', 'metadata-agent'];
 
@@ -286,4 +287,24 @@ export async function buildChain(o: ChainOptions): Promise<Chain> {
     await d.stop();
     throw e;
   }
+}
+
+/** The processes a request through the chain (our proxy) passes, in that order. */
+export const HOPS = ['proxy', 'metadata-agent', 'quantum-server', 'nova-api'] as const;
+export type Hop = (typeof HOPS)[number];
+
+export function hopPids(c: Chain): Record<Hop, number> {
+  const pidOf = (n: string) => c.procs.find((p) => p.name === n)!.pid;
+  return { proxy: c.ours.pid, 'metadata-agent': c.agent.pid, 'quantum-server': pidOf('quantum-server'), 'nova-api': pidOf('nova-api') };
+}
+
+/** What `work` reports, and the CPU (utime+stime of each hop's process tree) it cost per request, µs. */
+export async function cpuPerRequest<R extends { requests: number }>(c: Chain, work: () => Promise<R>): Promise<{ r: R; cpuUsPerReq: Record<Hop, number> }> {
+  const p = hopPids(c);
+  const cpu = () => Object.fromEntries(HOPS.map((d) => [d, cpuSeconds(p[d])])) as Record<Hop, number>;
+  const cpu0 = cpu();
+  const r = await work();
+  const cpu1 = cpu();
+  const n = r.requests || 1;
+  return { r, cpuUsPerReq: Object.fromEntries(HOPS.map((d) => [d, ((cpu1[d] - cpu0[d]) * 1e6) / n])) as Record<Hop, number> };
 }
