@@ -1,19 +1,17 @@
 // quantum-l3-agent: keeps one qrouter-<id> namespace per router scheduled to its host in step with
 // quantum-server — qr- devices plugged into each network's bridge, the metadata iptables rules and the
 // router's metadata proxy (MetadataDriver) — syncing everything at start and then only the routers that change.
-import { existsSync } from 'node:fs';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import { L3_PLUGIN_TOPIC, type InterfacePort, type QuantumClient, type SyncRouter } from '../common/quantum-client.js';
 import type { Metrics } from '../common/metrics.js';
 import { AgentLoop, inPool, type CastListener } from '../linux/agent-common.js';
 import { deleteBridgeIfEmpty, initL3, plug, plugFresh, unplug } from '../linux/interface.js';
-import { ipBatch, IpNamespace, rootLinkMaster, rootLinkPresent, rootLinkUp, sendIpAddrAdvNotif, type LinkState } from '../linux/ip-lib.js';
+import { ipBatch, IpNamespace, netnsPresent, rootLinkMaster, rootLinkPresent, rootLinkUp, sendIpAddrAdvNotif, type LinkState } from '../linux/ip-lib.js';
 import { IptablesManager } from '../linux/iptables.js';
 import { METADATA_IPV6, MetadataDriver, type MetadataProxyMode, type MetadataTarget, type SharedProxy } from '../linux/metadata-driver.js';
 import { bridgeName, routerDeviceName, routerIdFromNamespace, routerNamespace, tapDeviceName, ROUTER_DEV_PREFIX, NS_ROUTER_PREFIX, TAP_PREFIX } from '../linux/names.js';
 import { NamespaceOwners } from '../linux/ns-owner.js';
-import { netnsPath } from '../linux/netns-socket.js';
 import { SharedMetadataProxy } from '../linux/shared-proxy.js';
 import type { L3AgentConf } from './opts.js';
 
@@ -336,7 +334,7 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
   }
 
   private adoptable(id: string): boolean {
-    return !this.routers.has(id) && !this.driver.active(id) && existsSync(netnsPath(routerNamespace(id)));
+    return !this.routers.has(id) && !this.driver.active(id) && netnsPresent(routerNamespace(id));
   }
 
   /** qr- devices in the namespace that no current port accounts for (left from before a restart). */
