@@ -10,7 +10,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadNetnsSocket, netnsPath } from '../src/linux/netns-socket.js';
-import { nativeAddonPath } from '../src/linux/shared-proxy.js';
+import { nativeAddonPath } from '../src/linux/native-addon.js';
 import { run } from './lib/exec.js';
 import { runPrefix } from './lib/netns.js';
 import { CLK_TCK } from './lib/procstat.js';

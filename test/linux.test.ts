@@ -2,10 +2,11 @@
 // ProcessManager/ProcessMonitor with real processes, and the dnsmasq file builders.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { CommandError } from '../src/common/errors.js';
-import { execute } from '../src/linux/exec.js';
+import { execute, executeFull } from '../src/linux/exec.js';
+import { nativeAddon } from '../src/linux/native-addon.js';
 import { addrList, linkList, netnsDelete, netnsEnsure, netnsExec, netnsExists, netnsPids, sysctlGet, sysctlSet, bridgePorts } from '../src/linux/ip-lib.js';
 import { deleteBridgeIfEmpty, initL3, plug, unplug } from '../src/linux/interface.js';
 import { IptablesManager, sameTables } from '../src/linux/iptables.js';
@@ -31,6 +32,66 @@ describe('exec', () => {
       return true;
     });
     await assert.rejects(execute(['/nonexistent-binary']), CommandError);
+  });
+
+  describe('the addon spawner (no fork of node)', () => {
+    const ns = fx.trackNamespace(`${fx.prefix}-x`);
+    before(() => netnsEnsure(ns));
+
+    test('it is the path commands take once built', () => {
+      assert.ok(nativeAddon(), 'qm_netns addon built by npm run build');
+    });
+
+    test('a command in a namespace sees that namespace, as under ip netns exec', async () => {
+      const inside = await execute(['ip', '-o', 'link', 'show'], { netns: ns });
+      assert.deepEqual(
+        inside.trim().split('\n').map((l) => l.split(':')[1]!.trim()),
+        ['lo'],
+      );
+      // /proc/net follows the process's namespace, and the spawning thread went back to the host's.
+      assert.match(await execute(['cat', '/proc/net/dev'], { netns: ns }), /^\s*lo:/m);
+      assert.equal((await execute(['ip', '-o', 'link', 'show'])).split('\n').length > 2, true);
+    });
+
+    test('a namespace with /etc/netns/<ns> files still gets them bind-mounted (a guest\'s resolv.conf)', async () => {
+      const etc = `/etc/netns/${ns}`;
+      mkdirSync(etc, { recursive: true });
+      try {
+        writeFileSync(join(etc, 'resolv.conf'), 'nameserver 192.0.2.53\n');
+        assert.equal(await execute(['cat', '/etc/resolv.conf'], { netns: ns }), 'nameserver 192.0.2.53\n');
+      } finally {
+        rmSync(etc, { recursive: true, force: true });
+      }
+    });
+
+    test('a missing namespace fails as ip netns exec fails (exit 1); with checkExit false it is a result', async () => {
+      const absent = `${fx.prefix}-nope`;
+      await assert.rejects(execute(['true'], { netns: absent }), (e: unknown) => e instanceof CommandError && e.exitCode === 1 && /Cannot open network namespace/.test(e.stderr));
+      const r = await executeFull(['true'], { netns: absent, checkExit: false });
+      assert.equal(r.exitCode, 1);
+    });
+
+    test('stdin, large stdout, stderr and exit codes arrive whole; extraOkCodes count', async () => {
+      const big = 'x'.repeat(3 << 20);
+      assert.equal((await execute(['cat'], { input: big })).length, big.length);
+      const r = await executeFull(['sh', '-c', 'echo out; echo err >&2; exit 3'], { checkExit: false });
+      assert.deepEqual(r, { stdout: 'out\n', stderr: 'err\n', exitCode: 3 });
+      assert.equal((await executeFull(['sh', '-c', 'exit 3'], { extraOkCodes: [3] })).exitCode, 3);
+      // A command that does not read its input exits normally: its status tells, not a broken pipe.
+      assert.equal(await execute(['true'], { input: big }), '');
+    });
+
+    test('a hung command is killed at its timeout; many run at once, off the event loop', async () => {
+      const t0 = Date.now();
+      await assert.rejects(execute(['sleep', '30'], { timeoutMs: 300 }), (e: unknown) => e instanceof CommandError && e.signal === 'SIGKILL');
+      assert.ok(Date.now() - t0 < 5000);
+      let ticks = 0;
+      const timer = setInterval(() => ticks++, 10);
+      const outs = await Promise.all(Array.from({ length: 40 }, (_, i) => execute(['sh', '-c', `sleep 0.2; echo ${i}`])));
+      clearInterval(timer);
+      assert.deepEqual(outs, Array.from({ length: 40 }, (_, i) => `${i}\n`));
+      assert.ok(ticks >= 10, `event loop ran meanwhile (${ticks} ticks)`);
+    });
   });
 });
 

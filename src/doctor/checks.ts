@@ -15,7 +15,7 @@ import { executeFull } from '../linux/exec.js';
 import { pidAlive, readCmdline } from '../linux/external-process.js';
 import { linkStates, netnsPresent } from '../linux/ip-lib.js';
 import { loadNetnsSocket } from '../linux/netns-socket.js';
-import { nativeAddonPath } from '../linux/shared-proxy.js';
+import { nativeAddonPath } from '../linux/native-addon.js';
 import { IptablesManager } from '../linux/iptables.js';
 import { metadataMangleRules, metadataNatRules, metadataFilterRules, METADATA_IP } from '../linux/metadata-driver.js';
 import { dhcpNamespace, routerDeviceName, routerNamespace, tapDeviceName } from '../linux/names.js';

@@ -1,11 +1,20 @@
 // The one door every external command (ip, iptables, sysctl, dnsmasq, kill...) goes through: argv is
 // logged at debug, a non-zero exit becomes a typed CommandError carrying stderr.
+//
+// Commands run through the qm_netns addon's spawner (src/linux/native/spawn.c) when it is built: posix_spawn on a
+// thread of its own, entering the namespace with setns instead of an `ip netns exec` process. node's own spawn
+// fork()s the agent on its main thread; bench/spawn-cost.ts measures both (about 20x less agent CPU per command).
+// Without the addon (before `npm run build` has compiled it, e.g. while it compiles itself) node's spawn runs them.
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { CommandError } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/log.js';
+import { nativeAddon } from './native-addon.js';
+import { isErrno, netnsPath } from './netns-socket.js';
 
 export interface ExecOptions {
-  /** Run inside this network namespace (`ip netns exec <ns> ...`). */
+  /** Run inside this network namespace (as `ip netns exec <ns> ...` would). */
   netns?: string | undefined;
   /** Written to the command's stdin. */
   input?: string;
@@ -24,43 +33,87 @@ export interface ExecResult {
   exitCode: number | null;
 }
 
-/** argv as it will really run: wrapped in `ip netns exec` when a namespace is given. */
+/** argv as `ip netns exec` runs it, for processes that outlive the call (dnsmasq, proxies) and for messages. */
 export function wrapNetns(argv: readonly string[], netns?: string): string[] {
   return netns ? ['ip', 'netns', 'exec', netns, ...argv] : [...argv];
 }
 
-/** Run a command and return its full result; throws CommandError on failure unless checkExit is false. */
-export function executeFull(argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+/** Per-namespace files `ip netns exec` bind-mounts over /etc (ip-netns(8)). */
+const ETC_NETNS = '/etc/netns';
+
+interface Outcome extends ExecResult {
+  signal: string | null;
+}
+
+/**
+ * The addon's spawner: the child is born in the namespace (setns on the spawning thread), no `ip netns exec`.
+ * A namespace with an /etc/netns/<ns> directory (a test guest's resolv.conf) still goes through `ip netns exec`,
+ * which bind-mounts those files: dhclient-script must write the guest's resolv.conf, not the host's.
+ */
+async function runNative(argv: readonly string[], opts: ExecOptions, timeoutMs: number): Promise<Outcome> {
+  const addon = nativeAddon()!;
+  const ns = opts.netns;
+  const viaIp = ns !== undefined && existsSync(join(ETC_NETNS, ns));
+  try {
+    const r = viaIp
+      ? await addon.spawnCommand(wrapNetns(argv, ns), null, opts.input ?? '', timeoutMs)
+      : await addon.spawnCommand(argv, ns ? netnsPath(ns) : null, opts.input ?? '', timeoutMs);
+    return { stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode, signal: r.signal };
+  } catch (e) {
+    // A namespace that is not there fails as `ip netns exec` fails, exit 1, so that checkExit: false still holds.
+    if (opts.netns && isErrno(e) && (e.syscall === 'open' || e.syscall === 'setns')) {
+      return { stdout: '', stderr: `Cannot open network namespace "${opts.netns}": ${e.message}\n`, exitCode: 1, signal: null };
+    }
+    throw e;
+  }
+}
+
+function runForked(argv: readonly string[], opts: ExecOptions, timeoutMs: number): Promise<Outcome> {
   const full = wrapNetns(argv, opts.netns);
-  const log = opts.log ?? silentLogger;
-  log.debug({ argv: full }, 'running command');
   return new Promise((resolve, reject) => {
     const child = spawn(full[0]!, full.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
     child.on('error', (e) => {
       clearTimeout(timer);
-      reject(new CommandError(full, null, `${err}${(e as Error).message}`));
+      reject(Object.assign(e, { stderr: err }));
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      const ok = code === 0 || (code !== null && (opts.extraOkCodes ?? []).includes(code));
-      if (!ok && opts.checkExit !== false) {
-        const e = new CommandError(full, code, err, signal);
-        log.debug({ argv: full, exitCode: code, stderr: err.trim() }, 'command failed');
-        reject(e);
-        return;
-      }
-      resolve({ stdout: out, stderr: err, exitCode: code });
+      resolve({ stdout: out, stderr: err, exitCode: code, signal });
     });
     child.stdin.on('error', () => {
       /* the command may exit before reading its input; its exit status tells the story */
     });
     child.stdin.end(opts.input ?? '');
   });
+}
+
+/** Run a command and return its full result; throws CommandError on failure unless checkExit is false. */
+export async function executeFull(argv: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  const full = wrapNetns(argv, opts.netns);
+  const log = opts.log ?? silentLogger;
+  log.debug({ argv: full }, 'running command');
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  let r: Outcome;
+  try {
+    r = nativeAddon() ? await runNative(argv, opts, timeoutMs) : await runForked(argv, opts, timeoutMs);
+  } catch (e) {
+    // It did not start: not found, not executable, no such namespace.
+    const stderr = (e as { stderr?: string }).stderr ?? '';
+    const why = isErrno(e) ? e.message : String(e);
+    log.debug({ argv: full, error: why }, 'command did not start');
+    throw new CommandError(full, null, `${stderr}${why}`);
+  }
+  const ok = r.exitCode === 0 || (r.exitCode !== null && (opts.extraOkCodes ?? []).includes(r.exitCode));
+  if (!ok && opts.checkExit !== false) {
+    log.debug({ argv: full, exitCode: r.exitCode, signal: r.signal, stderr: r.stderr.trim() }, 'command failed');
+    throw new CommandError(full, r.exitCode, r.stderr, r.signal);
+  }
+  return { stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode };
 }
 
 /** Run a command and return its stdout; throws CommandError (with stderr) on a non-zero exit. */

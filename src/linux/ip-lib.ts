@@ -4,7 +4,8 @@ import { basename } from 'node:path';
 import { CommandError } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/log.js';
 import { execute, executeFull } from './exec.js';
-import { isErrno, loadNetnsSocket, netnsPath, type NetnsSocket } from './netns-socket.js';
+import { nativeAddon } from './native-addon.js';
+import { isErrno, netnsPath } from './netns-socket.js';
 
 export interface Ctx {
   log?: Logger;
@@ -277,25 +278,13 @@ export async function routeDelete(dest: string, netns?: string, ctx: Ctx = {}): 
 
 // ---- sysctl ----
 
-let addon: NetnsSocket | null | undefined;
-function netnsAddon(): NetnsSocket | null {
-  if (addon === undefined) {
-    try {
-      addon = loadNetnsSocket();
-    } catch {
-      addon = null;
-    }
-  }
-  return addon;
-}
-
 /**
  * A net.* key inside a namespace is written by the qm_netns addon when it is built (setns on this thread, no
  * process: it was one `ip netns exec sysctl` per router, a quarter of what adopting a router cost); otherwise, and
  * for every other key, by sysctl(8).
  */
 export async function sysctlSet(key: string, value: string | number, netns?: string, ctx: Ctx = {}): Promise<void> {
-  const native = netns && key.startsWith('net.') ? netnsAddon() : null;
+  const native = netns && key.startsWith('net.') ? nativeAddon() : null;
   if (native && netns) {
     (ctx.log ?? silentLogger).debug({ netns, sysctl: key, value: String(value) }, 'writing sysctl in namespace');
     try {

@@ -32,7 +32,20 @@ export interface NetnsSocket {
   connectInNamespace(nsPath: string | null, host: string, port: number, mark: number): number;
   /** Write a net.* sysctl as seen inside `nsPath` (no process: setns on this thread and back). */
   sysctlInNamespace(nsPath: string, key: string, value: string): void;
+  /** Run a command to its end on a thread of its own (posix_spawn, no fork of node), born inside `nsPath` when
+   * given; rejects with an ErrnoException when it cannot start (ENOENT...). */
+  spawnCommand(argv: readonly string[], nsPath: string | null, input: string, timeoutMs: number): Promise<SpawnResult>;
   closeFd(fd: number): void;
+}
+
+export interface SpawnResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number | null;
+  /** SIGKILL... when the command died of a signal. */
+  signal: string | null;
+  /** Killed after timeoutMs. */
+  timedOut: boolean;
 }
 
 /** The addon is missing or does not load: `npm run build` compiles it (gcc and libc6-dev needed). */
@@ -68,7 +81,7 @@ function findAddon(): string | undefined {
 
 const loaded = new Map<string, NetnsSocket>();
 
-/** Load the addon (once per path). ES module callers pass the path (see shared-proxy.ts's nativeAddonPath). */
+/** Load the addon (once per path). ES module callers pass the path (native-addon.ts). */
 export function loadNetnsSocket(path?: string): NetnsSocket {
   const p = path ?? findAddon();
   if (p === undefined) throw new NativeAddonError(undefined, `${NATIVE_ADDON} not found`);
@@ -91,6 +104,7 @@ export function loadNetnsSocket(path?: string): NetnsSocket {
     socketNetnsInode: m.socketNetnsInode,
     connectInNamespace: m.connectInNamespace,
     sysctlInNamespace: m.sysctlInNamespace,
+    spawnCommand: m.spawnCommand,
     closeFd: (fd) => closeSync(fd),
   };
   loaded.set(p, api);

@@ -11,8 +11,7 @@
 // Protocol and state file: src/common/shared-proxy.ts.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
 import { errorMessage } from '../common/errors.js';
 import type { Logger } from '../common/log.js';
 import {
@@ -32,10 +31,10 @@ import {
 import { proxyCommandPrefix, proxyLogArgs, type ProxyConf } from './agent-common.js';
 import { rateLimitArgs } from '../common/metadata-rate-limiting.js';
 import { pidAlive } from './external-process.js';
+import { nativeAddonPath } from './native-addon.js';
 import { isErrno, loadNetnsSocket, netnsPath, type NetnsSocket } from './netns-socket.js';
 
 /** This build's addon (dist/native, next to dist/src). */
-export const nativeAddonPath = resolve(dirname(fileURLToPath(import.meta.url)), '../../native/qm_netns.node');
 
 export interface SharedListener {
   kind: ListenerKind;

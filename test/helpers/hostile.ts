@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { PROXY_NODE_FLAGS } from '../../src/common/proxy-runtime.js';
 import { defaultProxyMain } from '../../src/linux/agent-common.js';
 import { loadNetnsSocket, netnsPath } from '../../src/linux/netns-socket.js';
-import { nativeAddonPath } from '../../src/linux/shared-proxy.js';
+import { nativeAddonPath } from '../../src/linux/native-addon.js';
 import { spawnNovaApi } from './nova-fixtures.js';
 import { NetFixture, nsExec, sh } from './netns.js';
 import { getFreePort, sleep, spawnDaemon, waitFor, waitForListen, type Daemon } from './proc.js';

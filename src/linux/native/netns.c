@@ -2,7 +2,8 @@
 // namespace of a node. A listening socket keeps the network namespace it was created in, so the agent
 // creates it there (setns on its own thread, socket/bind/listen, setns back) and passes the descriptor to
 // the proxy over a SOCK_SEQPACKET pair with SCM_RIGHTS; a restarted agent takes the descriptors back out
-// of a running proxy with pidfd_getfd. Everything is synchronous and takes microseconds.
+// of a running proxy with pidfd_getfd. Everything here is synchronous and takes microseconds; spawn.c runs
+// commands off the main thread.
 // Built by src/tools/build-native.ts with the system C compiler against node's own headers (no node-gyp).
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
@@ -23,6 +24,8 @@
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <unistd.h>
+
+#include "qm_native.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434 // the same number on every architecture (new syscalls are numbered once)
@@ -79,7 +82,7 @@ static int get_str(napi_env env, napi_value v, char *buf, size_t size, size_t *l
 // Moves this thread into the network namespace at `path`; *self gets a handle on the thread's own one to come
 // back to (the node main thread may not be in the process's). 0, or an errno with the failing call and its
 // object in *syscall and *what.
-static int enter_netns(const char *path, int *self, const char **syscall, const char **what) {
+int qm_enter_netns(const char *path, int *self, const char **syscall, const char **what) {
   *syscall = "open";
   *what = "/proc/thread-self/ns/net";
   *self = open(*what, O_RDONLY | O_CLOEXEC);
@@ -98,7 +101,7 @@ static int enter_netns(const char *path, int *self, const char **syscall, const 
 
 // Back to the thread's own namespace. A thread left in a router's namespace would create every later socket
 // there: worse than a crash.
-static void leave_netns(int self) {
+void qm_leave_netns(int self) {
   if (setns(self, CLONE_NEWNET) != 0) {
     fprintf(stderr, "qm_netns: cannot return to the original network namespace: %s\n", strerror(errno));
     abort();
@@ -167,7 +170,7 @@ static napi_value listen_in_namespace(napi_env env, napi_callback_info info) {
   int self = -1;
   if (inNs) {
     const char *sc, *what;
-    int e = enter_netns(ns, &self, &sc, &what);
+    int e = qm_enter_netns(ns, &self, &sc, &what);
     if (e) return throw_errno(env, e, sc, what);
   }
   int err = 0;
@@ -200,7 +203,7 @@ static napi_value listen_in_namespace(napi_env env, napi_callback_info info) {
     where = "listen";
   }
   if (err && fd >= 0) close(fd);
-  if (inNs) leave_netns(self);
+  if (inNs) qm_leave_netns(self);
   if (err) {
     char what[4200];
     snprintf(what, sizeof what, "%s%s%s:%d%s%s", host, zone ? "%" : "", zone ? zone : "", port, inNs ? " in " : "", inNs ? ns : "");
@@ -384,11 +387,11 @@ static napi_value sysctl_in_namespace(napi_env env, napi_callback_info info) {
   snprintf(path, sizeof path, "/proc/sys/%s", key);
   int self = -1;
   const char *sc, *what;
-  int e = enter_netns(ns, &self, &sc, &what);
+  int e = qm_enter_netns(ns, &self, &sc, &what);
   if (e) return throw_errno(env, e, sc, what);
   int fd = open(path, O_WRONLY | O_CLOEXEC);
   e = errno;
-  leave_netns(self);
+  qm_leave_netns(self);
   if (fd < 0) return throw_errno(env, e, "open", path);
   ssize_t w = write(fd, value, vlen);
   e = errno;
@@ -458,7 +461,7 @@ static napi_value connect_in_namespace(napi_env env, napi_callback_info info) {
   int self = -1;
   if (inNs) {
     const char *sc, *what;
-    int e = enter_netns(ns, &self, &sc, &what);
+    int e = qm_enter_netns(ns, &self, &sc, &what);
     if (e) return throw_errno(env, e, sc, what);
   }
   int err = 0;
@@ -479,7 +482,7 @@ static napi_value connect_in_namespace(napi_env env, napi_callback_info info) {
     where = "connect";
   }
   if (err && fd >= 0) close(fd);
-  if (inNs) leave_netns(self);
+  if (inNs) qm_leave_netns(self);
   if (err) {
     char what[4200];
     snprintf(what, sizeof what, "%s:%d%s%s", host, port, inNs ? " in " : "", inNs ? ns : "");
@@ -503,5 +506,6 @@ NAPI_MODULE_INIT() {
       {"sysctlInNamespace", NULL, sysctl_in_namespace, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  qm_spawn_init(env, exports);
   return exports;
 }
