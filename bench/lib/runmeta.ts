@@ -41,7 +41,7 @@ export function machineLine(m: RunMeta): string {
   const la = (x?: number[]) => (x ?? []).map((v) => v.toFixed(2)).join(' ');
   const peak = Math.max(m.host.loadavgStart[0] ?? 0, m.loadavgEnd?.[0] ?? 0);
   return (
-    `Machine: ${m.host.cpus} CPUs (${m.host.model ?? '?'}), kernel ${m.host.kernel}, node ${m.node}, ${Object.values(m.tools).join(', ')}; ` +
+    `Machine: ${m.host.cpus} CPUs (${m.host.model ?? '?'}), kernel ${m.host.kernel}, node ${m.node}${Object.values(m.tools).map((t) => `, ${t}`).join('')}; ` +
     `commit ${m.commit}${m.srcUncommitted ? ' (+ uncommitted changes in src/)' : ''}. Load average (1/5/15 min) at start ${la(m.host.loadavgStart)}, at end ${la(m.loadavgEnd)}` +
     (peak >= m.host.cpus * 0.5 ? `: **a loaded ${m.host.cpus}-core machine** (other work was running), so single runs swing; the paired ratios are the figures to read.` : '.')
   );

@@ -3,7 +3,8 @@
 //
 // Commands run through the qm_netns addon's spawner (src/linux/native/spawn.c) when it is built: posix_spawn on a
 // thread of its own, entering the namespace with setns instead of an `ip netns exec` process. node's own spawn
-// fork()s the agent on its main thread; bench/spawn-cost.ts measures both (about 20x less agent CPU per command).
+// fork()s the agent on its main thread; bench/spawn-cost.ts measures both (the agent's CPU per command falls
+// 5-10x at 100 MB of agent, 10-20x at 300 MB: a fork's cost grows with the process, a posix_spawn's does not).
 // Without the addon (before `npm run build` has compiled it, e.g. while it compiles itself) node's spawn runs them.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
