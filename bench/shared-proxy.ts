@@ -422,7 +422,7 @@ async function stormPhase(): Promise<void> {
     for (const p of perNs) await p.stop();
   });
   await parallel(routers, 4, async (r, i) => {
-    perNs.push(await startOurProxy(`storm-perns-${i}`, defaultProxyMain, r.topo.router, tmp, { routerId: r.routerId, port: PERNS_PORT, socket: chain.socket, nodeArgs: [...PROXY_NODE_FLAGS] }));
+    perNs.push(await startOurProxy(`storm-perns-${i}`, defaultProxyMain, r.topo.router, tmp, { routerId: r.routerId, port: PERNS_PORT, socket: chain.socket, nodeArgs: [...PROXY_NODE_FLAGS], detached: true }));
   });
   const started = Date.now();
   say(`storm: shared proxy with ${shared.size} listeners and ${perNs.length} per-namespace proxies in ${((started - built) / 1000).toFixed(1)} s`);

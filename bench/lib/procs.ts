@@ -134,7 +134,7 @@ export async function startOurProxy(
   main: string,
   ns: string,
   tmp: string,
-  a: { routerId: string; port: number; socket: string; nodeArgs?: string[] },
+  a: { routerId: string; port: number; socket: string; nodeArgs?: string[]; detached?: boolean },
 ): Promise<Proc> {
   const state = join(tmp, `state-${name}`);
   mkdirSync(state, { recursive: true });
@@ -148,7 +148,7 @@ export async function startOurProxy(
     `--metadata_port=${a.port}`,
     `--metadata_proxy_socket=${a.socket}`,
   ];
-  const p = launch(name, argv, ns, tmp);
+  const p = launch(name, argv, ns, tmp, {}, { detached: a.detached ?? false });
   await waitTcpListen(p, ns, a.port);
   return p;
 }
