@@ -165,18 +165,41 @@ export class L3Agent extends AgentLoop<L3AgentConf> {
 
   /** A round's routers that are here but not built by this process (a failover batch) are served before any is checked. */
   protected override async beforeResourceSync(ids: string[]): Promise<void> {
+    this.prefetched = undefined;
     if (!this.conf.DEFAULT.enable_metadata_proxy) return;
     const adopt = ids.filter((id) => this.adoptable(id));
     if (!adopt.length) return;
+    const pre = { asked: new Set<string>(), got: new Map<string, SyncRouter>() };
     for (let i = 0; i < adopt.length; i += ADOPT_FETCH) {
       const part = adopt.slice(i, i + ADOPT_FETCH);
-      await this.serveAdoptedFirst(await this.client.rpc<SyncRouter[]>(this.rpcTopic, 'sync_routers', { host: this.conf.DEFAULT.host, router_ids: part }));
+      const routers = await this.client.rpc<SyncRouter[]>(this.rpcTopic, 'sync_routers', { host: this.conf.DEFAULT.host, router_ids: part });
+      for (const id of part) pre.asked.add(id);
+      for (const r of routers) pre.got.set(r.id, r);
+      this.prefetched = pre;
+      await this.serveAdoptedFirst(routers);
     }
   }
 
-  /** Only these routers: fetched again; those no longer scheduled here (or deleted) are torn down. */
+  /**
+   * The adopted routers of this round as beforeResourceSync fetched them: syncResources uses them instead of asking
+   * again (a change cast meanwhile queues its router for the next round, so nothing newer is lost).
+   */
+  private prefetched: { asked: Set<string>; got: Map<string, SyncRouter> } | undefined;
+
+  /** Only these routers: fetched again (unless this round fetched them already); those no longer scheduled here (or deleted) are torn down. */
   override async syncResources(ids: string[]): Promise<Set<string>> {
-    const got = new Map((await this.client.rpc<SyncRouter[]>(this.rpcTopic, 'sync_routers', { host: this.conf.DEFAULT.host, router_ids: ids })).map((r) => [r.id, r]));
+    const pre = this.prefetched;
+    const need = pre ? ids.filter((id) => !pre.asked.has(id)) : ids;
+    const got = new Map<string, SyncRouter>();
+    if (need.length) for (const r of await this.client.rpc<SyncRouter[]>(this.rpcTopic, 'sync_routers', { host: this.conf.DEFAULT.host, router_ids: need })) got.set(r.id, r);
+    if (pre) {
+      for (const id of ids) {
+        if (!pre.asked.delete(id)) continue;
+        const r = pre.got.get(id);
+        if (r) got.set(id, r);
+      }
+      if (!pre.asked.size) this.prefetched = undefined;
+    }
     const failed = new Set<string>();
     await inPool(ids, POOL, async (id) => {
       const r = got.get(id);
