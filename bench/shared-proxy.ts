@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import { silentLogger } from '../src/common/log.js';
-import { PROXY_NODE_FLAGS, SHARED_PROXY_NODE_FLAGS } from '../src/common/proxy-runtime.js';
+import { PROXY_NODE_FLAGS } from '../src/common/proxy-runtime.js';
 import { defaultProxyMain, metadataProxyManager } from '../src/linux/agent-common.js';
 import { ProcessMonitor, type ProcessManager } from '../src/linux/external-process.js';
 import { SharedMetadataProxy } from '../src/linux/shared-proxy.js';
@@ -251,7 +251,7 @@ async function routerPhases(): Promise<void> {
   let other: SharedMetadataProxy | undefined;
   if (cfg.compare) {
     // The same listeners (each answered once, then past the quiet period) served by the other build.
-    const cmp = (other = new SharedMetadataProxy({ name: 'bench-compare', conf: { ...conf, metadata_proxy_cmd: [process.execPath, ...SHARED_PROXY_NODE_FLAGS, cfg.compare].join(' ') }, log: silentLogger, pruneIntervalSec: 0 }));
+    const cmp = (other = new SharedMetadataProxy({ name: 'bench-compare', conf: { ...conf, metadata_proxy_cmd: [process.execPath, ...PROXY_NODE_FLAGS, cfg.compare].join(' ') }, log: silentLogger, pruneIntervalSec: 0 }));
     cleanups.push(() => cmp.destroy());
     await cmp.start();
     const idle = names.slice(0, have);
@@ -498,7 +498,7 @@ function report(): void {
   const head = [
     `# Shared metadata proxy vs one per namespace (${result.when})`,
     '',
-    `Commit ${result.commit}, ${result.machine}, load average at the start ${la(result.loadStart)}, at the end ${la(loadavg())}. Proxies run as the agents run them (\`node ${PROXY_NODE_FLAGS.join(' ')} dist/proxy/ns-proxy/main.js\`, the shared one with \`${SHARED_PROXY_NODE_FLAGS.join(' ')}\`)${cfg.only === 'storm' ? '. Only the boot storm (`--only storm`).' : '; every listener answered one request, then 6 s idle (past the quiet period) before memory is read from /proc/<pid>/smaps_rollup.'}`,
+    `Commit ${result.commit}, ${result.machine}, load average at the start ${la(result.loadStart)}, at the end ${la(loadavg())}. Proxies run as the agents run them (\`node ${PROXY_NODE_FLAGS.join(' ')} dist/proxy/ns-proxy/main.js\`)${cfg.only === 'storm' ? '. Only the boot storm (`--only storm`).' : '; every listener answered one request, then 6 s idle (past the quiet period) before memory is read from /proc/<pid>/smaps_rollup.'}`,
     '',
   ];
   const routerSections = [

@@ -9,7 +9,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { daemonArgv, repoRoot } from './helpers/paths.js';
 import { defaultProxyMain, proxyCommandPrefix } from '../src/linux/agent-common.js';
-import { PROXY_NODE_FLAGS, SHARED_PROXY_NODE_FLAGS } from '../src/common/proxy-runtime.js';
+import { PROXY_NODE_FLAGS } from '../src/common/proxy-runtime.js';
 import { captureServer, getFreePort, guestGet, rawRequest, startProxy, statusSlowOrEcho, tempDir, waitFor, waitForListen, type Captured, type UnixServer } from './helpers/mdpath.js';
 import { sleep } from './helpers/proc.js';
 import { PROXY_MODES, startProxyIn, type RunningProxy } from './helpers/proxy-modes.js';
@@ -707,8 +707,6 @@ describe('quantum-ns-metadata-proxy: command line and daemon', () => {
   test('the agents start the CommonJS build with the small-footprint flags; the bin shim runs it too', async () => {
     const prefix = proxyCommandPrefix(undefined);
     assert.deepEqual(prefix.slice(1, -1), [...PROXY_NODE_FLAGS]);
-    assert.deepEqual(proxyCommandPrefix(undefined, 'shared').slice(1, -1), [...SHARED_PROXY_NODE_FLAGS]);
-    assert.deepEqual(proxyCommandPrefix('/opt/x/proxy --flag', 'shared'), ['/opt/x/proxy', '--flag'], 'metadata_proxy_cmd is taken as it is');
     const main = prefix.at(-1)!;
     assert.match(main, /\/proxy\/ns-proxy\/main\.js$/);
     assert.ok(existsSync(main), main);

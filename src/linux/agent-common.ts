@@ -12,7 +12,7 @@ import type { Logger } from '../common/log.js';
 import { QuantumClient, type AgentReport, type ChangesReply } from '../common/quantum-client.js';
 import type { Counter, Histogram } from 'prom-client';
 import type { Metrics } from '../common/metrics.js';
-import { PROXY_NODE_FLAGS, SHARED_PROXY_NODE_FLAGS } from '../common/proxy-runtime.js';
+import { PROXY_NODE_FLAGS } from '../common/proxy-runtime.js';
 import { rateLimitArgs, type MetadataRateLimitingConf } from '../common/metadata-rate-limiting.js';
 import { ProcessManager, ProcessMonitor } from './external-process.js';
 
@@ -61,11 +61,11 @@ export function validateCommon(d: { interface_driver: string }, a: { use_namespa
 /** This build's CommonJS copy of the proxy (tsconfig.ns-proxy.json: dist/proxy, next to dist/src). */
 export const defaultProxyMain = resolve(dirname(fileURLToPath(import.meta.url)), '../../proxy/ns-proxy/main.js');
 
-export function proxyCommandPrefix(cmd: string | undefined, mode: 'per-namespace' | 'shared' = 'per-namespace'): string[] {
+export function proxyCommandPrefix(cmd: string | undefined): string[] {
   if (cmd && cmd.trim()) return cmd.trim().split(/\s+/);
-  // One proxy runs per router: node flags that keep each copy small and cheap; the shared one has its own
-  // (src/common/proxy-runtime.ts). The proxy cannot set them on itself after start-up.
-  return [process.execPath, ...(mode === 'shared' ? SHARED_PROXY_NODE_FLAGS : PROXY_NODE_FLAGS), defaultProxyMain];
+  // One proxy runs per router: node flags that keep each copy small and cheap (src/common/proxy-runtime.ts);
+  // the proxy cannot set them on itself after start-up.
+  return [process.execPath, ...PROXY_NODE_FLAGS, defaultProxyMain];
 }
 
 export interface LogConf {

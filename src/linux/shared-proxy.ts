@@ -402,7 +402,7 @@ export class SharedMetadataProxy {
 
   private argv(): string[] {
     const c = this.o.conf;
-    const argv = [...proxyCommandPrefix(c.metadata_proxy_cmd, 'shared'), '--shared', `--shared_name=${this.name}`, `--pid_file=${this.pidFile}`, `--state_path=${this.statePath}`];
+    const argv = [...proxyCommandPrefix(c.metadata_proxy_cmd), '--shared', `--shared_name=${this.name}`, `--pid_file=${this.pidFile}`, `--state_path=${this.statePath}`];
     if (c.metadata_proxy_socket) argv.push(`--metadata_proxy_socket=${c.metadata_proxy_socket}`);
     if (c.metadata_proxy_user) argv.push(`--metadata_proxy_user=${c.metadata_proxy_user}`);
     if (c.metadata_proxy_group) argv.push(`--metadata_proxy_group=${c.metadata_proxy_group}`);

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
-import { PROXY_NODE_FLAGS, SHARED_PROXY_NODE_FLAGS } from '../../src/common/proxy-runtime.js';
+import { PROXY_NODE_FLAGS } from '../../src/common/proxy-runtime.js';
 import { defaultProxyMain } from '../../src/linux/agent-common.js';
 import { loadNetnsSocket, netnsPath } from '../../src/linux/netns-socket.js';
 import { nativeAddonPath } from '../../src/linux/native-addon.js';
@@ -155,7 +155,7 @@ export async function startHostileChain(o: { guests: number; mode?: ProxyMode; a
         // A process of its own per call, as the per-namespace proxies are: flags and builds never mix.
         const sp = await startProxyIn('shared', [`--router_id=${router.id}`, `--metadata_proxy_socket=${socket}`, `--metadata_port=${port}`, ...flags], port, {
           namespace: routerNs,
-          proxyCmd: [process.execPath, ...SHARED_PROXY_NODE_FLAGS, main].join(' '),
+          proxyCmd: [process.execPath, ...PROXY_NODE_FLAGS, main].join(' '),
           ownProcess: true,
         });
         const p: RunningProxyProc = { pid: sp.pid, port, output: () => sp.output(), agentConnections: () => agentConnections(sp.pid, ['3', '4']), stop: () => sp.stop() };
