@@ -40,8 +40,10 @@ if ! command -v node >/dev/null || [ "$(node -p 'process.versions.node.split("."
   exit 1
 fi
 
+# --prefer-offline: the lockfile pins every version, so packages already in npm's cache are taken from it without
+# asking the registry again (a rebuilt checkout installs with the registry unreachable); missing ones are fetched.
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  npm ci --no-audit --no-fund
+  npm ci --prefer-offline --no-audit --no-fund
 fi
 npm run build --silent
 
