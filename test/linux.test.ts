@@ -284,6 +284,36 @@ describe('ProcessManager and ProcessMonitor', () => {
     assert.equal(pm.active, false);
   });
 
+  test('a daemonizing command (dnsmasq\'s shape) is launched in the namespace and its own session; a failing launcher is reported with its output', async () => {
+    const id = uuid();
+    // The launcher forks the daemon (which writes its pid file) and exits 0, as dnsmasq does.
+    const daemon = (pf: string) => [
+      process.execPath,
+      '-e',
+      `const { spawn } = require('child_process'); const c = spawn(process.execPath, ['-e', 'require("fs").writeFileSync(process.argv[1], String(process.pid)); console.log("daemon up"); setInterval(() => {}, 1000)', '--', ${JSON.stringify(pf)}, ${JSON.stringify(id)}], { detached: true, stdio: ['ignore', 'inherit', 'inherit'] }); c.unref();`,
+      '--',
+      id,
+    ];
+    const pm = new ProcessManager({ uuid: id, statePath: state, namespace: ns, pidFileWriter: 'process', daemonizes: true, cmd: daemon });
+    await pm.enable();
+    const pid = pm.pid!;
+    assert.ok(pm.active);
+    assert.match(await netnsExec(ns, ['ip', 'netns', 'identify', String(pid)]), new RegExp(ns));
+    // Not in this test runner's session (it was started with setsid, as node's detached spawn did).
+    const sid = (p: number) => readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ')[3];
+    assert.notEqual(sid(pid), sid(process.pid));
+    await waitFor(() => readFileSync(join(state, 'external', 'logs', `${id}.log`), 'utf8').includes('daemon up'), 5000, 20, 'daemon output in the log');
+    await pm.disable();
+    assert.ok(processGone(pid));
+
+    const bad = uuid();
+    const failing = new ProcessManager({ uuid: bad, statePath: state, namespace: ns, pidFileWriter: 'process', daemonizes: true, cmd: () => [process.execPath, '-e', "console.error('dnsmasq: bad option'); process.exit(1)", '--', bad] });
+    const t0 = Date.now();
+    await assert.rejects(failing.enable(), /exited with 1.*bad option/s);
+    assert.ok(Date.now() - t0 < 3000);
+    await assert.rejects(new ProcessManager({ uuid: uuid(), statePath: state, namespace: ns, daemonizes: true, pidFileWriter: 'process', cmd: () => ['/nonexistent-dnsmasq'] }).enable(), /ENOENT/);
+  });
+
   test('disable escalates to SIGKILL after the grace period', async () => {
     const id = uuid();
     const ready = join(state, `${id}.ready`);

@@ -347,7 +347,7 @@ export class DhcpAgent extends AgentLoop<DhcpAgentConf> {
       await st.dnsmasq.disable();
     }
     if (runDnsmasq) {
-      if (!st.dnsmasq) st.dnsmasq = new ProcessManager({ uuid: n.id, statePath: d.state_path, pidFile: join(confDir, 'pid'), service: DNSMASQ_SERVICE, namespace: st.ns.name, pidFileWriter: 'process', cmd: (pf) => state.dnsmasqArgv!(pf), log: this.log });
+      if (!st.dnsmasq) st.dnsmasq = new ProcessManager({ uuid: n.id, statePath: d.state_path, pidFile: join(confDir, 'pid'), service: DNSMASQ_SERVICE, namespace: st.ns.name, pidFileWriter: 'process', daemonizes: true, cmd: (pf) => state.dnsmasqArgv!(pf), log: this.log });
       const dm = st.dnsmasq;
       if (dm.active) {
         const running = readCmdline(dm.pid!);

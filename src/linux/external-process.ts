@@ -6,7 +6,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } f
 import { dirname, join } from 'node:path';
 import { errorMessage } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/log.js';
-import { wrapNetns } from './exec.js';
+import { launchDaemon, wrapNetns } from './exec.js';
 
 export const externalPidsDir = (statePath: string) => join(statePath, 'external', 'pids');
 
@@ -27,6 +27,11 @@ export interface ProcessManagerOptions {
    * 'process' — the command writes the pid file itself (dnsmasq, a daemonizing proxy) and we wait for it.
    */
   pidFileWriter?: 'manager' | 'process';
+  /**
+   * The command daemonizes (forks and its launcher exits, as dnsmasq does): launched without forking the agent
+   * (src/linux/exec.ts's launchDaemon); it writes its own pid file. Its exit is seen by the periodic check only.
+   */
+  daemonizes?: boolean;
   /** stdout/stderr of the process (append); default $state_path/external/logs/<uuid>[.<service>].log. */
   outputFile?: string;
   log?: Logger;
@@ -163,6 +168,7 @@ export class ProcessManager {
     mkdirSync(dirname(outFile), { recursive: true });
     const fd = openSync(outFile, 'a');
     this.log.info({ uuid: this.uuid, service: this.label, argv }, `starting ${this.label}`);
+    if (this.o.daemonizes) return this.launchDaemon(fd, outFile, argv, opts.timeoutMs ?? 10_000);
     let child;
     try {
       // `ip netns exec` execs the command in place, so the child's pid is the process's pid.
@@ -203,6 +209,35 @@ export class ProcessManager {
     }
     const why = failed ?? `no live process in ${this.pidFile} after ${opts.timeoutMs ?? 10_000} ms`;
     throw new Error(`${argv.join(' ')}: ${why}; output (${outFile}): ${tail}`);
+  }
+
+  /**
+   * A process that daemonizes (its launcher exits once the daemon runs): launched without forking the agent, the
+   * launcher's exit status says whether it started, then the pid file must name a live process.
+   */
+  private async launchDaemon(fd: number, outFile: string, argv: readonly string[], timeoutMs: number): Promise<void> {
+    let failed: string | undefined;
+    const deadline = Date.now() + timeoutMs;
+    try {
+      const r = await launchDaemon(this.o.cmd(this.pidFile), { netns: this.o.namespace, outputFd: fd, timeoutMs, log: this.log });
+      if (r.exitCode !== 0) failed = `exited with ${r.exitCode ?? r.signal}`;
+    } catch (e) {
+      failed = errorMessage(e);
+    } finally {
+      closeSync(fd);
+    }
+    while (failed === undefined && Date.now() < deadline) {
+      if (this.active) return;
+      await sleep(20);
+    }
+    if (this.active) return;
+    let tail = '';
+    try {
+      tail = readFileSync(outFile, 'utf8').slice(-600).trim();
+    } catch {
+      /* no output */
+    }
+    throw new Error(`${argv.join(' ')}: ${failed ?? `no live process in ${this.pidFile} after ${timeoutMs} ms`}; output (${outFile}): ${tail}`);
   }
 
   /** SIGHUP the process (dnsmasq re-reads its hosts and opts files). */

@@ -33,8 +33,10 @@ export interface NetnsSocket {
   /** Write a net.* sysctl as seen inside `nsPath` (no process: setns on this thread and back). */
   sysctlInNamespace(nsPath: string, key: string, value: string): void;
   /** Run a command to its end on a thread of its own (posix_spawn, no fork of node), born inside `nsPath` when
-   * given; rejects with an ErrnoException when it cannot start (ENOENT...). */
-  spawnCommand(argv: readonly string[], nsPath: string | null, input: string, timeoutMs: number): Promise<SpawnResult>;
+   * given; rejects with an ErrnoException when it cannot start (ENOENT...). With `outputFd` (held open by the caller
+   * until it settles) stdout and stderr go there, stdin is /dev/null, and it settles at the command's exit: a
+   * daemon's launcher. */
+  spawnCommand(argv: readonly string[], nsPath: string | null, input: string, timeoutMs: number, opts?: { outputFd?: number; setsid?: boolean }): Promise<SpawnResult>;
   closeFd(fd: number): void;
 }
 

@@ -45,6 +45,8 @@ typedef struct {
   char *input;
   size_t input_len;
   int timeout_ms;
+  int output_fd; // >= 0: stdout and stderr go there, stdin is /dev/null, nothing is read back (a daemon's launcher)
+  int setsid;    // a session of its own (as the agents' long-lived processes get)
   // results
   int err; // errno of the failing call, 0 when the command ran
   const char *err_call;
@@ -96,7 +98,7 @@ static int drain(int fd, buf_t *b) {
 
 static void run_job(job_t *j) {
   int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
-  if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) {
+  if (j->output_fd < 0 && (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC))) {
     fail(j, errno, "pipe2");
     goto done;
   }
@@ -105,16 +107,22 @@ static void run_job(job_t *j) {
   posix_spawn_file_actions_init(&fa);
   posix_spawnattr_init(&at);
   // dup2 onto 0/1/2 clears close-on-exec there; every other descriptor of node is close-on-exec already.
-  posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+  if (j->output_fd >= 0) {
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, j->output_fd, 1);
+    posix_spawn_file_actions_adddup2(&fa, j->output_fd, 2);
+  } else {
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+  }
   // node ignores SIGPIPE and blocks signals on pool threads: the command gets the defaults back.
   sigset_t none, all;
   sigemptyset(&none);
   sigfillset(&all);
   posix_spawnattr_setsigmask(&at, &none);
   posix_spawnattr_setsigdefault(&at, &all);
-  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | (j->setsid ? POSIX_SPAWN_SETSID : 0));
 
   int self = -1;
   if (j->ns) {
@@ -137,17 +145,19 @@ static void run_job(job_t *j) {
     fail(j, se, "posix_spawnp");
     goto done;
   }
-  close(in[0]);
-  close(out[1]);
-  close(err[1]);
-  in[0] = out[1] = err[1] = -1;
-  fcntl(in[1], F_SETFL, O_NONBLOCK);
-  fcntl(out[0], F_SETFL, O_NONBLOCK);
-  fcntl(err[0], F_SETFL, O_NONBLOCK);
+  if (j->output_fd < 0) {
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    in[0] = out[1] = err[1] = -1;
+    fcntl(in[1], F_SETFL, O_NONBLOCK);
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    fcntl(err[0], F_SETFL, O_NONBLOCK);
+  }
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 
   size_t sent = 0;
-  if (j->input_len == 0) {
+  if (j->input_len == 0 && in[1] >= 0) {
     close(in[1]);
     in[1] = -1;
   }
@@ -306,11 +316,14 @@ static napi_value throw_type(napi_env env, const char *msg) {
   return NULL;
 }
 
-// spawnCommand(argv: string[], nsPath: string | null, input: string, timeoutMs: number)
+// spawnCommand(argv: string[], nsPath: string | null, input: string, timeoutMs: number,
+//              opts?: { outputFd?: number, setsid?: boolean })
 //   -> Promise<{ stdout, stderr, exitCode: number | null, signal: string | null, timedOut: boolean }>
+// With outputFd, stdout and stderr go to that descriptor (kept open by the caller until the promise settles) and
+// the promise settles when the command exits: a daemon's launcher, whose daemon keeps that descriptor.
 static napi_value spawn_command(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   if (argc < 4) return throw_type(env, "spawnCommand(argv, nsPath, input, timeoutMs)");
   bool isArr = false;
@@ -325,6 +338,31 @@ static napi_value spawn_command(napi_env env, napi_callback_info info) {
   job_t *j = calloc(1, sizeof *j);
   if (!j) return throw_type(env, "out of memory");
   j->timeout_ms = timeout;
+  j->output_fd = -1;
+  if (argc >= 5) {
+    napi_typeof(env, argv[4], &t);
+    if (t == napi_object) {
+      bool has = false;
+      napi_value v;
+      napi_has_named_property(env, argv[4], "outputFd", &has);
+      if (has) {
+        napi_get_named_property(env, argv[4], "outputFd", &v);
+        int32_t fd;
+        if (napi_typeof(env, v, &t) != napi_ok || t != napi_number || napi_get_value_int32(env, v, &fd) != napi_ok || fd < 0) {
+          free(j);
+          return throw_type(env, "opts.outputFd: a descriptor");
+        }
+        j->output_fd = fd;
+      }
+      napi_has_named_property(env, argv[4], "setsid", &has);
+      if (has) {
+        bool b = false;
+        napi_get_named_property(env, argv[4], "setsid", &v);
+        napi_get_value_bool(env, v, &b);
+        j->setsid = b;
+      }
+    }
+  }
   j->argv = calloc(n + 1, sizeof(char *));
   if (!j->argv) {
     free(j);
@@ -347,6 +385,10 @@ static napi_value spawn_command(napi_env env, napi_callback_info info) {
   if (!(j->input = dup_str(env, argv[2], &j->input_len))) {
     free_job(j);
     return throw_type(env, "input: a string");
+  }
+  if (j->output_fd >= 0 && j->input_len > 0) {
+    free_job(j);
+    return throw_type(env, "input: none with opts.outputFd (stdin is /dev/null)");
   }
   napi_value promise, name;
   napi_create_string_utf8(env, "qm_spawn", NAPI_AUTO_LENGTH, &name);
