@@ -34,7 +34,7 @@ export interface ExecResult {
   exitCode: number | null;
 }
 
-/** argv as `ip netns exec` runs it, for processes that outlive the call (dnsmasq, proxies) and for messages. */
+/** argv as `ip netns exec` runs it: for node's spawn, for namespaces with /etc/netns files, and for messages. */
 export function wrapNetns(argv: readonly string[], netns?: string): string[] {
   return netns ? ['ip', 'netns', 'exec', netns, ...argv] : [...argv];
 }
@@ -51,14 +51,17 @@ interface Outcome extends ExecResult {
  * A namespace with an /etc/netns/<ns> directory (a test guest's resolv.conf) still goes through `ip netns exec`,
  * which bind-mounts those files: dhclient-script must write the guest's resolv.conf, not the host's.
  */
+function nativeTarget(argv: readonly string[], ns: string | undefined): { argv: readonly string[]; nsPath: string | null } {
+  if (ns === undefined || ns === '') return { argv, nsPath: null };
+  if (existsSync(join(ETC_NETNS, ns))) return { argv: wrapNetns(argv, ns), nsPath: null };
+  return { argv, nsPath: netnsPath(ns) };
+}
+
 async function runNative(argv: readonly string[], opts: ExecOptions, timeoutMs: number): Promise<Outcome> {
   const addon = nativeAddon()!;
-  const ns = opts.netns;
-  const viaIp = ns !== undefined && existsSync(join(ETC_NETNS, ns));
+  const t = nativeTarget(argv, opts.netns);
   try {
-    const r = viaIp
-      ? await addon.spawnCommand(wrapNetns(argv, ns), null, opts.input ?? '', timeoutMs)
-      : await addon.spawnCommand(argv, ns ? netnsPath(ns) : null, opts.input ?? '', timeoutMs);
+    const r = await addon.spawnCommand(t.argv, t.nsPath, opts.input ?? '', timeoutMs);
     return { stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode, signal: r.signal };
   } catch (e) {
     // A namespace that is not there fails as `ip netns exec` fails, exit 1, so that checkExit: false still holds.
@@ -140,10 +143,8 @@ export async function launchDaemon(argv: readonly string[], o: { netns?: string 
   const timeoutMs = o.timeoutMs ?? 30_000;
   const addon = nativeAddon();
   if (addon) {
-    const viaIp = o.netns !== undefined && existsSync(join(ETC_NETNS, o.netns));
-    const r = viaIp
-      ? await addon.spawnCommand(full, null, '', timeoutMs, { outputFd: o.outputFd, setsid: true })
-      : await addon.spawnCommand(argv, o.netns ? netnsPath(o.netns) : null, '', timeoutMs, { outputFd: o.outputFd, setsid: true });
+    const t = nativeTarget(argv, o.netns);
+    const r = await addon.spawnCommand(t.argv, t.nsPath, '', timeoutMs, { outputFd: o.outputFd, setsid: true });
     return { exitCode: r.exitCode, signal: r.signal };
   }
   return new Promise((resolve, reject) => {

@@ -195,8 +195,15 @@ export class ProcessManager {
     child.once('error', (e) => {
       failed = e.message;
     });
-    const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
-    while (Date.now() < deadline && failed === undefined) {
+    await this.awaitOwnPidFile(argv, outFile, Date.now() + (opts.timeoutMs ?? 10_000), opts.timeoutMs ?? 10_000, () => failed);
+  }
+
+  /**
+   * For a command that writes its own pid file: resolves once it names a live process of ours; throws, with the
+   * tail of the output, when `failed()` says the launcher failed or at the deadline.
+   */
+  private async awaitOwnPidFile(argv: readonly string[], outFile: string, deadline: number, timeoutMs: number, failed: () => string | undefined): Promise<void> {
+    while (Date.now() < deadline && failed() === undefined) {
       if (this.active) return;
       await sleep(20);
     }
@@ -207,7 +214,7 @@ export class ProcessManager {
     } catch {
       /* no output */
     }
-    const why = failed ?? `no live process in ${this.pidFile} after ${opts.timeoutMs ?? 10_000} ms`;
+    const why = failed() ?? `no live process in ${this.pidFile} after ${timeoutMs} ms`;
     throw new Error(`${argv.join(' ')}: ${why}; output (${outFile}): ${tail}`);
   }
 
@@ -226,18 +233,7 @@ export class ProcessManager {
     } finally {
       closeSync(fd);
     }
-    while (failed === undefined && Date.now() < deadline) {
-      if (this.active) return;
-      await sleep(20);
-    }
-    if (this.active) return;
-    let tail = '';
-    try {
-      tail = readFileSync(outFile, 'utf8').slice(-600).trim();
-    } catch {
-      /* no output */
-    }
-    throw new Error(`${argv.join(' ')}: ${failed ?? `no live process in ${this.pidFile} after ${timeoutMs} ms`}; output (${outFile}): ${tail}`);
+    await this.awaitOwnPidFile(argv, outFile, deadline, timeoutMs, () => failed);
   }
 
   /** SIGHUP the process (dnsmasq re-reads its hosts and opts files). */

@@ -27,9 +27,6 @@
 
 #include "qm_native.h"
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434 // the same number on every architecture (new syscalls are numbered once)
-#endif
 #ifndef SYS_pidfd_getfd
 #define SYS_pidfd_getfd 438
 #endif
@@ -57,7 +54,20 @@ static napi_value throw_errno(napi_env env, int err, const char *syscall, const 
   return NULL;
 }
 
-static napi_value throw_type(napi_env env, const char *msg) {
+int qm_bool_property(napi_env env, napi_value obj, const char *name) {
+  napi_valuetype t;
+  bool has = false, b = false;
+  if (napi_typeof(env, obj, &t) != napi_ok || t != napi_object) return 0;
+  napi_has_named_property(env, obj, name, &has);
+  if (has) {
+    napi_value v;
+    napi_get_named_property(env, obj, name, &v);
+    napi_get_value_bool(env, v, &b);
+  }
+  return b;
+}
+
+napi_value qm_throw_type(napi_env env, const char *msg) {
   napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
   return NULL;
 }
@@ -114,37 +124,24 @@ static napi_value listen_in_namespace(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 4) return throw_type(env, "listenInNamespace(nsPath, host, port, backlog[, opts])");
+  if (argc < 4) return qm_throw_type(env, "listenInNamespace(nsPath, host, port, backlog[, opts])");
   // host may carry an IPv6 zone, fe80::a9fe:a9fe%tap0: the device is looked up inside the namespace.
   char ns[4096] = "", host[INET6_ADDRSTRLEN + IF_NAMESIZE + 2];
   napi_valuetype t;
   napi_typeof(env, argv[0], &t);
   int inNs = t == napi_string;
-  if (inNs && !get_str(env, argv[0], ns, sizeof ns, NULL)) return throw_type(env, "nsPath: a path or null");
-  if (!inNs && t != napi_null && t != napi_undefined) return throw_type(env, "nsPath: a path or null");
-  if (!get_str(env, argv[1], host, sizeof host, NULL)) return throw_type(env, "host: an IPv4 or IPv6 address");
+  if (inNs && !get_str(env, argv[0], ns, sizeof ns, NULL)) return qm_throw_type(env, "nsPath: a path or null");
+  if (!inNs && t != napi_null && t != napi_undefined) return qm_throw_type(env, "nsPath: a path or null");
+  if (!get_str(env, argv[1], host, sizeof host, NULL)) return qm_throw_type(env, "host: an IPv4 or IPv6 address");
   char *zone = strchr(host, '%');
   if (zone) {
     *zone++ = '\0';
-    if (*zone == '\0' || strlen(zone) >= IF_NAMESIZE) return throw_type(env, "host: the zone after % must be a device name");
+    if (*zone == '\0' || strlen(zone) >= IF_NAMESIZE) return qm_throw_type(env, "host: the zone after % must be a device name");
   }
   int32_t port, backlog;
-  if (!get_int(env, argv[2], &port) || port < 0 || port > 65535) return throw_type(env, "port: 0-65535");
-  if (!get_int(env, argv[3], &backlog) || backlog < 1) return throw_type(env, "backlog: a positive integer");
-  int freebind = 0;
-  if (argc >= 5) {
-    napi_typeof(env, argv[4], &t);
-    if (t == napi_object) {
-      bool has = false, b = false;
-      napi_has_named_property(env, argv[4], "freebind", &has);
-      if (has) {
-        napi_value v;
-        napi_get_named_property(env, argv[4], "freebind", &v);
-        napi_get_value_bool(env, v, &b);
-      }
-      freebind = b;
-    }
-  }
+  if (!get_int(env, argv[2], &port) || port < 0 || port > 65535) return qm_throw_type(env, "port: 0-65535");
+  if (!get_int(env, argv[3], &backlog) || backlog < 1) return qm_throw_type(env, "backlog: a positive integer");
+  int freebind = argc >= 5 && qm_bool_property(env, argv[4], "freebind");
 
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof ss);
@@ -163,9 +160,9 @@ static napi_value listen_in_namespace(napi_env env, napi_callback_info info) {
     s6->sin6_port = htons((uint16_t)port);
     slen = sizeof *s6;
   } else {
-    return throw_type(env, "host: an IPv4 or IPv6 address");
+    return qm_throw_type(env, "host: an IPv4 or IPv6 address");
   }
-  if (zone && family != AF_INET6) return throw_type(env, "host: only an IPv6 address takes a %zone");
+  if (zone && family != AF_INET6) return qm_throw_type(env, "host: only an IPv6 address takes a %zone");
 
   int self = -1;
   if (inNs) {
@@ -236,18 +233,18 @@ static napi_value send_fds(napi_env env, napi_callback_info info) {
   int32_t sock;
   char tag[MAX_TAG];
   size_t tlen;
-  if (argc < 3 || !get_int(env, argv[0], &sock)) return throw_type(env, "sendFds(sock, tag, fds)");
-  if (!get_str(env, argv[1], tag, sizeof tag, &tlen) || tlen == 0) return throw_type(env, "tag: a non-empty string under 1 KB");
+  if (argc < 3 || !get_int(env, argv[0], &sock)) return qm_throw_type(env, "sendFds(sock, tag, fds)");
+  if (!get_str(env, argv[1], tag, sizeof tag, &tlen) || tlen == 0) return qm_throw_type(env, "tag: a non-empty string under 1 KB");
   bool isArr = false;
   napi_is_array(env, argv[2], &isArr);
   uint32_t n = 0;
   if (isArr) napi_get_array_length(env, argv[2], &n);
-  if (!isArr || n > MAX_FDS) return throw_type(env, "fds: an array of at most 64 descriptors");
+  if (!isArr || n > MAX_FDS) return qm_throw_type(env, "fds: an array of at most 64 descriptors");
   int fds[MAX_FDS];
   for (uint32_t i = 0; i < n; i++) {
     napi_value v;
     napi_get_element(env, argv[2], i, &v);
-    if (!get_int(env, v, &fds[i]) || fds[i] < 0) return throw_type(env, "fds: descriptors are non-negative integers");
+    if (!get_int(env, v, &fds[i]) || fds[i] < 0) return qm_throw_type(env, "fds: descriptors are non-negative integers");
   }
   char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
   memset(cbuf, 0, sizeof cbuf);
@@ -275,7 +272,7 @@ static napi_value recv_fds(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   int32_t sock;
-  if (argc < 1 || !get_int(env, argv[0], &sock)) return throw_type(env, "recvFds(sock)");
+  if (argc < 1 || !get_int(env, argv[0], &sock)) return qm_throw_type(env, "recvFds(sock)");
   char tag[MAX_TAG];
   char cbuf[CMSG_SPACE(sizeof(int) * MAX_FDS)];
   struct iovec iov = {.iov_base = tag, .iov_len = sizeof tag};
@@ -326,7 +323,7 @@ static napi_value pidfd_getfd_js(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   int32_t pid, fd;
-  if (argc < 2 || !get_int(env, argv[0], &pid) || !get_int(env, argv[1], &fd) || pid <= 0 || fd < 0) return throw_type(env, "pidfdGetfd(pid, fd)");
+  if (argc < 2 || !get_int(env, argv[0], &pid) || !get_int(env, argv[1], &fd) || pid <= 0 || fd < 0) return qm_throw_type(env, "pidfdGetfd(pid, fd)");
   int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
   if (pidfd < 0) return throw_errno(env, errno, "pidfd_open", "");
   int got = (int)syscall(SYS_pidfd_getfd, pidfd, fd, 0);
@@ -344,7 +341,7 @@ static napi_value listening_port(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   int32_t fd;
-  if (argc < 1 || !get_int(env, argv[0], &fd)) return throw_type(env, "listeningPort(fd)");
+  if (argc < 1 || !get_int(env, argv[0], &fd)) return qm_throw_type(env, "listeningPort(fd)");
   napi_value nul;
   napi_get_null(env, &nul);
   int acc = 0, type = 0;
@@ -372,17 +369,17 @@ static napi_value sysctl_in_namespace(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 3) return throw_type(env, "sysctlInNamespace(nsPath, key, value)");
+  if (argc < 3) return qm_throw_type(env, "sysctlInNamespace(nsPath, key, value)");
   char ns[4096] = "", key[256] = "", value[256] = "", path[300];
   size_t klen = 0, vlen = 0;
-  if (!get_str(env, argv[0], ns, sizeof ns, NULL)) return throw_type(env, "nsPath: a path");
-  if (!get_str(env, argv[1], key, sizeof key, &klen) || klen < 5 || strncmp(key, "net.", 4) != 0) return throw_type(env, "key: a net.* sysctl key");
+  if (!get_str(env, argv[0], ns, sizeof ns, NULL)) return qm_throw_type(env, "nsPath: a path");
+  if (!get_str(env, argv[1], key, sizeof key, &klen) || klen < 5 || strncmp(key, "net.", 4) != 0) return qm_throw_type(env, "key: a net.* sysctl key");
   for (size_t i = 0; i < klen; i++) {
     char c = key[i];
-    if (c == '/' || (c == '.' && (i == 0 || key[i - 1] == '.'))) return throw_type(env, "key: a net.* sysctl key");
+    if (c == '/' || (c == '.' && (i == 0 || key[i - 1] == '.'))) return qm_throw_type(env, "key: a net.* sysctl key");
     if (c == '.') key[i] = '/';
   }
-  if (!get_str(env, argv[2], value, sizeof value - 1, &vlen) || vlen == 0) return throw_type(env, "value: a non-empty string");
+  if (!get_str(env, argv[2], value, sizeof value - 1, &vlen) || vlen == 0) return qm_throw_type(env, "value: a non-empty string");
   value[vlen++] = '\n';
   snprintf(path, sizeof path, "/proc/sys/%s", key);
   int self = -1;
@@ -408,7 +405,7 @@ static napi_value socket_netns_inode(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   int32_t fd;
-  if (argc < 1 || !get_int(env, argv[0], &fd)) return throw_type(env, "socketNetnsInode(fd)");
+  if (argc < 1 || !get_int(env, argv[0], &fd)) return qm_throw_type(env, "socketNetnsInode(fd)");
   int nsfd = ioctl(fd, SIOCGSKNS);
   if (nsfd < 0) return throw_errno(env, errno, "ioctl", "SIOCGSKNS");
   struct stat st;
@@ -429,16 +426,16 @@ static napi_value connect_in_namespace(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 4) return throw_type(env, "connectInNamespace(nsPath, host, port, mark)");
+  if (argc < 4) return qm_throw_type(env, "connectInNamespace(nsPath, host, port, mark)");
   char ns[4096] = "", host[INET6_ADDRSTRLEN + 1];
   napi_valuetype t;
   napi_typeof(env, argv[0], &t);
   int inNs = t == napi_string;
-  if (inNs && !get_str(env, argv[0], ns, sizeof ns, NULL)) return throw_type(env, "nsPath: a path or null");
-  if (!get_str(env, argv[1], host, sizeof host, NULL)) return throw_type(env, "host: an IPv4 or IPv6 address");
+  if (inNs && !get_str(env, argv[0], ns, sizeof ns, NULL)) return qm_throw_type(env, "nsPath: a path or null");
+  if (!get_str(env, argv[1], host, sizeof host, NULL)) return qm_throw_type(env, "host: an IPv4 or IPv6 address");
   int32_t port, mark;
-  if (!get_int(env, argv[2], &port) || port < 1 || port > 65535) return throw_type(env, "port: 1-65535");
-  if (!get_int(env, argv[3], &mark) || mark < 0) return throw_type(env, "mark: 0 or a positive integer");
+  if (!get_int(env, argv[2], &port) || port < 1 || port > 65535) return qm_throw_type(env, "port: 1-65535");
+  if (!get_int(env, argv[3], &mark) || mark < 0) return qm_throw_type(env, "mark: 0 or a positive integer");
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof ss);
   socklen_t slen;
@@ -456,7 +453,7 @@ static napi_value connect_in_namespace(napi_env env, napi_callback_info info) {
     s6->sin6_port = htons((uint16_t)port);
     slen = sizeof *s6;
   } else {
-    return throw_type(env, "host: an IPv4 or IPv6 address");
+    return qm_throw_type(env, "host: an IPv4 or IPv6 address");
   }
   int self = -1;
   if (inNs) {

@@ -3,8 +3,9 @@
 // profiles of a 1000-router converge put 70 % of the agents' busy time there. Here a thread of its own per
 // command posix_spawn()s (glibc: clone(CLONE_VM|CLONE_VFORK), nothing copied), feeds stdin, collects
 // stdout/stderr and reaps the child through a pidfd, while the event loop goes on. Not libuv's pool: a command
-// may run for minutes (dhclient, wrk) and would starve the agent's file I/O of its four threads. A namespace is entered with setns(2) on that
-// thread only, just before the spawn, so the child is born in it without an `ip netns exec` process in between.
+// may run for minutes (dhclient, wrk) and would starve the agent's file I/O of its four threads. A namespace is
+// entered with setns(2) on that thread only, just before the spawn, so the child is born in it without an
+// `ip netns exec` process in between.
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -26,10 +27,6 @@
 
 #include "qm_native.h"
 
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-
 extern char **environ;
 
 typedef struct {
@@ -41,7 +38,7 @@ typedef struct {
   napi_threadsafe_function done; // back to the event loop with the result
   napi_deferred deferred;
   char **argv; // NULL-terminated
-  char *ns;    // NULL: the pool thread's own namespace
+  char *ns;    // NULL: the spawning thread's own namespace
   char *input;
   size_t input_len;
   int timeout_ms;
@@ -116,7 +113,7 @@ static void run_job(job_t *j) {
     posix_spawn_file_actions_adddup2(&fa, out[1], 1);
     posix_spawn_file_actions_adddup2(&fa, err[1], 2);
   }
-  // node ignores SIGPIPE and blocks signals on pool threads: the command gets the defaults back.
+  // node ignores SIGPIPE (and a thread may block signals): the command gets the defaults back.
   sigset_t none, all;
   sigemptyset(&none);
   sigfillset(&all);
@@ -311,11 +308,6 @@ static char *dup_str(napi_env env, napi_value v, size_t *len) {
   return s;
 }
 
-static napi_value throw_type(napi_env env, const char *msg) {
-  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-  return NULL;
-}
-
 // spawnCommand(argv: string[], nsPath: string | null, input: string, timeoutMs: number,
 //              opts?: { outputFd?: number, setsid?: boolean })
 //   -> Promise<{ stdout, stderr, exitCode: number | null, signal: string | null, timedOut: boolean }>
@@ -325,18 +317,18 @@ static napi_value spawn_command(napi_env env, napi_callback_info info) {
   size_t argc = 5;
   napi_value argv[5];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  if (argc < 4) return throw_type(env, "spawnCommand(argv, nsPath, input, timeoutMs)");
+  if (argc < 4) return qm_throw_type(env, "spawnCommand(argv, nsPath, input, timeoutMs)");
   bool isArr = false;
   uint32_t n = 0;
   napi_is_array(env, argv[0], &isArr);
   if (isArr) napi_get_array_length(env, argv[0], &n);
-  if (!isArr || n == 0 || n > 4096) return throw_type(env, "argv: a non-empty array of strings");
+  if (!isArr || n == 0 || n > 4096) return qm_throw_type(env, "argv: a non-empty array of strings");
   int32_t timeout;
   napi_valuetype t;
   napi_typeof(env, argv[3], &t);
-  if (t != napi_number || napi_get_value_int32(env, argv[3], &timeout) != napi_ok || timeout <= 0) return throw_type(env, "timeoutMs: a positive integer");
+  if (t != napi_number || napi_get_value_int32(env, argv[3], &timeout) != napi_ok || timeout <= 0) return qm_throw_type(env, "timeoutMs: a positive integer");
   job_t *j = calloc(1, sizeof *j);
-  if (!j) return throw_type(env, "out of memory");
+  if (!j) return qm_throw_type(env, "out of memory");
   j->timeout_ms = timeout;
   j->output_fd = -1;
   if (argc >= 5) {
@@ -350,52 +342,46 @@ static napi_value spawn_command(napi_env env, napi_callback_info info) {
         int32_t fd;
         if (napi_typeof(env, v, &t) != napi_ok || t != napi_number || napi_get_value_int32(env, v, &fd) != napi_ok || fd < 0) {
           free(j);
-          return throw_type(env, "opts.outputFd: a descriptor");
+          return qm_throw_type(env, "opts.outputFd: a descriptor");
         }
         j->output_fd = fd;
       }
-      napi_has_named_property(env, argv[4], "setsid", &has);
-      if (has) {
-        bool b = false;
-        napi_get_named_property(env, argv[4], "setsid", &v);
-        napi_get_value_bool(env, v, &b);
-        j->setsid = b;
-      }
+      j->setsid = qm_bool_property(env, argv[4], "setsid");
     }
   }
   j->argv = calloc(n + 1, sizeof(char *));
   if (!j->argv) {
     free(j);
-    return throw_type(env, "out of memory");
+    return qm_throw_type(env, "out of memory");
   }
   for (uint32_t i = 0; i < n; i++) {
     napi_value a;
     napi_get_element(env, argv[0], i, &a);
     if (!(j->argv[i] = dup_str(env, a, NULL))) {
       free_job(j);
-      return throw_type(env, "argv: a non-empty array of strings");
+      return qm_throw_type(env, "argv: a non-empty array of strings");
     }
   }
   napi_typeof(env, argv[1], &t);
   if (t == napi_string) j->ns = dup_str(env, argv[1], NULL);
   else if (t != napi_null && t != napi_undefined) {
     free_job(j);
-    return throw_type(env, "nsPath: a path or null");
+    return qm_throw_type(env, "nsPath: a path or null");
   }
   if (!(j->input = dup_str(env, argv[2], &j->input_len))) {
     free_job(j);
-    return throw_type(env, "input: a string");
+    return qm_throw_type(env, "input: a string");
   }
   if (j->output_fd >= 0 && j->input_len > 0) {
     free_job(j);
-    return throw_type(env, "input: none with opts.outputFd (stdin is /dev/null)");
+    return qm_throw_type(env, "input: none with opts.outputFd (stdin is /dev/null)");
   }
   napi_value promise, name;
   napi_create_string_utf8(env, "qm_spawn", NAPI_AUTO_LENGTH, &name);
   // Referenced, as a child process is: node does not exit while a command runs.
   if (napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, NULL, NULL, NULL, finish_job, &j->done) != napi_ok) {
     free_job(j);
-    return throw_type(env, "napi_create_threadsafe_function failed");
+    return qm_throw_type(env, "napi_create_threadsafe_function failed");
   }
   napi_create_promise(env, &j->deferred, &promise);
   pthread_attr_t ta;
