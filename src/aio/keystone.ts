@@ -112,7 +112,8 @@ export async function bootstrapKeystone(o: KeystoneSetup): Promise<void> {
   await ks(['db_sync']);
   await ks(['fernet_setup', '--keystone-user', 'root', '--keystone-group', 'root']);
   await ks(['credential_setup', '--keystone-user', 'root', '--keystone-group', 'root']);
-  await ks(['bootstrap', '--bootstrap-password', o.adminPassword, '--bootstrap-admin-url', url, '--bootstrap-public-url', url, '--bootstrap-internal-url', url, '--bootstrap-region-id', o.region ?? 'RegionOne']);
+  // `--opt=value`: a generated password may start with '-', which argparse would take for an option.
+  await ks(['bootstrap', `--bootstrap-password=${o.adminPassword}`, '--bootstrap-admin-url', url, '--bootstrap-public-url', url, '--bootstrap-internal-url', url, '--bootstrap-region-id', o.region ?? 'RegionOne']);
 }
 
 /** keystone-wsgi-public's argv: the config file after `--` (oslo.config reads it from sys.argv, and it names the process). */

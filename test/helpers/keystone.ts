@@ -1,5 +1,6 @@
 // One private Keystone per test file (src/aio/keystone.ts: a temp dir, a fresh MariaDB database, a free port),
 // with the service users the stack authenticates as and two projects with a member each.
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,7 +30,8 @@ export interface TestKeystone {
 
 export async function startKeystone(o: { tokenExpiration?: number } = {}): Promise<TestKeystone> {
   const dir = mkdtempSync(join(tmpdir(), 'qm-keystone-'));
-  const ks = await new LocalKeystone({ dir, port: await getFreePort(), mysqlAdminUrl: MYSQL_ADMIN, tokenExpiration: o.tokenExpiration }).start();
+  // An admin password with a leading '-', as a generated one sometimes has: keystone-manage must not take it for an option.
+  const ks = await new LocalKeystone({ dir, port: await getFreePort(), mysqlAdminUrl: MYSQL_ADMIN, tokenExpiration: o.tokenExpiration, adminPassword: `-qm-${randomBytes(6).toString('hex')}` }).start();
   const service = await ks.project('service');
   for (const s of ['quantum', 'nova', 'glance']) await ks.user(s, SERVICE_PASSWORD, 'service', 'admin');
   const alice = await ks.user('alice', USER_PASSWORD, 'project-a');
