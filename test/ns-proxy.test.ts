@@ -729,3 +729,62 @@ describe('quantum-ns-metadata-proxy: command line and daemon', () => {
     }
   });
 });
+
+describe('quantum-ns-metadata-proxy: garbage collection under load', () => {
+  const dir = tempDir();
+  const sock = join(dir.path, 'agent.sock');
+  after(() => dir.rm());
+
+  /** Bytes each young GC promoted (V8's --trace-gc-nvp lines in `out`, from `from` on). */
+  const promotedPerYoungGc = (out: string, from: number): number[] =>
+    out
+      .slice(from)
+      .split('\n')
+      .filter((l) => / gc=s /.test(l))
+      .map((l) => Number(/ promoted=(\d+)/.exec(l)?.[1] ?? NaN));
+
+  // A request's objects die young, before and after the compaction's full GCs. Its in-flight bookkeeping once
+  // was a Set, whose rebuilt tables (once one was old) kept each other and the requests in them alive through
+  // young GCs: ~75 KB promoted per young GC and a full GC a second, for good (src/ns-proxy/slot-list.ts).
+  test('after the quiet-period compaction, young GCs under keep-alive load promote (almost) nothing', async () => {
+    const agent = await captureServer(sock, agentBehaviour);
+    const port = await getFreePort();
+    const argv = [...PROXY_NODE_FLAGS, '--trace-gc-nvp', defaultProxyMain, '--nodaemonize', `--metadata_port=${port}`, `--router_id=${ROUTER}`, `--metadata_proxy_socket=${sock}`, '--debug'];
+    const p = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      await waitForListen({ host: '127.0.0.1', port }, 10_000);
+      const ka = new Agent({ keepAlive: true, maxSockets: 8 });
+      const burst = (n: number) =>
+        Promise.all(
+          Array.from({ length: 8 }, async (_, w) => {
+            for (let i = w; i < n; i += 8)
+              await new Promise<void>((resolve, reject) => {
+                const req = request({ host: '127.0.0.1', port, path: `/gc/${i}`, agent: ka }, (res) => {
+                  res.resume();
+                  res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`status ${res.statusCode}`))));
+                });
+                req.on('error', reject);
+                req.end();
+              });
+          }),
+        );
+      await burst(1000);
+      await waitFor(() => /memory compacted/.test(out), 10_000, 50, 'the quiet-period compaction');
+      const from = out.length;
+      await burst(4000);
+      ka.destroy();
+      const promoted = promotedPerYoungGc(out, from);
+      assert.ok(promoted.length >= 5, `young GCs during 4000 requests: ${promoted.length}`);
+      const sorted = [...promoted].sort((a, b) => a - b);
+      const median = sorted[sorted.length >> 1]!;
+      assert.ok(median < 4 * 1024, `bytes promoted per young GC after the compaction: median ${median} (${promoted.join(' ')})`);
+    } finally {
+      p.kill('SIGTERM');
+      await new Promise<void>((r) => (p.exitCode !== null ? r() : p.once('exit', () => r())));
+      await agent.close();
+    }
+  });
+});

@@ -19,6 +19,7 @@ import type { LiteLogger } from '../common/lite-log.js';
 import { ALLOW, ChunkedDecoder, HttpError, parseRequestHead, parseResponseHead, reason, type RequestHead, type ResponseHead } from './http1.js';
 import { RateLimiter, TOO_MANY_BODY, type RateLimitConfig } from './rate-limit.js';
 import { FairQueue, Flow } from './fair-queue.js';
+import { SlotList } from './slot-list.js';
 
 /** What the guests of a listener are held to (haproxy's frontend limits); one object for all listeners of a process. */
 export interface GuestLimits {
@@ -192,6 +193,8 @@ class Guest {
   blocked = false;
   /** The exchange in flight for it, ended if the guest goes away. */
   ex: Exchange | undefined;
+  /** In its listener's guest list. */
+  slot = -1;
 
   readonly peer: string;
 
@@ -568,6 +571,8 @@ interface Exchange {
   queued: boolean;
   /** Counted in its source's share of the agent connections (from its start, retries included, to its end). */
   running: boolean;
+  /** In the runtime's in-flight list. */
+  slot: number;
 }
 
 /** One namespace's listening socket: its guests, maxconn and parked queue, and the id it sends for them. */
@@ -576,7 +581,8 @@ export class NamespaceListener {
   /** The id header lines, the same on every request of this listener, never taken from the guest. */
   readonly idLines: string;
   closing = false;
-  private readonly guests = new Set<Guest>();
+  /** Holding a maxconn slot (a SlotList, not a Set: see slot-list.ts). */
+  private readonly guests = new SlotList<Guest>();
   private onDrained: (() => void) | undefined;
   /** Connections (with a slot or parked) per source address: the fairness cap; and each one's agent share. */
   private readonly perSource = new Map<string, Source>();
@@ -671,8 +677,9 @@ export class NamespaceListener {
   /** Sockets of parked connections that got a slot since (their count is then released by the guest). */
   private readonly admitted = new WeakSet<Socket>();
 
+  /** The source stays in perSource until the next sweep: deleting it per connection churns the map's table (see slot-list.ts). */
   private release(src: Source): void {
-    if (--src.conns <= 0 && this.perSource.get(src.peer) === src) this.perSource.delete(src.peer);
+    src.conns--;
   }
 
   /** Connections from `peer` now (tests, benchmarks). */
@@ -749,6 +756,7 @@ export class NamespaceListener {
       } else if (g.state === G.Closing && g.deadline !== 0 && g.deadline < now) g.sock.destroy();
       else if (g.drainDeadline !== 0 && g.drainDeadline < now) g.sock.destroy();
     }
+    for (const [peer, src] of this.perSource) if (src.conns <= 0) this.perSource.delete(peer);
     return this.guests.size > 0 || parked.length > 0 || (this.rateLimiter !== undefined && this.rateLimiter.size > 0);
   }
 
@@ -798,7 +806,8 @@ export class ProxyRuntime {
    */
   private readonly swept = new Set<NamespaceListener>();
   private readonly idle: Upstream[] = [];
-  private readonly exchanges = new Set<Exchange>();
+  /** In flight (a SlotList, not a Set: see slot-list.ts). */
+  private readonly exchanges = new SlotList<Exchange>();
   /** Agent connections open (busy or idle): never more than upstreamConnections. */
   private live = 0;
   /** Exchanges waiting for one, taken round-robin by guest source, each source within its share (fair-queue.ts). */
@@ -922,7 +931,7 @@ export class ProxyRuntime {
     const now = Date.now();
     this.lastRequest = now;
     this.sinceCompact++;
-    const ex: Exchange = { guest, method, path, body, contentType, extra, reqId: `req-${randomUUID()}`, attempt: 0, deadline: now + this.cfg.timeoutServer, up: undefined, done: false, queued: false, running: false };
+    const ex: Exchange = { guest, method, path, body, contentType, extra, reqId: `req-${randomUUID()}`, attempt: 0, deadline: now + this.cfg.timeoutServer, up: undefined, done: false, queued: false, running: false, slot: -1 };
     this.exchanges.add(ex);
     this.sched.arrived(guest.src, now);
     if (this.sched.mayRun(guest.src, now)) this.send(ex);
