@@ -6,7 +6,8 @@
 // GC promotes the current one: the quiet-period compaction, V8's memory reducer), every dead predecessor holds its
 // successor and the requests in it through young GCs until the next full GC, so those were promoted too, and so
 // on for good: 75 KB promoted per young GC under keep-alive load (nothing now), 135 KB with a connection per
-// request (47 KB now, node's own), a full GC every 20,000 requests, 14% of the proxy's CPU (bench/proxy-gc.ts).
+// request (47 KB now, node's own), a full GC every ~18,000 requests, a tenth to a quarter of the proxy's CPU per
+// request (bench/proxy-gc.ts).
 
 export interface Slotted {
   /** Index in the list holding it; -1 when in none. */
