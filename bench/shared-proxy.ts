@@ -3,7 +3,8 @@
 //     listener answers one request first), and the shared proxy's marginal cost per listener;
 //  2. req/s and proxy CPU per request through one router namespace (Neutron's REDIRECT) at 1/16/64
 //     connections, shared (next to the other idle listeners) vs per-namespace, each proxy in a session of its own as
-//     the agents start them (and a per-namespace one left in the benchmark's session, for scale);
+//     the agents start them (and a per-namespace one left in the benchmark's session, for scale), and haproxy as
+//     Neutron runs it in the same namespace;
 //  3. kill -9 under a guest loop with a new connection per request: shared (respawned by
 //     SharedMetadataProxy, sockets kept by the agent) vs per-namespace (ProcessMonitor, 1 s checks);
 //  4. boot storm: 50 routers with 4 guests each, all 200 guests run cloud-init's crawl at once through the whole
@@ -80,6 +81,7 @@ const PERNS_PORT = 9698;
 const SOLO_PORT = 9700;
 const COMPARE_PORT = 9701;
 const PERNS_SESSION_PORT = 9702;
+const HAPROXY_PORT = 9703;
 /** Seconds of idle CPU measured before the load phase. */
 const IDLE_S = 10;
 const PATH = '/latest/meta-data/instance-id';
@@ -242,11 +244,16 @@ async function routerPhases(): Promise<void> {
   cleanups.push(() => solo.destroy());
   await solo.start();
   await solo.add({ kind: 'router', id: routerId, namespace: topo.router, host: '0.0.0.0', port: SOLO_PORT });
+  // haproxy as Neutron's L3 agent runs it, in the same router namespace: what the per-namespace proxy was measured
+  // against, so the shared one is too, in the same run.
+  const hap = await startHaproxy('haproxy-load', topo.router, tmp, { routerId, port: HAPROXY_PORT, socket: upstream.socket });
+  cleanups.push(() => hap.stop());
   const targets = [
     { mode: `shared (1 of ${m.size} listeners)`, port: SHARED_PORT, pid: () => m.pid! },
     { mode: 'shared (its only listener)', port: SOLO_PORT, pid: () => solo.pid! },
     { mode: 'per-namespace', port: PERNS_PORT, pid: () => perNs.pid },
     { mode: "per-namespace, in the benchmark's session", port: PERNS_SESSION_PORT, pid: () => perNsHere.pid },
+    { mode: 'haproxy (Neutron config)', port: HAPROXY_PORT, pid: () => hap.pid },
   ];
   let other: SharedMetadataProxy | undefined;
   if (cfg.compare) {

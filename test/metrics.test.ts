@@ -131,8 +131,9 @@ describe('metrics', () => {
     await waitForListen({ host: '127.0.0.1', port: metricsPort }, 30_000);
     const t = await waitFor(async () => {
       const x = await scrape(metricsPort);
-      return sample(x, 'quantum_l3_agent_metadata_proxies', { state: 'alive' }) === 1 ? x : undefined;
-    }, 20_000, 200, 'the router built and its proxy alive');
+      // The proxy can be alive before the full sync that started it has ended and recorded its duration.
+      return sample(x, 'quantum_l3_agent_metadata_proxies', { state: 'alive' }) === 1 && (sample(x, 'quantum_l3_agent_sync_duration_seconds_count', { kind: 'full' }) ?? 0) >= 1 ? x : undefined;
+    }, 20_000, 200, 'the router built, its proxy alive and the full sync done');
     familiesOnce(t);
     assert.equal(sample(t, 'quantum_l3_agent_routers'), 1);
     assert.equal(sample(t, 'quantum_l3_agent_router_interfaces'), 1);
