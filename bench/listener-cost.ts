@@ -20,9 +20,10 @@ import { silentLogger } from '../src/common/log.js';
 import { PROXY_NODE_FLAGS } from '../src/common/proxy-runtime.js';
 import { defaultProxyMain } from '../src/linux/agent-common.js';
 import { SharedMetadataProxy } from '../src/linux/shared-proxy.js';
-import { killChildren, run } from './lib/exec.js';
-import { writeResults } from './lib/lifecycle.js';
-import { createTopology, destroyTopology, METADATA_IP, redirectTo, runPrefix } from './lib/netns.js';
+import { curl } from './lib/curl.js';
+import { parallel, run } from './lib/exec.js';
+import { BenchRun, writeResults } from './lib/lifecycle.js';
+import { addNamespaces, createTopology, METADATA_IP, redirectTo, runPrefix } from './lib/netns.js';
 import { startUpstream, type Proc } from './lib/procs.js';
 import { fmt, table } from './lib/stats.js';
 import { wrk } from './lib/wrk.js';
@@ -47,26 +48,7 @@ if (flags.compare) builds.push({ label: flags['compare-label'] ?? 'compared buil
 
 let prefix = '';
 let tmp = '';
-const cleanups: (() => Promise<void>)[] = [];
-async function cleanup(): Promise<void> {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
-  killChildren('SIGTERM');
-  if (prefix) await destroyTopology(prefix);
-  if (tmp) rmSync(tmp, { recursive: true, force: true });
-}
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => void cleanup().finally(() => process.exit(130)));
-
-async function parallel<T>(items: T[], n: number, fn: (x: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: n }, async () => {
-    for (let i = next++; i < items.length; i = next++) await fn(items[i]!);
-  }));
-}
-
-async function probe(ns: string, port: number): Promise<void> {
-  const { stdout } = await run(['curl', '-s', '-o', '/dev/null', '-m', '10', '-w', '%{http_code}', `http://127.0.0.1:${port}${PATH}`], { ns, allowFail: true });
-  if (stdout !== '200') throw new Error(`${ns}: the listener on :${port} answered ${stdout || 'nothing'}`);
-}
+const runner = new BenchRun(say, () => ({ prefix, tmp }));
 
 interface Row {
   build: string;
@@ -103,12 +85,11 @@ async function main(): Promise<void> {
   const commit = execFileSync('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']).toString().trim();
   const maxN = Math.max(0, ...LISTENERS);
   const names = Array.from({ length: maxN }, (_, i) => `${prefix}-n${i}`);
-  for (let i = 0; i < names.length; i += 500) await run(['ip', '-force', '-batch', '-'], { input: names.slice(i, i + 500).map((n) => `netns add ${n}\n`).join('') });
-  await parallel(names, 8, async (n) => void (await run(['ip', '-n', n, 'link', 'set', 'lo', 'up'])));
+  await addNamespaces(names);
   const upNs = `${prefix}-up`;
   await run(['ip', 'netns', 'add', upNs]);
   const upstream: Proc & { socket: string } = await startUpstream(resolve(here, 'lib/upstream.js'), upNs, tmp);
-  cleanups.push(() => upstream.stop());
+  runner.onCleanup(() => upstream.stop());
   const topo = await createTopology(prefix, TARGET_PORT);
   await redirectTo(topo, TARGET_PORT);
   const url = `http://${METADATA_IP}${PATH}`;
@@ -121,11 +102,14 @@ async function main(): Promise<void> {
       mkdirSync(state, { recursive: true });
       const cmd = ['valgrind', '--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${join(outDir, `cg-${k}`)}.%p`, process.execPath, ...PROXY_NODE_FLAGS, b.main].join(' ');
       const m = new SharedMetadataProxy({ name: `cost-${k++}`, conf: { state_path: state, metadata_proxy_socket: upstream.socket, metadata_proxy_cmd: cmd, debug: false, verbose: false }, log: silentLogger, pruneIntervalSec: 0 });
-      cleanups.push(() => m.destroy());
+      runner.onCleanup(() => m.destroy());
       await m.start();
       const others = names.slice(0, n);
       await Promise.all(others.map((ns) => m.add({ kind: 'router', id: randomUUID(), namespace: ns, host: '0.0.0.0', port: OTHERS_PORT })));
-      await parallel(others, 8, (ns) => probe(ns, OTHERS_PORT));
+      await parallel(others, 8, async (ns) => {
+        const a = await curl(ns, `http://127.0.0.1:${OTHERS_PORT}${PATH}`);
+        if (a.status !== 200) throw new Error(`${ns}: the listener on :${OTHERS_PORT} answered ${a.status || 'nothing'}`);
+      });
       await m.add({ kind: 'router', id: randomUUID(), namespace: topo.router, host: '0.0.0.0', port: TARGET_PORT });
       say(`${b.label}, ${n} other listeners served once: warming up (${WARMUP} s)`);
       await wrk(topo.guest, url, 16, WARMUP);
@@ -154,7 +138,8 @@ async function main(): Promise<void> {
       say(`${b.label}, ${n} others: ${r.requests} requests, ${fmt(total / reqs, 0)} instructions per request, ${fmt((total - jit) / reqs, 0)} without compiling`);
     }
   }
-  await cleanup();
+  await runner.cleanup();
+  rmSync(tmp, { recursive: true, force: true });
   const base = (b: string) => rows.find((r) => r.build === b && r.others === Math.min(...LISTENERS));
   const md = [
     `# Instructions per request of the shared proxy, by how many other listeners it has (${new Date().toISOString()})`,
@@ -174,6 +159,7 @@ async function main(): Promise<void> {
 
 main().catch(async (e: unknown) => {
   process.stderr.write(`listener-cost: ${e instanceof Error ? e.stack : String(e)}\n`);
-  await cleanup();
+  await runner.cleanup();
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
   process.exit(1);
 });

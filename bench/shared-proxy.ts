@@ -31,8 +31,9 @@ import { BOOT_CRAWL } from './lib/bodies.js';
 import { chainReady, createRouterNetwork, createServers, novaDirect, startChainDaemons } from './lib/chain.js';
 // The same guest loop the shared proxy's kill -9 test runs.
 import { guestLoop, type LoopResult } from '../test/helpers/guest-loop.js';
-import { killChildren, run } from './lib/exec.js';
-import { addGuests, createTopology, destroyTopology, GUEST_IP, METADATA_IP, redirectTo, runPrefix, type Topology } from './lib/netns.js';
+import { parallel, run } from './lib/exec.js';
+import { BenchRun } from './lib/lifecycle.js';
+import { addGuests, addNamespaces, createTopology, GUEST_IP, METADATA_IP, redirectTo, runPrefix, type Topology } from './lib/netns.js';
 import { launch, startHaproxy, startOurProxy, startUpstream, type Proc } from './lib/procs.js';
 import { cpuSeconds, cpuSecondsPrecise, cpuSecondsSelf, memory } from './lib/procstat.js';
 import { bootStorm, type StormResult } from './lib/storm.js';
@@ -129,36 +130,7 @@ const result = {
 
 let prefix = '';
 let tmp = '';
-const cleanups: (() => Promise<void>)[] = [];
-
-async function cleanup(): Promise<void> {
-  for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
-  killChildren('SIGTERM');
-  await sleep(300);
-  killChildren('SIGKILL');
-  if (prefix) await destroyTopology(prefix);
-}
-
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    say(`${sig}: cleaning up ${prefix}-*`);
-    void cleanup().finally(() => {
-      if (tmp) rmSync(tmp, { recursive: true, force: true });
-      process.exit(130);
-    });
-  });
-}
-
-async function batch(lines: string[], ns?: string): Promise<void> {
-  for (let i = 0; i < lines.length; i += 500) await run(['ip', ...(ns ? ['-n', ns] : []), '-force', '-batch', '-'], { input: lines.slice(i, i + 500).join('\n') + '\n' });
-}
-
-async function parallel<T>(items: T[], n: number, fn: (x: T, i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: n }, async () => {
-    for (let i = next++; i < items.length; i = next++) await fn(items[i]!, i);
-  }));
-}
+const runner = new BenchRun(say, () => ({ prefix, tmp }));
 
 /** One request from inside a namespace to its local listener; true on 200. */
 async function probe(ns: string, port: number): Promise<boolean> {
@@ -193,11 +165,10 @@ async function routerPhases(): Promise<void> {
   const maxN = Math.max(0, ...cfg.sizes, ...cfg.perNs, cfg.haproxy);
   const names = Array.from({ length: maxN }, (_, i) => `${prefix}-n${i}`);
   const t0 = Date.now();
-  await batch(names.map((n) => `netns add ${n}`));
-  await parallel(names, 8, async (n) => void (await run(['ip', '-n', n, 'link', 'set', 'lo', 'up'])));
+  await addNamespaces(names);
   say(`${maxN} namespaces in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   const upNs = `${prefix}-up`;
-  await batch([`netns add ${upNs}`]);
+  await run(['ip', 'netns', 'add', upNs]);
   const upstream = await startUpstream(resolve(here, 'lib/upstream.js'), upNs, tmp);
   const state = join(tmp, 'state');
   mkdirSync(state, { recursive: true });
@@ -205,7 +176,7 @@ async function routerPhases(): Promise<void> {
 
   // ---- 1. memory: shared ----
   const m = new SharedMetadataProxy({ name: 'bench-l3', conf, log: silentLogger, pruneIntervalSec: 0 });
-  cleanups.push(() => m.destroy());
+  runner.onCleanup(() => m.destroy());
   await m.start();
   await sleep(1000);
   const base = memory(m.pid!);
@@ -236,18 +207,18 @@ async function routerPhases(): Promise<void> {
   // left in the benchmark's session, beside wrk and the upstream, which is how this phase ran before (see launch).
   const perNs = launch('perns-load', perNsArgv(PERNS_PORT), topo.router, tmp, {}, { detached: true });
   const perNsHere = launch('perns-load-session', perNsArgv(PERNS_SESSION_PORT), topo.router, tmp);
-  cleanups.push(() => perNsHere.stop());
+  runner.onCleanup(() => perNsHere.stop());
   await waitServed(topo.router, PERNS_PORT);
   await waitServed(topo.router, PERNS_SESSION_PORT);
   // The same process model with that one listener only: what the other idle listeners cost per request.
   const solo = new SharedMetadataProxy({ name: 'bench-solo', conf, log: silentLogger, pruneIntervalSec: 0 });
-  cleanups.push(() => solo.destroy());
+  runner.onCleanup(() => solo.destroy());
   await solo.start();
   await solo.add({ kind: 'router', id: routerId, namespace: topo.router, host: '0.0.0.0', port: SOLO_PORT });
   // haproxy as Neutron's L3 agent runs it, in the same router namespace: what the per-namespace proxy was measured
   // against, so the shared one is too, in the same run.
   const hap = await startHaproxy('haproxy-load', topo.router, tmp, { routerId, port: HAPROXY_PORT, socket: upstream.socket });
-  cleanups.push(() => hap.stop());
+  runner.onCleanup(() => hap.stop());
   const targets = [
     { mode: `shared (1 of ${m.size} listeners)`, port: SHARED_PORT, pid: () => m.pid! },
     { mode: 'shared (its only listener)', port: SOLO_PORT, pid: () => solo.pid! },
@@ -259,7 +230,7 @@ async function routerPhases(): Promise<void> {
   if (cfg.compare) {
     // The same listeners (each answered once, then past the quiet period) served by the other build.
     const cmp = (other = new SharedMetadataProxy({ name: 'bench-compare', conf: { ...conf, metadata_proxy_cmd: [process.execPath, ...PROXY_NODE_FLAGS, cfg.compare].join(' ') }, log: silentLogger, pruneIntervalSec: 0 }));
-    cleanups.push(() => cmp.destroy());
+    runner.onCleanup(() => cmp.destroy());
     await cmp.start();
     const idle = names.slice(0, have);
     await Promise.all(idle.map((ns) => cmp.add({ kind: 'router', id: randomUUID(), namespace: ns, host: '0.0.0.0', port: COMPARE_PORT })));
@@ -311,11 +282,11 @@ async function routerPhases(): Promise<void> {
   {
     // As the agents supervise a per-namespace proxy: ProcessManager + ProcessMonitor, 1 s checks.
     const pm: ProcessManager = metadataProxyManager({ uuid: routerId, namespace: topo.router, conf, port: PERNS_PORT, routerId, log: silentLogger });
-    cleanups.push(() => pm.disable());
+    runner.onCleanup(() => pm.disable());
     await pm.enable();
     const mon = new ProcessMonitor({ intervalSec: 1, action: 'respawn', log: silentLogger });
     mon.register(pm);
-    cleanups.push(async () => mon.stop());
+    runner.onCleanup(async () => mon.stop());
     await waitServed(topo.router, PERNS_PORT);
     await redirectTo(topo, PERNS_PORT);
     const loop = guestLoop(topo.guest, url, 4000);
@@ -337,7 +308,7 @@ async function routerPhases(): Promise<void> {
 
   // ---- 1b. memory: a proxy per namespace, and haproxy per namespace ----
   const procs: Proc[] = [];
-  cleanups.push(async () => {
+  runner.onCleanup(async () => {
     for (const p of procs) await p.stop();
   });
   let started = 0;
@@ -397,7 +368,7 @@ async function stormPhase(): Promise<void> {
   const G = cfg.stormGuests;
   const t0 = Date.now();
   const chain = await startChainDaemons({ buildRoot, tmp, log: say });
-  cleanups.push(() => chain.stop());
+  runner.onCleanup(() => chain.stop());
   const routers: StormRouter[] = [];
   await parallel(Array.from({ length: R }, (_, i) => i), 4, async (i) => {
     const topo = await createTopology(`${prefix}-r${i}`, SHARED_PORT);
@@ -421,11 +392,11 @@ async function stormPhase(): Promise<void> {
   const state = join(tmp, 'state-storm');
   mkdirSync(state, { recursive: true });
   const shared = new SharedMetadataProxy({ name: 'bench-storm', conf: { state_path: state, metadata_proxy_socket: chain.socket, debug: false, verbose: false }, log: silentLogger, pruneIntervalSec: 0 });
-  cleanups.push(() => shared.destroy());
+  runner.onCleanup(() => shared.destroy());
   await shared.start();
   await Promise.all(routers.map((r) => shared.add({ kind: 'router', id: r.routerId, namespace: r.topo.router, host: '0.0.0.0', port: SHARED_PORT })));
   const perNs: Proc[] = [];
-  cleanups.push(async () => {
+  runner.onCleanup(async () => {
     for (const p of perNs) await p.stop();
   });
   await parallel(routers, 4, async (r, i) => {
@@ -557,6 +528,6 @@ main()
     process.exitCode = 1;
   })
   .finally(async () => {
-    await cleanup();
+    await runner.cleanup();
     rmSync(tmp, { recursive: true, force: true });
   });

@@ -44,6 +44,24 @@ function runArgv([cmd, ...argv]: string[], timeoutMs = 15_000): Promise<{ code: 
   });
 }
 
+/** n requests to the proxy on `port` from 8 keep-alive guests at once (paths `<path>/<i>`); each must be a 200. */
+function keepAliveBurst(port: number, ka: Agent, n: number, path: string): Promise<void> {
+  const one = (i: number) =>
+    new Promise<void>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port, path: `${path}/${i}`, agent: ka }, (res) => {
+        res.resume();
+        res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`status ${res.statusCode}`))));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  return Promise.all(
+    Array.from({ length: 8 }, async (_, w) => {
+      for (let i = w; i < n; i += 8) await one(i);
+    }),
+  ).then(() => undefined);
+}
+
 const alive = (pid: number) => {
   try {
     process.kill(pid, 0);
@@ -480,18 +498,7 @@ for (const mode of PROXY_MODES) {
       try {
         // 1000 requests (the compaction threshold) from 8 keep-alive guests at once: several agent connections.
         const ka = new Agent({ keepAlive: true, maxSockets: 8 });
-        const one = (i: number) =>
-          new Promise<void>((resolve, reject) => {
-            const req = request({ host: '127.0.0.1', port, path: `/burst/${i}`, agent: ka }, (res) => {
-              res.resume();
-              res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`status ${res.statusCode}`))));
-            });
-            req.on('error', reject);
-            req.end();
-          });
-        await Promise.all(Array.from({ length: 8 }, async (_, w) => {
-          for (let i = w; i < 1000; i += 8) await one(i);
-        }));
+        await keepAliveBurst(port, ka, 1000, '/burst');
         ka.destroy();
         const busy = await open();
         assert.ok(busy >= 2, `agent connections kept alive after the burst: ${busy}`);
@@ -757,24 +764,10 @@ describe('quantum-ns-metadata-proxy: garbage collection under load', () => {
     try {
       await waitForListen({ host: '127.0.0.1', port }, 10_000);
       const ka = new Agent({ keepAlive: true, maxSockets: 8 });
-      const burst = (n: number) =>
-        Promise.all(
-          Array.from({ length: 8 }, async (_, w) => {
-            for (let i = w; i < n; i += 8)
-              await new Promise<void>((resolve, reject) => {
-                const req = request({ host: '127.0.0.1', port, path: `/gc/${i}`, agent: ka }, (res) => {
-                  res.resume();
-                  res.on('end', () => (res.statusCode === 200 ? resolve() : reject(new Error(`status ${res.statusCode}`))));
-                });
-                req.on('error', reject);
-                req.end();
-              });
-          }),
-        );
-      await burst(1000);
+      await keepAliveBurst(port, ka, 1000, '/gc');
       await waitFor(() => /memory compacted/.test(out), 10_000, 50, 'the quiet-period compaction');
       const from = out.length;
-      await burst(4000);
+      await keepAliveBurst(port, ka, 4000, '/gc');
       ka.destroy();
       const promoted = promotedPerYoungGc(out, from);
       assert.ok(promoted.length >= 5, `young GCs during 4000 requests: ${promoted.length}`);

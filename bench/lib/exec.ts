@@ -43,6 +43,16 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
   return { stdout: r.stdout, stderr: r.stderr, code: r.exitCode };
 }
 
+/** fn over items, at most n at a time. */
+export async function parallel<T>(items: readonly T[], n: number, fn: (x: T, i: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      for (let i = next++; i < items.length; i = next++) await fn(items[i]!, i);
+    }),
+  );
+}
+
 /** Start a long-running process (optionally in a namespace). `ip netns exec` execs, so the pid is the program's. */
 export function start(argv: readonly string[], ns?: string, opts: SpawnOptions = {}): ChildProcess {
   const full = nsArgv(ns, argv);

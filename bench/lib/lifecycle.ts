@@ -15,7 +15,7 @@ export interface RunState {
 
 export class BenchRun {
   private cleaning: Promise<void> | undefined;
-  private readonly hooks: (() => void)[] = [];
+  private readonly hooks: (() => void | Promise<void>)[] = [];
 
   constructor(
     private readonly say: (m: string) => void,
@@ -33,15 +33,18 @@ export class BenchRun {
     }
   }
 
-  /** Run first when cleaning up, before the processes are killed (e.g. stop a metrics scraper). */
-  onCleanup(fn: () => void): void {
+  /**
+   * Run first when cleaning up, before the processes are killed (stop a metrics scraper, destroy a shared proxy the
+   * benchmark did not spawn itself): the last registered first, each awaited, a failing one not stopping the rest.
+   */
+  onCleanup(fn: () => void | Promise<void>): void {
     this.hooks.push(fn);
   }
 
   /** Once: the hooks, every child SIGTERM then SIGKILL, the namespaces. */
   cleanup(): Promise<void> {
     this.cleaning ??= (async () => {
-      for (const fn of this.hooks) fn();
+      for (const fn of this.hooks.splice(0).reverse()) await Promise.resolve().then(fn).catch(() => undefined);
       killChildren('SIGTERM');
       await new Promise((r) => setTimeout(r, 300));
       killChildren('SIGKILL');

@@ -1,7 +1,7 @@
 // The benchmark's network: a "switch" namespace holding one Linux bridge, a router namespace plugged into it
 // with a qr- device and Neutron's metadata iptables rules, and guest namespaces plugged into the same bridge.
 // Nothing is created in the root namespace, so deleting the per-run namespaces removes everything.
-import { run } from './exec.js';
+import { parallel, run } from './exec.js';
 
 export const METADATA_IP = '169.254.169.254';
 export const ROUTER_IP = '10.1.1.1';
@@ -38,6 +38,12 @@ const ROUTER_MAC = macFor(0xfffffe);
 async function ipBatch(lines: string[], ns?: string): Promise<void> {
   if (lines.length === 0) return;
   await run(['ip', ...(ns ? ['-n', ns] : []), '-batch', '-'], { input: lines.join('\n') + '\n' });
+}
+
+/** Many bare namespaces at once (`ip -batch`, 500 per call), each with its loopback up. */
+export async function addNamespaces(names: readonly string[]): Promise<void> {
+  for (let i = 0; i < names.length; i += 500) await run(['ip', '-force', '-batch', '-'], { input: names.slice(i, i + 500).map((n) => `netns add ${n}\n`).join('') });
+  await parallel(names, 8, async (n) => void (await run(['ip', '-n', n, 'link', 'set', 'lo', 'up'])));
 }
 
 /** Neutron's L3 agent metadata rules (Zed driver.py), in wrapped chains, sending :80 to `port`. */
